@@ -1,0 +1,52 @@
+"""spill_guard: detect hallucinations at inference time from a model's raw logits.
+
+The public face is small: load a model, generate or re-score answers, read the scores.
+Higher score = more likely a hallucination, for every scorer and pooling.
+
+    >>> from spill_guard import SpillModel
+    >>> sm = SpillModel.load()                      # embedded SmolLM2-135M-Instruct
+    >>> [ans] = sm.generate("What is the capital of France?")
+    >>> ans.answer, ans.score("spilled_energy:min")
+"""
+
+from spill_guard.capture import StreamingCapture, TokenTrace, generate_with_capture, teacher_forced_traces
+from spill_guard.errors import (
+    CaptureError,
+    InvalidInputError,
+    InvalidParameterError,
+    ModelNotFoundError,
+    NonFiniteLogitsError,
+    PromptTooLongError,
+    SpillGuardError,
+)
+from spill_guard.models import DEFAULT_MODEL, LoadedModel, load_model
+from spill_guard.report import ScoredAnswer, TokenRecord
+from spill_guard.scoring import BASELINES, DEFAULT_SPEC, ScoreSpec, catalogue
+from spill_guard.spill_model import SpillModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BASELINES",
+    "CaptureError",
+    "DEFAULT_MODEL",
+    "DEFAULT_SPEC",
+    "InvalidInputError",
+    "InvalidParameterError",
+    "LoadedModel",
+    "ModelNotFoundError",
+    "NonFiniteLogitsError",
+    "PromptTooLongError",
+    "ScoreSpec",
+    "ScoredAnswer",
+    "SpillGuardError",
+    "SpillModel",
+    "StreamingCapture",
+    "TokenRecord",
+    "TokenTrace",
+    "__version__",
+    "catalogue",
+    "generate_with_capture",
+    "load_model",
+    "teacher_forced_traces",
+]

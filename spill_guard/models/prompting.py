@@ -1,0 +1,54 @@
+"""Turn a question (and optional RAG context) into the exact prompt token ids fed to the model.
+
+Chat models get their own chat template with a generation prompt; tokenizers without one
+(base models) get a plain ``Question: ... / Answer:`` frame. The ids returned here are the
+ids the model sees, which is what reports record as ``prompt_ids``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spill_guard.errors import InvalidInputError
+
+DEFAULT_INSTRUCTION = "Answer briefly."
+
+
+def format_question(question: str, *, context: str | None = None, instruction: str | None = DEFAULT_INSTRUCTION) -> str:
+    """The user turn: optional context passage, the question, then the instruction."""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInputError(f"the question is empty ({question!r}); pass the text you want answered.")
+    parts = []
+    if context:
+        parts.append(f"Context:\n{context.strip()}\n")
+    parts.append(question.strip())
+    if instruction:
+        parts.append(instruction)
+    return "\n".join(parts) if context else " ".join(parts)
+
+
+def prompt_ids(
+    tokenizer: Any,
+    question: str,
+    *,
+    context: str | None = None,
+    system: str | None = None,
+    instruction: str | None = DEFAULT_INSTRUCTION,
+    use_chat_template: bool | None = None,
+) -> list[int]:
+    """Token ids of the full prompt for ``question``.
+
+    ``use_chat_template=None`` uses the tokenizer's chat template when it has one.
+    """
+    user = format_question(question, context=context, instruction=instruction)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template is None:
+        use_chat_template = has_template
+    if use_chat_template:
+        if not has_template:
+            raise InvalidInputError("use_chat_template=True but this tokenizer has no chat template; pass False.")
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    text = (f"{system}\n\n" if system else "") + f"Question: {user}\nAnswer:"
+    return list(tokenizer(text)["input_ids"])

@@ -1,0 +1,147 @@
+"""``ScoredAnswer``: the public result of scoring one answer (a versioned JSON contract).
+
+It carries the exact prompt ids, the generated ids, the decoded answer, each token's text
+and character offsets in that answer, the per-token ``E``, ``F``, ``Δ`` at the chosen β,
+and every catalogue score pooled over the whole answer. The underlying
+:class:`~spill_guard.capture.TokenTrace` stays attached (not serialised) so any other
+scorer, pooling or token range can be computed later without touching the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from spill_guard.capture.token_offsets import token_char_spans
+from spill_guard.capture.trace import TokenTrace
+from spill_guard.errors import InvalidInputError, NonFiniteLogitsError, SpillGuardError
+from spill_guard.scoring.energy import MarginalEnergy, SpilledEnergy, TokenEnergy
+from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, catalogue
+
+SCHEMA_VERSION = 1
+
+
+class TokenRecord(BaseModel):
+    """One answer token: its id, ``text == answer[start:end]``, and whether it is special.
+
+    Special tokens (end-of-turn, EOS) add no text, so their span is empty; ``literal`` keeps
+    their vocabulary form (e.g. ``<|im_end|>``) for display.
+    """
+
+    id: int
+    text: str
+    start: int
+    end: int
+    special: bool = False
+    literal: str | None = None
+
+
+class ScoredAnswer(BaseModel):
+    """Scores of one answer. Per-token lists are aligned with ``answer_ids``; higher = riskier.
+
+    Non-finite numbers (e.g. ``E = +inf`` for a token the model had masked) serialise as
+    ``null`` in JSON.
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="null", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    beta: float = 1.0
+    prompt: str
+    prompt_ids: list[int]
+    answer: str
+    answer_ids: list[int]
+    stopped_on_eos: bool = Field(description="True if generation ended on a stop token (included in answer_ids)")
+    tokens: list[TokenRecord]
+    token_energy: list[float] = Field(description="E_t = -β z_t[x_t]")
+    marginal_energy: list[float] = Field(description="F_t = -logsumexp(β z_t)")
+    spilled_energy: list[float] = Field(description="Δ_t = logsumexp(β z_{t+1}) - β z_t[x_t]")
+    pooled: dict[str, float] = Field(description="catalogue scores over the whole answer, by spec name")
+    default_score: str = DEFAULT_SPEC.name
+    nonfinite_steps: list[int] = Field(default_factory=list, description="steps with NaN/+inf logits")
+
+    _trace: TokenTrace | None = PrivateAttr(default=None)
+
+    @property
+    def trace(self) -> TokenTrace:
+        if self._trace is None:
+            raise SpillGuardError("this ScoredAnswer was loaded from JSON and has no trace; re-score the answer.")
+        return self._trace
+
+    def score(self, spec: ScoreSpec | str = DEFAULT_SPEC, start: int | None = None, end: int | None = None) -> float:
+        """Pooled score of ``spec`` over answer tokens ``[start, end)`` (default: all)."""
+        spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
+        if spec.beta not in self.trace.betas:
+            raise InvalidInputError(f"beta {spec.beta} was not captured; capture betas were {list(self.trace.betas)}.")
+        return spec.score(self.trace, start, end)
+
+    def table(self) -> str:
+        """A plain-text per-token table (token, E, F, Δ) for terminals."""
+        lines = [f"{'#':>3}  {'token':<16} {'E':>9} {'F':>9} {'Δ':>9}"]
+        for i, tok in enumerate(self.tokens):
+            shown = tok.literal or repr(tok.text)[1:-1]
+            lines.append(
+                f"{i:>3}  {shown[:16]:<16} {self.token_energy[i]:>9.3f} "
+                f"{self.marginal_energy[i]:>9.3f} {self.spilled_energy[i]:>9.3f}"
+            )
+        return "\n".join(lines)
+
+
+def build_scored_answer(
+    *,
+    tokenizer: Any,
+    model_name: str,
+    prompt_ids: list[int],
+    trace: TokenTrace,
+    stopped_on_eos: bool,
+    beta: float = 1.0,
+) -> ScoredAnswer:
+    """Assemble a :class:`ScoredAnswer` from a trace (offsets from the generated ids)."""
+    answer_ids = [int(i) for i in trace.token_ids]
+    text, spans, pieces = token_char_spans(tokenizer, answer_ids)
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    tokens = [
+        TokenRecord(
+            id=i, text=p, start=s, end=e, special=i in special,
+            literal=tokenizer.convert_ids_to_tokens(i) if i in special else None,
+        )
+        for i, p, (s, e) in zip(answer_ids, pieces, spans)
+    ]
+    nonfinite = [int(i) for i in trace.nonfinite.nonzero()[0]]
+    pooled: dict[str, float] = {}
+    if nonfinite:
+        warnings.warn(
+            f"model produced NaN/+inf logits at answer steps {nonfinite}; pooled scores are left out.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        for spec in catalogue():
+            try:
+                pooled[spec.name] = spec.score(trace)
+            except InvalidInputError:
+                continue  # undefined for this answer (e.g. Δ' on a one-token answer)
+
+    def as_list(values: Any) -> list[float]:
+        return [float(v) for v in values]
+
+    result = ScoredAnswer(
+        model=model_name,
+        beta=beta,
+        prompt=tokenizer.decode(prompt_ids, skip_special_tokens=False),
+        prompt_ids=[int(i) for i in prompt_ids],
+        answer=text,
+        answer_ids=answer_ids,
+        stopped_on_eos=stopped_on_eos,
+        tokens=tokens,
+        token_energy=as_list(TokenEnergy(beta=beta)(trace)),
+        marginal_energy=as_list(MarginalEnergy(beta=beta)(trace)),
+        spilled_energy=as_list(SpilledEnergy(beta=beta)(trace)),
+        pooled=pooled,
+        nonfinite_steps=nonfinite,
+    )
+    result._trace = trace
+    return result

@@ -1,0 +1,109 @@
+"""Named score configurations: a scorer plus a pooling, e.g. ``spilled_energy:min``.
+
+The catalogue below is what the CLI, the result JSON and the benchmarks enumerate. Every
+entry is higher = riskier. Baselines carry the SPEC §4 names they are known by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spill_guard.capture.trace import TokenTrace
+from spill_guard.errors import InvalidParameterError
+from spill_guard.scoring.base import TokenScorer
+from spill_guard.scoring.energy import MarginalEnergy, ReferenceSpilledEnergy, SpilledEnergy, TokenEnergy
+from spill_guard.scoring.entropy import TokenEntropy
+from spill_guard.scoring.instability import DynamicInstability
+from spill_guard.scoring.likelihood import TokenImprobability, TokenNLL
+from spill_guard.scoring.pooling import POOLINGS, check_finite, check_pooling, pool, resolve_range
+
+ENERGY_SCORERS = ("spilled_energy", "marginal_energy", "token_energy", "spilled_energy_reference")
+OTHER_SCORERS = ("nll", "improbability", "entropy", "instability")
+
+#: Baselines of SPEC §4 by the names the literature uses.
+BASELINES = {
+    "min_token_prob": ("improbability", "max"),
+    "g_nll": ("nll", "sum"),
+    "mean_nll": ("nll", "mean"),
+    "mean_entropy": ("entropy", "mean"),
+    "max_entropy": ("entropy", "max"),
+    "dynamic_instability": ("instability", "max"),
+}
+
+
+def make_scorer(name: str, beta: float = 1.0) -> TokenScorer:
+    """Build a scorer by name; ``beta`` applies to the energy scorers only."""
+    energy = {
+        "spilled_energy": SpilledEnergy,
+        "marginal_energy": MarginalEnergy,
+        "token_energy": TokenEnergy,
+        "spilled_energy_reference": ReferenceSpilledEnergy,
+    }
+    other = {
+        "nll": TokenNLL,
+        "improbability": TokenImprobability,
+        "entropy": TokenEntropy,
+        "instability": DynamicInstability,
+    }
+    if name in energy:
+        return energy[name](beta=beta)
+    if name in other:
+        return other[name]()
+    raise InvalidParameterError(f"unknown scorer {name!r}; choose one of {sorted(energy) + sorted(other)}.")
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A scorer, a pooling and a β; ``name`` is ``scorer:pooling`` (plus ``@beta`` if β ≠ 1)."""
+
+    scorer: str
+    pooling: str
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        make_scorer(self.scorer, self.beta)  # validates name and beta
+        check_pooling(self.pooling)
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.beta == 1.0 or self.scorer not in ENERGY_SCORERS else f"@{self.beta:g}"
+        return f"{self.scorer}:{self.pooling}{suffix}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ScoreSpec":
+        """Parse ``scorer:pooling[@beta]`` or a baseline name such as ``g_nll``."""
+        if text in BASELINES:
+            return cls(*BASELINES[text])
+        head, _, beta = text.partition("@")
+        scorer, sep, pooling = head.partition(":")
+        if not sep:
+            raise InvalidParameterError(
+                f"cannot parse score spec {text!r}; write 'scorer:pooling' (e.g. 'spilled_energy:min') "
+                f"or a baseline name from {sorted(BASELINES)}."
+            )
+        try:
+            b = float(beta) if beta else 1.0
+        except ValueError:
+            raise InvalidParameterError(f"beta in {text!r} is not a number; e.g. 'spilled_energy:min@0.5'.") from None
+        return cls(scorer, pooling, b)
+
+    def values(self, trace: TokenTrace) -> np.ndarray:
+        """Per-token values ``[T]`` (before pooling)."""
+        return make_scorer(self.scorer, self.beta)(trace)
+
+    def score(self, trace: TokenTrace, start: int | None = None, end: int | None = None) -> float:
+        """Pooled score over tokens ``[start, end)`` (default: all answer tokens)."""
+        s, e = resolve_range(trace, start, end)
+        check_finite(trace, s, e)
+        return pool(self.values(trace)[s:e], self.pooling)
+
+
+#: The documented default: spilled energy with min pooling, the paper's headline (SPEC §2).
+DEFAULT_SPEC = ScoreSpec("spilled_energy", "min")
+
+
+def catalogue() -> list[ScoreSpec]:
+    """Every scorer × pooling at β = 1 (what reports and benchmarks enumerate)."""
+    return [ScoreSpec(s, p) for s in ENERGY_SCORERS + OTHER_SCORERS for p in POOLINGS]
