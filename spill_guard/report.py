@@ -78,6 +78,19 @@ class ScoredAnswer(BaseModel):
             raise InvalidInputError(f"beta {spec.beta} was not captured; capture betas were {list(self.trace.betas)}.")
         return spec.score(self.trace, start, end)
 
+    def to_record(self) -> dict:
+        """JSON-ready dict of the contract *plus* the trace, so scores can be recomputed later."""
+        return {**self.model_dump(mode="json"), "trace": self.trace.to_dict()}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ScoredAnswer":
+        """Inverse of :meth:`to_record` (the trace is re-attached)."""
+        data = dict(record)
+        trace = TokenTrace.from_dict(data.pop("trace"))
+        result = cls.model_validate(data)
+        result._trace = trace
+        return result
+
     def table(self) -> str:
         """A plain-text per-token table (token, E, F, Δ) for terminals."""
         lines = [f"{'#':>3}  {'token':<16} {'E':>9} {'F':>9} {'Δ':>9}"]

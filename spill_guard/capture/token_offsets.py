@@ -34,20 +34,23 @@ def token_char_spans(tokenizer: Any, token_ids: list[int]) -> tuple[str, list[tu
     for i in range(len(token_ids)):
         prefix = _decode(tokenizer, list(token_ids[: i + 1]))
         # An unfinished UTF-8 sequence decodes to U+FFFD; it is not text yet.
+        unfinished = False
         while prefix.endswith(_REPLACEMENT) and not text[: len(prefix)].endswith(_REPLACEMENT):
             prefix = prefix[:-1]
+            unfinished = True
         # Decoding is prefix-stable for the tokenizers we know; guard anyway.
         end = _common_prefix_length(prefix, text)
         if end > stable:
-            for j in pending:
-                spans[j] = (stable, end)
+            for j in pending:  # they carried bytes of the character(s) completed now
+                spans[j] = (spans[j][0], end)
             pending = []
             spans.append((stable, end))
             stable = end
         else:
             spans.append((stable, stable))
-            if token_ids[i] not in special:
-                pending.append(i)
+        # A token can finish some text and also start a character the next token completes.
+        if token_ids[i] not in special and (unfinished or spans[-1][0] == spans[-1][1]):
+            pending.append(i)
     pieces = [text[s:e] for s, e in spans]
     return text, spans, pieces
 

@@ -55,6 +55,43 @@ class TokenTrace:
             f"betas=({beta!r},) when creating the model wrapper / capture."
         )
 
+    def to_dict(self) -> dict:
+        """JSON-ready form (NaN as None), e.g. for a benchmark's generation cache."""
+
+        def clean(a: np.ndarray) -> list:
+            return [None if isinstance(v, float) and v != v else v for v in a.tolist()]
+
+        return {
+            "token_ids": self.token_ids.tolist(),
+            "betas": list(self.betas),
+            "chosen_logit": clean(self.chosen_logit),
+            "previous_logit": clean(self.previous_logit),
+            "log_partition": [clean(row) for row in self.log_partition],
+            "entropy": clean(self.entropy),
+            "jsd_next": clean(self.jsd_next),
+            "nonfinite": self.nonfinite.tolist(),
+            "vocab_size": self.vocab_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenTrace":
+        """Inverse of :meth:`to_dict`."""
+
+        def arr(values: list) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+        return cls(
+            token_ids=np.array(data["token_ids"], dtype=np.int64),
+            betas=tuple(float(b) for b in data["betas"]),
+            chosen_logit=arr(data["chosen_logit"]),
+            previous_logit=arr(data["previous_logit"]),
+            log_partition=np.stack([arr(row) for row in data["log_partition"]]),
+            entropy=arr(data["entropy"]),
+            jsd_next=arr(data["jsd_next"]),
+            nonfinite=np.array(data["nonfinite"], dtype=bool),
+            vocab_size=int(data["vocab_size"]),
+        )
+
     @property
     def log_prob(self) -> np.ndarray:
         """``[T]`` ``log p_t(x_t)`` at β = 1."""

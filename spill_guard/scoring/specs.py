@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.base import TokenScorer
@@ -63,13 +64,16 @@ class ScoreSpec:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
-        make_scorer(self.scorer, self.beta)  # validates name and beta
+        validate_betas((self.beta,))  # for every scorer, even those that ignore beta
+        make_scorer(self.scorer, self.beta)  # validates the name
         check_pooling(self.pooling)
 
     @property
     def name(self) -> str:
-        suffix = "" if self.beta == 1.0 or self.scorer not in ENERGY_SCORERS else f"@{self.beta:g}"
-        return f"{self.scorer}:{self.pooling}{suffix}"
+        if self.beta == 1.0 or self.scorer not in ENERGY_SCORERS:
+            return f"{self.scorer}:{self.pooling}"
+        short = f"{self.beta:g}"  # '0.5', '2'; exact repr only when the short form would not parse back
+        return f"{self.scorer}:{self.pooling}@{short if float(short) == self.beta else repr(self.beta)}"
 
     @classmethod
     def parse(cls, text: str) -> "ScoreSpec":

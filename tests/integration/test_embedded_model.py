@@ -138,3 +138,17 @@ def test_unknown_model_paths():
         SpillModel.load("/definitely/not/here")
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         SpillModel.load("./missing-model.gguf")
+
+
+def test_record_round_trip_keeps_trace(greedy):
+    import json
+
+    from spill_guard import ScoredAnswer
+
+    original = greedy[1]
+    restored = ScoredAnswer.from_record(json.loads(json.dumps(original.to_record())))
+    assert restored.model_dump() == original.model_dump()
+    assert restored.score("spilled_energy_reference:mean") == original.score("spilled_energy_reference:mean")
+    bare = ScoredAnswer.model_validate_json(original.model_dump_json())
+    with pytest.raises(SpillGuardError, match="no trace"):
+        bare.score()
