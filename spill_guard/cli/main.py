@@ -13,7 +13,7 @@ from spill_guard.errors import NonFiniteLogitsError, SpillGuardError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spill_guard.cli import score
+    from spill_guard.cli import bench, score
 
     parser = argparse.ArgumentParser(
         prog="spill-guard",
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     score.register(sub)
+    bench.register(sub)
     return parser
 
 

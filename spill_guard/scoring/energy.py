@@ -63,3 +63,19 @@ class ReferenceSpilledEnergy(BetaScorer):
 
     def __call__(self, trace: TokenTrace) -> np.ndarray:
         return trace.log_partition_at(self.beta)[:-1] - self.beta * trace.previous_logit
+
+
+@dataclass(frozen=True)
+class PartitionShift(BetaScorer):
+    """``logsumexp(β z_{t+1}) - logsumexp(β z_t)``: the part of Δ that is not the token's NLL.
+
+    At β = 1, ``Δ_t = -log p_t(x_t) + PartitionShift_t`` (SPEC §1), so this isolates what
+    spilled energy adds on top of the likelihood baselines.
+    """
+
+    name: str = "partition_shift"
+    sign_note: str = "change of the log-partition across the step (no sign flip)"
+
+    def __call__(self, trace: TokenTrace) -> np.ndarray:
+        lp = trace.log_partition_at(self.beta)
+        return lp[1:] - lp[:-1]

@@ -14,13 +14,25 @@ from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.base import TokenScorer
-from spill_guard.scoring.energy import MarginalEnergy, ReferenceSpilledEnergy, SpilledEnergy, TokenEnergy
+from spill_guard.scoring.energy import (
+    MarginalEnergy,
+    PartitionShift,
+    ReferenceSpilledEnergy,
+    SpilledEnergy,
+    TokenEnergy,
+)
 from spill_guard.scoring.entropy import TokenEntropy
 from spill_guard.scoring.instability import DynamicInstability
 from spill_guard.scoring.likelihood import TokenImprobability, TokenNLL
 from spill_guard.scoring.pooling import POOLINGS, check_finite, check_pooling, pool, resolve_range
 
-ENERGY_SCORERS = ("spilled_energy", "marginal_energy", "token_energy", "spilled_energy_reference")
+ENERGY_SCORERS = (
+    "spilled_energy",
+    "marginal_energy",
+    "token_energy",
+    "spilled_energy_reference",
+    "partition_shift",
+)
 OTHER_SCORERS = ("nll", "improbability", "entropy", "instability")
 
 #: Baselines of SPEC §4 by the names the literature uses.
@@ -41,6 +53,7 @@ def make_scorer(name: str, beta: float = 1.0) -> TokenScorer:
         "marginal_energy": MarginalEnergy,
         "token_energy": TokenEnergy,
         "spilled_energy_reference": ReferenceSpilledEnergy,
+        "partition_shift": PartitionShift,
     }
     other = {
         "nll": TokenNLL,

@@ -1,0 +1,91 @@
+"""``spill-guard bench --task NAME|PATH.jsonl --out DIR``: measure detection quality on a task.
+
+Writes ``DIR/results.json`` (the contract in spill_guard/evaluation/results.py),
+``DIR/results.md``, and, when matplotlib is installed (``spill-guard[bench]``), ROC and
+histogram PNGs. Generations are cached in ``DIR``; re-running resumes and re-scores
+without generating again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spill_guard.cli.common import add_model_options, load_spill_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure detection quality (AUROC etc.) of every scorer on a task")
+    p.add_argument("--task", required=True, help="built-in task (arithmetic, capitals, elements) or a .jsonl file")
+    p.add_argument("--n", type=int, default=None, help="use at most N items (a stable shuffle of the split)")
+    p.add_argument("--split", default="all", choices=("all", "dev", "test"), help="stable half of the items (default all)")
+    p.add_argument("--out", required=True, help="output folder (also holds the resumable generation cache)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--locators", default=None, help="comma-separated locator names (default: all built-in + LLM extractor)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the AUROC interval")
+    p.add_argument("--no-progress", action="store_true")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spill_guard.evaluation.results import to_markdown
+    from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, DEFAULT_LOCATORS, run_bench
+    from spill_guard.evaluation.splits import select
+    from spill_guard.tasks import load_task
+
+    items = select(load_task(args.task), args.split, args.n)
+    sm = load_spill_model(args, extra_betas=BENCH_EXTRA_BETAS)
+    locators = [s.strip() for s in args.locators.split(",")] if args.locators else list(DEFAULT_LOCATORS)
+    task_name = Path(args.task).stem if args.task.endswith(".jsonl") else args.task
+    run_ = run_bench(
+        sm, items, args.out, task=task_name, split=args.split, locators=locators,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, n_boot=args.bootstrap,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out)
+    report = run_.report
+    (out / "results.json").write_text(report.model_dump_json(indent=1), encoding="utf-8")
+    (out / "results.md").write_text(to_markdown(report), encoding="utf-8")
+    plots = write_plots(run_, out)
+    d = report.default
+    print(f"{report.task}: n={report.n}, accuracy ({d.locator}) {d.accuracy:.3f}")
+    print(f"default {d.spec} on {d.locator}: AUROC {d.auroc if d.auroc is None else round(d.auroc, 3)}")
+    best = report.best()
+    if best is not None:
+        print(f"best overall: {best.spec} on {best.locator}: AUROC {best.auroc:.3f}")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {len(plots)} plots" if plots else ""))
+    return 0
+
+
+def write_plots(run_, out: Path) -> list[Path]:
+    """ROC of the default vs. the best baseline and best energy score; histogram of the default."""
+    from spill_guard.evaluation import plots
+    from spill_guard.scoring.specs import ENERGY_SCORERS, OTHER_SCORERS, ScoreSpec
+
+    report = run_.report
+    d = report.default
+    try:
+        plots._pyplot()
+    except ImportError as exc:
+        print(f"note: no plots ({exc})", file=sys.stderr)
+        return []
+    chosen = [("default " + d.spec, d)]
+    for label, scorers in (("best energy", ENERGY_SCORERS), ("best baseline", OTHER_SCORERS)):
+        best = report.best(scorers=scorers, locator=d.locator)
+        if best is not None:
+            chosen.append((f"{label} {best.spec}", best))
+    curves = []
+    for label, row in chosen:
+        if row.auroc is None:
+            continue
+        scores, labels = run_.scores(row.locator, ScoreSpec.parse(row.spec))
+        curves.append((label, scores, labels, row.auroc))
+    written = []
+    if curves:
+        written.append(plots.plot_roc(curves, out / "roc.png", f"{report.task}: {d.locator} span"))
+        scores, labels = curves[0][1], curves[0][2]
+        written.append(plots.plot_histogram(scores, labels, out / "hist_default.png", f"{report.task}: {d.spec}", d.spec))
+    return written
