@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from spill_guard.capture.step_stats import (
-    entropy,
+    StepDistribution,
     gather_token_logit,
-    js_divergence,
-    log_partition,
-    nonfinite_rows,
+    js_from_distributions,
+    summarize,
     validate_betas,
 )
 from spill_guard.capture.trace import TokenTrace, traces_from_steps
@@ -41,8 +40,9 @@ class StreamingCapture:
 
     def _reset(self) -> None:
         self.steps = 0
-        self._prev: torch.Tensor | None = None
-        self._prev_prev: torch.Tensor | None = None
+        self._prev: StepDistribution | None = None
+        self._prev_logits: torch.Tensor | None = None
+        self._prev_prev_logits: torch.Tensor | None = None
         self._chosen: list[torch.Tensor] = []
         self._previous: list[torch.Tensor] = []
         self._jsd: list[torch.Tensor] = []
@@ -62,13 +62,14 @@ class StreamingCapture:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        self._prev = self._prev_prev = None  # release the two [B, V] rows
+        self._prev = self._prev_logits = self._prev_prev_logits = None  # release the [B, V] rows
 
     @torch.no_grad()
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         logits = output.logits if hasattr(output, "logits") else output[0]
-        # Clone the last position so a prefill's [B, P, V] output is not kept alive.
-        z = logits[:, -1, :].detach().clone()
+        # Only the last position; its reduction copies it, so a prefill's [B, P, V] output is not kept alive.
+        z = logits[:, -1, :].detach()
+        current = summarize(z, self.betas)
         if self.steps > 0:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             if input_ids is None:
@@ -77,17 +78,19 @@ class StreamingCapture:
                     "needs token ids to know which token was chosen. Generate from input_ids."
                 )
             chosen = input_ids[:, -1]
-            self._chosen.append(gather_token_logit(self._prev, chosen))
-            if self._prev_prev is None:
+            self._chosen.append(gather_token_logit(self._prev_logits, chosen))
+            if self._prev_prev_logits is None:
                 self._previous.append(torch.full_like(self._chosen[-1], float("nan")))
             else:
-                self._previous.append(gather_token_logit(self._prev_prev, chosen))
-            self._jsd.append(js_divergence(self._prev, z))
-        self._log_partition.append(log_partition(z, self.betas))
-        self._entropy.append(entropy(z))
-        self._nonfinite.append(nonfinite_rows(z))
+                self._previous.append(gather_token_logit(self._prev_prev_logits, chosen))
+            self._jsd.append(js_from_distributions(self._prev, current))
+        self._log_partition.append(current.log_partition)
+        self._entropy.append(current.entropy)
+        self._nonfinite.append(current.nonfinite)
         self.vocab_size = int(z.shape[-1])
-        self._prev_prev, self._prev = self._prev, z
+        # Two raw rows (for z_t[x_t] and the reference variant's z_(t-1)[x_t]) and one distribution.
+        self._prev_prev_logits, self._prev_logits = self._prev_logits, z.clone()
+        self._prev = current
         self.steps += 1
 
     def traces(self, token_ids: torch.Tensor, lengths: list[int]) -> list[TokenTrace]:
@@ -183,6 +186,10 @@ def generate_with_capture(
         raise CaptureError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids {tuple(input_ids.shape)}")
     if bool((attention_mask[:, -1] == 0).any()):
         raise CaptureError("prompts must be left-padded (the last column of attention_mask has zeros).")
+    extra_stop = generate_kwargs.pop("eos_token_id", None)  # merged, not passed twice
+    if extra_stop is not None:
+        stop_token_ids = list(dict.fromkeys([*stop_token_ids, *([extra_stop] if isinstance(extra_stop, int) else extra_stop)]))
+    generate_kwargs.pop("return_dict_in_generate", None)  # always on: the KV cache is needed
     with StreamingCapture(model, betas) as capture:
         out = model.generate(
             input_ids=input_ids,

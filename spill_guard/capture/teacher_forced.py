@@ -15,11 +15,10 @@ import torch
 
 from spill_guard.capture.padding import left_pad
 from spill_guard.capture.step_stats import (
-    entropy,
+    StepDistribution,
     gather_token_logit,
-    js_divergence,
-    log_partition,
-    nonfinite_rows,
+    js_from_distributions,
+    summarize,
     validate_betas,
 )
 from spill_guard.capture.trace import TokenTrace, traces_from_steps
@@ -33,17 +32,23 @@ def window_statistics(window: torch.Tensor, answer_ids: torch.Tensor, betas: tup
     :func:`~spill_guard.capture.trace.traces_from_steps` except ids, lengths and vocab size.
     """
     n = answer_ids.shape[1]
-    chosen_from, after = window[:, :n], window[:, 1:]
+    steps = summarize(window, betas)  # z_1..z_(T+1) at once, the same reductions as streaming
+    after = StepDistribution(
+        steps.log_partition[..., 1:], steps.probs[:, 1:], steps.entropy[:, 1:], steps.nonfinite[:, 1:]
+    )
+    chosen_from = StepDistribution(
+        steps.log_partition[..., :n], steps.probs[:, :n], steps.entropy[:, :n], steps.nonfinite[:, :n]
+    )
     previous = gather_token_logit(window[:, : max(n - 1, 0)], answer_ids[:, 1:])
     nan_col = torch.full((answer_ids.shape[0], 1), float("nan"), dtype=previous.dtype, device=previous.device)
     return {
         "betas": betas,
-        "chosen_logit": gather_token_logit(chosen_from, answer_ids),
+        "chosen_logit": gather_token_logit(window[:, :n], answer_ids),
         "previous_logit": torch.cat([nan_col, previous], dim=1)[:, :n],
-        "log_partition": log_partition(window, betas),
-        "entropy": entropy(chosen_from),
-        "jsd_next": js_divergence(chosen_from, after),
-        "nonfinite": nonfinite_rows(window),
+        "log_partition": steps.log_partition,
+        "entropy": chosen_from.entropy,
+        "jsd_next": js_from_distributions(chosen_from, after),
+        "nonfinite": steps.nonfinite,
     }
 
 

@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 from spill_guard import CaptureError, SpillGuardError  # noqa: E402
 from spill_guard.capture import StreamingCapture, generate_with_capture, teacher_forced_traces  # noqa: E402
 from spill_guard.capture.padding import left_pad  # noqa: E402
-from spill_guard.capture.step_stats import validate_betas  # noqa: E402
+from spill_guard.capture.step_stats import StepDistribution, validate_betas  # noqa: E402
 from spill_guard.capture.trace import TokenTrace  # noqa: E402
 
 V = 97
@@ -328,6 +328,8 @@ def _vocab_tensors(cap: StreamingCapture) -> list[torch.Tensor]:
     found = []
     for value in vars(cap).values():
         items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, StepDistribution):  # the previous step's distribution
+            items = list(vars(value).values())
         found += [t for t in items if isinstance(t, torch.Tensor) and t.dim() and t.shape[-1] == V]
     return found
 
@@ -355,7 +357,9 @@ def test_capture_holds_only_constant_vocab_rows(model, batch, max_new_tokens):
             handle.remove()
         assert cap.steps == max_new_tokens + 1
         held = _vocab_tensors(cap)
-        assert len(held) == 2 and {id(cap._prev), id(cap._prev_prev)} == {id(t) for t in held}
+        # Constant memory: two raw rows (z_t, z_(t-1)) and one probability row carried to the next step.
+        expected = {id(cap._prev_logits), id(cap._prev_prev_logits), id(cap._prev.probs)}
+        assert len(held) == 3 and expected == {id(t) for t in held}
         for t in held:
             assert t.shape == (b, V)
             # A clone of the last position, not a view keeping the prefill's [B, P, V] alive.
@@ -365,9 +369,9 @@ def test_capture_holds_only_constant_vocab_rows(model, batch, max_new_tokens):
         for name in ("_chosen", "_previous", "_jsd", "_entropy", "_nonfinite"):
             assert all(t.shape == (b,) for t in getattr(cap, name)), name
         assert all(t.shape == (n_betas, b) for t in cap._log_partition)
-    assert len(seen_during) == max_new_tokens + 1 and max(seen_during) <= 2
+    assert len(seen_during) == max_new_tokens + 1 and max(seen_during) <= 3
     assert max(bytes_during) == b * V * 4  # fp32 [B, V]: never a view of a larger output
-    assert cap._prev is None and cap._prev_prev is None  # released on exit
+    assert cap._prev is None and cap._prev_logits is None and cap._prev_prev_logits is None  # released on exit
     assert _vocab_tensors(cap) == []
 
 
@@ -438,6 +442,7 @@ def test_full_prefill_output_is_not_kept_alive(model, batch):
     with StreamingCapture(model) as cap:
         out = model(input_ids=ids, attention_mask=mask)
         assert out.logits.shape == (ids.shape[0], ids.shape[1], V)
-        assert cap._prev.shape == (ids.shape[0], V)
-        assert cap._prev.untyped_storage().nbytes() == ids.shape[0] * V * 4
-        assert torch.equal(cap._prev, out.logits[:, -1])
+        for kept in (cap._prev_logits, cap._prev.probs):
+            assert kept.shape == (ids.shape[0], V)
+            assert kept.untyped_storage().nbytes() == ids.shape[0] * V * 4
+        assert torch.equal(cap._prev_logits, out.logits[:, -1])
