@@ -25,7 +25,7 @@ from spill_guard.evaluation.results import BenchReport, ConfigResult, LocatorSum
 from spill_guard.report import ScoredAnswer
 from spill_guard.scoring.specs import ScoreSpec, catalogue
 from spill_guard.spans import LLMExtractorLocator, SpanLocator, char_span_to_token_range, make_locator
-from spill_guard.spans.base import CharSpan, LocateResult, Reason
+from spill_guard.spans.base import LocateResult
 from spill_guard.spans.llm_extractor import plain_completions
 from spill_guard.spill_model import SpillModel
 from spill_guard.tasks import TaskItem, judge
@@ -137,13 +137,6 @@ class SpanRange:
     correct: bool
 
 
-def _whole_answer(answer: str) -> LocateResult:
-    span = CharSpan.within(answer, 0, len(answer))
-    if span is None:
-        return LocateResult(None, Reason.EMPTY_ANSWER, "full")
-    return LocateResult(span, Reason.FOUND, "full")
-
-
 def evaluate_locator(
     name: str, locate: Callable[[str, str], LocateResult], items: Sequence[TaskItem],
     answers: dict[str, ScoredAnswer], specs: Sequence[ScoreSpec], n_boot: int, seed: int,
@@ -220,9 +213,7 @@ def run_bench(
     answers, gen_seconds = generate_cached(sm, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     finders: dict[str, Callable[[str, str], LocateResult]] = {}
     for name in locators:
-        if name == "full":
-            finders[name] = lambda answer, question: _whole_answer(answer)
-        elif name == "llm_extractor":
+        if name == "llm_extractor":
             loc: SpanLocator = llm_extractor_cached(sm, items, answers, out, batch_size=batch_size, progress=progress)
             finders[name] = lambda answer, question, loc=loc: loc.locate_with_reason(answer, question=question)
         else:

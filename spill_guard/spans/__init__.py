@@ -23,6 +23,7 @@ from spill_guard.spans.cheap import (
     NumericLocator,
     QuotedLocator,
     StripFillerLocator,
+    WholeAnswerLocator,
 )
 from spill_guard.spans.llm_extractor import (
     DEFAULT_FEW_SHOT,
@@ -37,15 +38,16 @@ from spill_guard.spans.tokens import char_span_to_token_range, locate_tokens
 
 #: The built-in cheap locators by name (classes; each builds with no arguments).
 LOCATORS: dict[str, type[SpanLocator]] = {
-    cls.name: cls for cls in (NumericLocator, QuotedLocator, AnswerIsLocator, StripFillerLocator)
+    cls.name: cls for cls in (NumericLocator, QuotedLocator, AnswerIsLocator, StripFillerLocator, WholeAnswerLocator)
 }
 
 
 def make_locator(name: str) -> SpanLocator:
     """Build a cheap locator by name; ``"a+b+c"`` builds ``FirstOfLocator([a, b, c])``.
 
-    Names: ``numeric``, ``quoted``, ``answer_is``, ``strip_filler``. The LLM extractor needs
-    a model, so it is built directly: ``LLMExtractorLocator(spill_model)``.
+    Names: ``numeric``, ``quoted``, ``answer_is``, ``strip_filler``, ``full`` (the whole answer).
+    The LLM extractor needs a model, so it is built directly:
+    ``LLMExtractorLocator(spill_model)``.
     """
     if not isinstance(name, str) or not name.strip():
         raise InvalidParameterError(
@@ -76,6 +78,7 @@ __all__ = [
     "Reason",
     "SpanLocator",
     "StripFillerLocator",
+    "WholeAnswerLocator",
     "build_prompt",
     "char_span_to_token_range",
     "find_all_answers",

@@ -230,6 +230,19 @@ class StripFillerLocator(SpanLocator):
         return span
 
 
+class WholeAnswerLocator(SpanLocator):
+    """The whole generated answer (whitespace-stripped): the "score every token" baseline.
+
+    No rule can miss, so every non-empty answer is scored; special tokens (end-of-turn) are
+    still left out by the token mapping.
+    """
+
+    name = "full"
+
+    def _locate(self, answer: str, question: str | None) -> LocateResult:
+        return self._result(CharSpan.within(answer, 0, len(answer)), "the whole answer")
+
+
 # ----------------------------------------------------------------------- composition
 class CallableLocator(SpanLocator):
     """Wrap any function as a locator.

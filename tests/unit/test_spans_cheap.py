@@ -240,7 +240,7 @@ def test_first_of_rejects_bad_members():
 
 # ------------------------------------------------------------------------- registry
 def test_registry_names_and_make_locator():
-    assert set(LOCATORS) == {"numeric", "quoted", "answer_is", "strip_filler"}
+    assert set(LOCATORS) == {"numeric", "quoted", "answer_is", "strip_filler", "full"}
     assert isinstance(make_locator("numeric"), NumericLocator)
     chained = make_locator("quoted + answer_is+strip_filler")
     assert isinstance(chained, FirstOfLocator)
@@ -251,3 +251,12 @@ def test_registry_names_and_make_locator():
 def test_make_locator_unknown_name(bad):
     with pytest.raises(InvalidParameterError, match="choose from"):
         make_locator(bad)  # type: ignore[arg-type]
+
+
+def test_whole_answer_locator_takes_everything_but_surrounding_space():
+    from spill_guard.spans import make_locator
+
+    loc = make_locator("full")
+    span = loc.locate("  The capital is Rome.\n")
+    assert span is not None and span.text == "The capital is Rome." and span.start == 2
+    assert loc.locate("   ") is None
