@@ -55,7 +55,6 @@ def main(root_arg: str) -> None:
     rows: list[tuple[str, tuple[str, str]]] = [
         (f"**default** (dev-chosen): `{d_key[0]}` on {d_key[1]}", d_key),
         (f"best baseline on dev: `{base_key[0]}` on {base_key[1]}", base_key),
-        ("paper headline `spilled_energy:min` on llm_extractor", ("spilled_energy:min", "llm_extractor")),
         ("paper headline `spilled_energy:min` on answer_is", ("spilled_energy:min", "answer_is")),
         ("paper headline `spilled_energy:min` on full", ("spilled_energy:min", "full")),
         (f"reference-code Δ′ `spilled_energy_reference:{d_key[0].split(':')[1]}` on {d_key[1]}",
@@ -89,13 +88,12 @@ def main(root_arg: str) -> None:
         be = max((r for r in res if r["scorer"] == "spilled_energy"), key=lambda r: r["auroc"])
         bo = max((r for r in res if r["scorer"] not in ENERGY), key=lambda r: r["auroc"])
         print(f"| {t} | `{be['spec']}` on {be['locator']}: {be['auroc']:.3f} | `{bo['spec']}` on {bo['locator']}: {bo['auroc']:.3f} |")
-    print("\n| task | accuracy (judged on span): full / answer_is / llm_extractor | spans found by llm_extractor | generation s/item |")
-    print("|---|---|---|---|")
+    print("\n| task | accuracy, judged on the span: full / answer_is / numeric | generation s/item |")
+    print("|---|---|---|")
     for t in TASKS:
         locs = {l["name"]: l for l in tests[t]["locators"]}
-        acc = " / ".join(f"{locs[n]['accuracy']:.2f}" for n in ("full", "answer_is", "llm_extractor") if n in locs)
-        found = locs.get("llm_extractor", {}).get("n_found", "–")
-        print(f"| {t} | {acc} | {found}/{tests[t]['n']} | {tests[t]['seconds_per_item']:.2f} |")
+        acc = " / ".join(f"{locs[n]['accuracy']:.2f}" for n in ("full", "answer_is", "numeric") if n in locs)
+        print(f"| {t} | {acc} | {tests[t]['seconds_per_item']:.2f} |")
 
 
 if __name__ == "__main__":
