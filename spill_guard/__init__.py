@@ -6,7 +6,7 @@ Higher score = more likely a hallucination, for every scorer and pooling.
     >>> from spill_guard import SpillModel
     >>> sm = SpillModel.load()                      # embedded SmolLM2-135M-Instruct
     >>> [ans] = sm.generate("What is the capital of France?")
-    >>> ans.answer, ans.score("spilled_energy:min")
+    >>> ans.answer, ans.score()                     # default: spilled_energy:mean
 """
 
 from spill_guard.capture import StreamingCapture, TokenTrace, generate_with_capture, teacher_forced_traces

@@ -23,7 +23,7 @@ from spill_guard.evaluation.cache import JsonlCache
 from spill_guard.evaluation.metrics import DegenerateLabelsError, evaluate
 from spill_guard.evaluation.results import BenchReport, ConfigResult, LocatorSummary
 from spill_guard.report import ScoredAnswer
-from spill_guard.scoring.specs import ScoreSpec, catalogue
+from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, catalogue
 from spill_guard.spans import LLMExtractorLocator, SpanLocator, char_span_to_token_range, make_locator
 from spill_guard.spans.base import LocateResult
 from spill_guard.spans.llm_extractor import plain_completions
@@ -43,8 +43,8 @@ class DefaultConfig:
     # Chosen on the dev split of the three built-in tasks with the embedded model
     # (bench/choose_default.py, output in bench/results/choose_default_dev.txt) and
     # reported on the test split; the paper's headline, min pooling, is listed beside it.
-    scorer: str = "spilled_energy"
-    pooling: str = "mean"
+    scorer: str = DEFAULT_SPEC.scorer
+    pooling: str = DEFAULT_SPEC.pooling
     locator: str = "full"
 
     @property
