@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json())
     else:
-        print(render(result))
+        print(render(result, generated=args.answer is None))
     if result.nonfinite_steps:
         raise NonFiniteLogitsError(
             f"non-finite logits at answer steps {result.nonfinite_steps}; scores are not reliable. "
@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(result: ScoredAnswer) -> str:
+def render(result: ScoredAnswer, *, generated: bool = True) -> str:
     """Human-readable report: the answer, the per-token table, the pooled scores."""
     lines = [f"model: {result.model}   β = {result.beta:g}", "", f"answer: {result.answer}", "", result.table(), ""]
     lines.append("pooled scores over the whole answer (higher = riskier):")
     default = DEFAULT_SPEC.name
-    shown = [default] + [f"spilled_energy:{p}" for p in ("max", "mean", "sum")] + [
+    shown = [f"spilled_energy:{p}" for p in ("min", "max", "mean", "sum")] + [
         "token_energy:max", "marginal_energy:max", "spilled_energy_reference:min",
     ]
     for name in shown:
@@ -61,6 +61,6 @@ def render(result: ScoredAnswer) -> str:
         name = ScoreSpec(scorer, pooling).name
         if name in result.pooled:
             lines.append(f"  {label:<32} {result.pooled[name]:>10.4f}   ({name})")
-    if not result.stopped_on_eos:
+    if generated and not result.stopped_on_eos:
         lines.append("\nnote: the answer hit --max-new-tokens before an end-of-turn token.")
     return "\n".join(lines)

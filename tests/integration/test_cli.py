@@ -42,6 +42,8 @@ def test_score_table_and_teacher_forced_answer():
     proc = run_cli("score", "What is 2 + 2?", "--answer", "4")
     assert proc.returncode == 0, proc.stderr
     assert "answer: 4" in proc.stdout and "spilled_energy:min" in proc.stdout and "g_nll" in proc.stdout
+    assert "spilled_energy:mean" in proc.stdout and "(default)" in proc.stdout
+    assert "max-new-tokens" not in proc.stdout  # a given answer was not generated
 
 
 @pytest.mark.parametrize(
