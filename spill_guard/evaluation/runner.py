@@ -25,7 +25,6 @@ from spill_guard.evaluation.results import BenchReport, ConfigResult, LocatorSum
 from spill_guard.report import ScoredAnswer
 from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, catalogue
 from spill_guard.spans import LLMExtractorLocator, SpanLocator, char_span_to_token_range, make_locator
-from spill_guard.spans.base import LocateResult
 from spill_guard.spans.llm_extractor import plain_completions
 from spill_guard.spill_model import SpillModel
 from spill_guard.tasks import TaskItem, judge
@@ -61,20 +60,29 @@ def bench_specs() -> list[ScoreSpec]:
     return catalogue() + extra
 
 
-def _progress(total: int, label: str) -> Callable[[int], None]:
-    try:
-        from tqdm.auto import tqdm
+def fill_cache(
+    cache: JsonlCache,
+    items: Sequence[TaskItem],
+    compute: Callable[[list[TaskItem]], list[Any]],
+    *,
+    batch_size: int,
+    label: str,
+    progress: bool,
+) -> None:
+    """Compute the entries of ``items`` missing from ``cache``, a batch at a time, durably.
 
-        bar = tqdm(total=total, desc=label, unit="item", file=sys.stderr, leave=False)
-        return lambda k: (bar.update(k), bar.refresh()) and None  # type: ignore[func-returns-value]
-    except ImportError:  # pragma: no cover - tqdm ships with transformers' dependencies
-        done = [0]
+    ``compute`` maps a batch of items to one JSON value each. A progress bar goes to stderr.
+    """
+    missing = [it for it in items if it.id not in cache]
+    if not missing:
+        return
+    from tqdm.auto import tqdm  # ships with transformers' dependencies
 
-        def step(k: int) -> None:
-            done[0] += k
-            print(f"{label}: {done[0]}/{total}", file=sys.stderr)
-
-        return step
+    with tqdm(total=len(missing), desc=label, unit="item", file=sys.stderr, leave=False, disable=not progress) as bar:
+        for i in range(0, len(missing), batch_size):
+            batch = missing[i : i + batch_size]
+            cache.put_many({it.id: value for it, value in zip(batch, compute(batch))})
+            bar.update(len(batch))
 
 
 def generate_cached(
@@ -93,15 +101,14 @@ def generate_cached(
         "betas": list(sm.betas),
     }
     cache = JsonlCache(out_dir / "generations.jsonl", header)
-    missing = [it for it in items if it.id not in cache]
-    tick = _progress(len(missing), "generating") if progress and missing else (lambda k: None)
-    for i in range(0, len(missing), batch_size):
-        batch = missing[i : i + batch_size]
+
+    def answer(batch: list[TaskItem]) -> list[dict]:
         start = time.perf_counter()
-        answers = sm.generate([it.question for it in batch], contexts=[it.context for it in batch], max_new_tokens=max_new_tokens)
+        out = sm.generate([it.question for it in batch], contexts=[it.context for it in batch], max_new_tokens=max_new_tokens)
         per_item = (time.perf_counter() - start) / len(batch)
-        cache.put_many({it.id: {"record": a.to_record(), "seconds": per_item} for it, a in zip(batch, answers)})
-        tick(len(batch))
+        return [{"record": a.to_record(), "seconds": per_item} for a in out]
+
+    fill_cache(cache, items, answer, batch_size=batch_size, label="generating", progress=progress)
     answers = {it.id: ScoredAnswer.from_record(cache[it.id]["record"]) for it in items}
     seconds = float(np.mean([cache[it.id]["seconds"] for it in items])) if items else 0.0
     return answers, seconds
@@ -116,13 +123,11 @@ def llm_extractor_cached(
     header = {"kind": "extractions", "model": sm.loaded.name, "max_new_tokens": probe.max_new_tokens,
               "few_shot": hashlib.sha256(json.dumps([str(ex) for ex in probe.few_shot]).encode()).hexdigest()[:16]}
     cache = JsonlCache(out_dir / "extractions.jsonl", header)
-    missing = [it for it in items if it.id not in cache]
-    tick = _progress(len(missing), "extracting") if progress and missing else (lambda k: None)
-    for i in range(0, len(missing), batch_size):
-        batch = missing[i : i + batch_size]
-        outs = plain_completions(sm, [prompts[it.id] for it in batch], max_new_tokens=probe.max_new_tokens)
-        cache.put_many({it.id: o for it, o in zip(batch, outs)})
-        tick(len(batch))
+    fill_cache(
+        cache, items,
+        lambda batch: plain_completions(sm, [prompts[it.id] for it in batch], max_new_tokens=probe.max_new_tokens),
+        batch_size=batch_size, label="extracting", progress=progress,
+    )
     completions = {prompts[it.id]: cache[it.id] for it in items}
     return LLMExtractorLocator(lambda prompt: completions[prompt])
 
@@ -138,7 +143,7 @@ class SpanRange:
 
 
 def evaluate_locator(
-    name: str, locate: Callable[[str, str], LocateResult], items: Sequence[TaskItem],
+    name: str, locator: SpanLocator, items: Sequence[TaskItem],
     answers: dict[str, ScoredAnswer], specs: Sequence[ScoreSpec], n_boot: int, seed: int,
 ) -> tuple[LocatorSummary, list[ConfigResult], list[SpanRange]]:
     """Judge and score every item on this locator's spans; metrics for each spec."""
@@ -147,7 +152,7 @@ def evaluate_locator(
     ranges: list[SpanRange] = []
     for it in items:
         ans = answers[it.id]
-        result = locate(ans.answer, it.question)
+        result = locator.locate_with_reason(ans.answer, question=it.question)
         reasons[result.reason.value] = reasons.get(result.reason.value, 0) + 1
         ok = result.span is not None and judge(result.span.text, it.answers)
         correct.append(ok)
@@ -211,19 +216,16 @@ def run_bench(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     answers, gen_seconds = generate_cached(sm, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
-    finders: dict[str, Callable[[str, str], LocateResult]] = {}
-    for name in locators:
-        if name == "llm_extractor":
-            loc: SpanLocator = llm_extractor_cached(sm, items, answers, out, batch_size=batch_size, progress=progress)
-            finders[name] = lambda answer, question, loc=loc: loc.locate_with_reason(answer, question=question)
-        else:
-            loc = make_locator(name)
-            finders[name] = lambda answer, question, loc=loc: loc.locate_with_reason(answer, question=question)
+    built = {
+        name: llm_extractor_cached(sm, items, answers, out, batch_size=batch_size, progress=progress)
+        if name == "llm_extractor" else make_locator(name)
+        for name in locators
+    }
     extract_start = time.perf_counter()
     specs = bench_specs()
     summaries, results, spans = [], [], {}
-    for name, finder in finders.items():
-        summary, rows, spans[name] = evaluate_locator(name, finder, items, answers, specs, n_boot, seed)
+    for name, locator in built.items():
+        summary, rows, spans[name] = evaluate_locator(name, locator, items, answers, specs, n_boot, seed)
         summaries.append(summary)
         results += rows
     scoring_seconds = (time.perf_counter() - extract_start) / len(items)
