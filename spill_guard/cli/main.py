@@ -12,17 +12,33 @@ import sys
 from spill_guard.errors import NonFiniteLogitsError, SpillGuardError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from spill_guard.cli import bench, score
+def command_modules() -> list:
+    """Every module of :mod:`spill_guard.cli` that defines ``register(subparsers)``, by name.
 
+    Discovered rather than listed so a new command is one new module and nothing else.
+    """
+    import importlib
+    import pkgutil
+
+    import spill_guard.cli as package
+
+    modules = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if callable(getattr(module, "register", None)):
+            modules.append(module)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spill-guard",
         description="Score a local model's answers for hallucination from its raw logits (spilled energy).",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    score.register(sub)
-    bench.register(sub)
+    for module in command_modules():
+        module.register(sub)
     return parser
 
 
