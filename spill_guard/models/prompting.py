@@ -52,3 +52,43 @@ def prompt_ids(
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     text = (f"{system}\n\n" if system else "") + f"Question: {user}\nAnswer:"
     return list(tokenizer(text)["input_ids"])
+
+
+#: Roles a chat conversation may use; others are refused rather than passed to a template unseen.
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def chat_prompt_ids(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    *,
+    use_chat_template: bool | None = None,
+) -> list[int]:
+    """Token ids of a whole conversation, ready for the assistant's next turn.
+
+    ``messages`` are ``{"role": "system" | "user" | "assistant", "content": str}`` dicts, the
+    shape framework integrations (LangChain, LlamaIndex) convert their message objects to.
+    Chat models get their template with a generation prompt; tokenizers without one get a
+    plain ``System:/User:/Assistant:`` transcript ending in ``Assistant:``.
+    """
+    if not messages:
+        raise InvalidInputError("no chat messages given; pass at least one user message.")
+    for m in messages:
+        if m.get("role") not in CHAT_ROLES:
+            raise InvalidInputError(f"chat message role {m.get('role')!r} is not one of {CHAT_ROLES}; map it first.")
+        if not isinstance(m.get("content"), str):
+            raise InvalidInputError(f"chat message content must be text, got {m.get('content')!r}.")
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise InvalidInputError("the chat messages have no non-empty user message; add the user's question.")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template is None:
+        use_chat_template = has_template
+    if use_chat_template:
+        if not has_template:
+            raise InvalidInputError("use_chat_template=True but this tokenizer has no chat template; pass False.")
+        text = tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages], add_generation_prompt=True, tokenize=False
+        )
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    lines = [f"{m['role'].capitalize()}: {m['content'].strip()}" for m in messages]
+    return list(tokenizer("\n".join(lines) + "\nAssistant:")["input_ids"])
