@@ -1,0 +1,240 @@
+"""Labelled answers for calibration, from a task, a bench output folder, or a review log.
+
+Every source ends as a :class:`CalibrationSet`: answers with their traces (so any scorer,
+pooling and span can be computed without the model) and one label each, True = incorrect.
+
+Labels come from the judge (``spill_guard.tasks.judge``) reading the span found by one
+*label locator* (default ``full``, as the benchmark's default configuration) — so a label
+says whether the answer is right, independently of which tokens a candidate scorer reads —
+or, for review logs, from the human label. Generation reuses the benchmark's resumable
+cache (``spill_guard.evaluation.runner.generate_cached``), so ``--cache bench/out/<task>-dev``
+re-uses a bench run's answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from spill_guard.calibration.errors import CalibrationError
+from spill_guard.calibration.file import DataSource
+from spill_guard.errors import SpillGuardError
+from spill_guard.evaluation.cache import JsonlCache
+from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, SpanRange, generate_cached, score_ranges
+from spill_guard.evaluation.splits import select
+from spill_guard.report import ScoredAnswer
+from spill_guard.scoring.specs import ScoreSpec
+from spill_guard.spans import SpanLocator, char_span_to_token_range, make_locator
+from spill_guard.tasks import TaskItem, judge, load_task
+
+#: Generation settings of task-based calibration: the benchmark's, so caches are shared.
+CALIBRATION_MAX_NEW_TOKENS = 48
+CALIBRATION_EXTRA_BETAS = BENCH_EXTRA_BETAS
+
+
+@dataclass(frozen=True)
+class LabelledAnswer:
+    key: str  # unique within the set, e.g. "capitals:capital-FR"
+    group: str  # fold assignment key (the item id)
+    question: str
+    answer: ScoredAnswer
+    incorrect: bool
+
+
+@dataclass(frozen=True)
+class ScoredSubset:
+    """Scores of one spec on one locator's spans; ``n_skipped`` answers had no usable span/score."""
+
+    scores: np.ndarray
+    labels: np.ndarray  # True = incorrect
+    groups: list[str]
+    n_skipped: int
+
+
+@dataclass
+class CalibrationSet:
+    answers: list[LabelledAnswer]
+    source: DataSource
+    _ranges: dict[str, list[tuple[SpanRange, str]]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        keys = [a.key for a in self.answers]
+        if len(set(keys)) != len(keys):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
+            raise CalibrationError(f"labelled answers have duplicate keys {dupes}; each item may appear only once.")
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    @property
+    def n_incorrect(self) -> int:
+        return sum(a.incorrect for a in self.answers)
+
+    def ranges(self, locator: str | SpanLocator) -> list[tuple[SpanRange, str]]:
+        """Each answer's token range under ``locator`` (answers where it finds nothing are absent)."""
+        loc = make_locator(locator) if isinstance(locator, str) else locator
+        if loc.name not in self._ranges:
+            found = []
+            for a in self.answers:
+                span = loc.locate(a.answer.answer, question=a.question)
+                if span is None:
+                    continue
+                start, end = char_span_to_token_range(a.answer.tokens, span)
+                found.append((SpanRange(a.key, start, end, not a.incorrect), a.group))
+            self._ranges[loc.name] = found
+        return self._ranges[loc.name]
+
+    def scores(self, spec: ScoreSpec | str, locator: str | SpanLocator) -> ScoredSubset:
+        """Scores of ``spec`` pooled over ``locator``'s span of each answer, with labels."""
+        spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
+        by_key = {a.key: a.answer for a in self.answers}
+        kept_ranges, groups = [], []
+        for r, g in self.ranges(locator):
+            kept_ranges.append(r)
+            groups.append(g)
+        scores, labels, kept_groups = [], [], []
+        # score_ranges drops spans where the spec is undefined; score one at a time to keep groups aligned.
+        for r, g in zip(kept_ranges, groups):
+            s, y = score_ranges(by_key, [r], spec)
+            if len(s):
+                scores.append(float(s[0]))
+                labels.append(bool(y[0]))
+                kept_groups.append(g)
+        return ScoredSubset(np.array(scores), np.array(labels, dtype=bool), kept_groups, len(self.answers) - len(scores))
+
+
+# ---------------------------------------------------------------------------------- labelling
+
+
+def label_answers(
+    items: Sequence[TaskItem], answers: dict[str, ScoredAnswer], label_locator: str, prefix: str
+) -> list[LabelledAnswer]:
+    """Judge each answer on the span ``label_locator`` finds (no span = incorrect, as in the bench)."""
+    loc = make_locator(label_locator)
+    out = []
+    for it in items:
+        ans = answers[it.id]
+        span = loc.locate(ans.answer, question=it.question)
+        ok = span is not None and judge(span.text, it.answers)
+        out.append(LabelledAnswer(key=f"{prefix}:{it.id}", group=it.id, question=it.question, answer=ans, incorrect=not ok))
+    return out
+
+
+def task_label(task: str) -> str:
+    return Path(task).stem if str(task).endswith(".jsonl") else str(task)
+
+
+def default_cache_dir(model_name: str, task: str, split: str) -> Path:
+    from spill_guard.models.loader import cache_root
+
+    return cache_root() / "calibrate" / model_name / f"{task_label(task)}-{split}"
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+def from_task(
+    spill_model: Any, tasks: Sequence[str], *, split: str = "dev", n: int | None = None, cache_dir: str | os.PathLike | None = None,
+    label_locator: str = "full", max_new_tokens: int = CALIBRATION_MAX_NEW_TOKENS, batch_size: int = 8,
+    progress: bool = True,
+) -> CalibrationSet:
+    """Generate (or read cached) answers for built-in task names or JSONL paths, then judge them.
+
+    ``cache_dir`` holds one sub-folder per task when several are given; without it the cache is
+    ``$SPILL_GUARD_CACHE/calibrate/<model>/<task>-<split>``. ``n`` caps items per task.
+    """
+    answers: list[LabelledAnswer] = []
+    for task in tasks:
+        items = select(load_task(task), split, n)
+        if cache_dir is None:
+            out = default_cache_dir(spill_model.loaded.name, task, split)
+        else:
+            out = Path(cache_dir) / task_label(task) if len(tasks) > 1 else Path(cache_dir)
+        generated, _ = generate_cached(
+            spill_model, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        )
+        answers += label_answers(items, generated, label_locator, task_label(task))
+    return CalibrationSet(answers, DataSource(kind="task", detail=", ".join(map(str, tasks)), label_locator=label_locator, split=split))
+
+
+def read_bench_dir(path: str | os.PathLike) -> tuple[dict[str, Any], JsonlCache, dict[str, Any]]:
+    """``(generation header, generation cache, results.json or {})`` of a ``spill-guard bench`` folder."""
+    folder = Path(path)
+    gen = folder / "generations.jsonl"
+    if not gen.is_file():
+        raise CalibrationError(f"{folder} has no generations.jsonl; pass a folder written by spill-guard bench --out.")
+    try:
+        with gen.open("r", encoding="utf-8") as fh:
+            header = json.loads(fh.readline())["header"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CalibrationError(f"{gen} does not start with a spill_guard cache header; is it a bench output?") from None
+    results_path = folder / "results.json"
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
+    return header, JsonlCache(gen, header), results
+
+
+def from_bench(
+    spill_model: Any, dirs: Sequence[str | os.PathLike], *, task: str | None = None, label_locator: str = "full"
+) -> CalibrationSet:
+    """Labelled answers from bench output folders (no generation).
+
+    The task (for its accepted answers) is ``task`` if given, else the ``task`` in each
+    folder's results.json (built-in names only). The folder's model, instruction and system
+    prompt must be those of ``spill_model``: a calibration is for the model that answered.
+    """
+    answers: list[LabelledAnswer] = []
+    splits = set()
+    for d in dirs:
+        header, cache, results = read_bench_dir(d)
+        expected = {"model": spill_model.loaded.name, "instruction": spill_model.instruction, "system": spill_model.system}
+        differ = {k: (header.get(k), v) for k, v in expected.items() if header.get(k) != v}
+        if differ:
+            listed = "; ".join(f"{k}: folder {a!r}, model {b!r}" for k, (a, b) in differ.items())
+            raise CalibrationError(f"bench folder {d} was generated differently from the loaded model ({listed}); "
+                                   "pass the matching --model or re-run the bench.")
+        name = task or results.get("task")
+        if not name:
+            raise CalibrationError(f"bench folder {d} has no results.json naming its task; pass the task (TASK argument).")
+        items = [it for it in load_task(name) if it.id in cache]
+        if not items:
+            raise CalibrationError(f"none of the answers in {d} belong to task {name!r}; pass the task the folder was run on.")
+        generated = {it.id: ScoredAnswer.from_record(cache[it.id]["record"]) for it in items}
+        splits.add(str(results.get("split", "unknown")))
+        answers += label_answers(items, generated, label_locator, task_label(name))
+    return CalibrationSet(
+        answers,
+        DataSource(kind="bench", detail=", ".join(os.fspath(d) for d in dirs), label_locator=label_locator,
+                   split=",".join(sorted(splits))),
+    )
+
+
+def from_review_log(path: str | os.PathLike) -> CalibrationSet:
+    """Human-labelled answers of a review log (.jsonl or .sqlite) that carry their scored trace."""
+    from spill_guard.review import labelled_records
+
+    answers: list[LabelledAnswer] = []
+    skipped = 0
+    for rec in labelled_records(path):
+        scored = getattr(rec, "scored", None)
+        if not scored:
+            skipped += 1
+            continue
+        try:
+            ans = ScoredAnswer.from_record(scored)
+        except (SpillGuardError, ValueError, KeyError, TypeError):  # trace redacted or stored without numbers
+            skipped += 1
+            continue
+        answers.append(LabelledAnswer(key=f"log:{rec.id}", group=rec.id, question=rec.question, answer=ans,
+                                      incorrect=rec.label == "incorrect"))
+    if not answers:
+        raise CalibrationError(
+            f"review log {os.fspath(path)!r} has no labelled records with a scored trace ({skipped} labelled "
+            "without one); label answers that were logged with their trace, then calibrate."
+        )
+    detail = os.fspath(path) + (f" ({skipped} labelled records without a trace skipped)" if skipped else "")
+    return CalibrationSet(answers, DataSource(kind="review-log", detail=detail))

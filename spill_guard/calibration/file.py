@@ -1,0 +1,228 @@
+"""``Calibration``: a fitted threshold plus everything it depends on, saved as versioned JSON.
+
+A calibration is only valid for the model, tokenizer, prompt framing, scorer and span
+locator it was fitted with; :meth:`Calibration.check_compatible` compares them with what it
+is applied to. ``threshold`` is on the *risk* scale, ``risk = direction × score``; an
+answer is flagged when ``risk > threshold`` (``+inf``: never flag, ``-inf``: always flag;
+written as ``Infinity`` / ``-Infinity`` in the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from spill_guard.calibration.errors import CalibrationFileError, CalibrationMismatchError
+from spill_guard.calibration.fingerprint import PromptInfo, TokenizerInfo, prompt_info, tokenizer_info
+from spill_guard.calibration.selection_report import SelectionReport
+from spill_guard.calibration.validation import ValidationMetrics
+from spill_guard.scoring.specs import ScoreSpec
+
+SCHEMA_VERSION = 1
+
+
+class CalibrationMismatchWarning(UserWarning):
+    """A mismatching calibration was applied anyway (``override=True``)."""
+
+
+class SampleSizes(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int
+    n_correct: int
+    n_incorrect: int
+    n_skipped: int = 0  # labelled answers left out (no span found, non-finite score)
+
+
+class DataSource(BaseModel):
+    """Where the labelled answers came from and how they were labelled."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["task", "bench", "review-log", "arrays"]
+    detail: str  # task names / folders / log path, human-readable
+    label_locator: str | None = None  # span the judge read to label answers (None: labels given)
+    split: str | None = None
+
+
+class Calibration(BaseModel):
+    """A saved calibration. Build with :meth:`from_fit` (or ``FittedThreshold.to_calibration``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    spill_guard_version: str
+    created_at: str
+    model: str
+    tokenizer: TokenizerInfo
+    prompt: PromptInfo
+    scorer: str
+    pooling: str
+    beta: float
+    locator: str
+    strategy: str
+    target: float | None
+    direction: Literal[1, -1]
+    threshold: float = Field(description="flag when direction × score > threshold")
+    raw_auroc: float = Field(description="AUROC of the raw score on the calibration data, before orientation")
+    sample: SampleSizes
+    data_source: DataSource
+    metrics: ValidationMetrics
+    selection: SelectionReport | None = None
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_fit(
+        cls, fitted: Any, *, model: str, tokenizer: TokenizerInfo, prompt: PromptInfo,
+        spec: ScoreSpec | str, locator: str, data_source: DataSource, n_skipped: int = 0,
+        selection: SelectionReport | None = None,
+    ) -> "Calibration":
+        from spill_guard import __version__
+
+        spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
+        return cls(
+            spill_guard_version=__version__,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model=model, tokenizer=tokenizer, prompt=prompt,
+            scorer=spec.scorer, pooling=spec.pooling, beta=spec.beta, locator=locator,
+            strategy=fitted.strategy, target=fitted.target, direction=fitted.direction,
+            threshold=fitted.threshold, raw_auroc=fitted.raw_auroc,
+            sample=SampleSizes(n=fitted.n, n_correct=fitted.n_correct, n_incorrect=fitted.n_incorrect, n_skipped=n_skipped),
+            data_source=data_source, metrics=fitted.metrics, selection=selection,
+        )
+
+    # -- use ----------------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The score spec name, e.g. ``"spilled_energy:mean"``."""
+        return ScoreSpec(self.scorer, self.pooling, self.beta).name
+
+    def risk(self, score: float | ArrayLike) -> Any:
+        """``direction × score``: higher = riskier, whatever the raw score's orientation."""
+        if np.ndim(score) == 0:
+            return self.direction * float(score)  # type: ignore[arg-type]
+        return self.direction * np.asarray(score, dtype=np.float64)
+
+    def decide(self, score: float | ArrayLike) -> Any:
+        """True (flag) where ``risk(score) > threshold``; a bool for a scalar, else a bool array."""
+        r = self.risk(score)
+        return bool(r > self.threshold) if np.ndim(r) == 0 else r > self.threshold
+
+    def check_compatible(
+        self, spill_model: Any, spec: ScoreSpec | str | None = None, locator: Any = None, *, override: bool = False
+    ) -> dict[str, tuple[Any, Any]]:
+        """Compare with the model, spec and locator it is applied to; ``{field: (expected, got)}``.
+
+        ``spec`` / ``locator`` default to the calibration's own (only the model is checked).
+        Raises :class:`CalibrationMismatchError` on any difference, unless ``override=True``
+        (then a :class:`CalibrationMismatchWarning` is issued and the differences returned).
+        """
+        got_spec = self.spec if spec is None else (ScoreSpec.parse(spec) if isinstance(spec, str) else spec)
+        got_spec = ScoreSpec.parse(got_spec) if isinstance(got_spec, str) else got_spec
+        got_locator = self.locator if locator is None else (locator if isinstance(locator, str) else getattr(locator, "name", repr(locator)))
+        tok = tokenizer_info(spill_model.tokenizer)
+        prm = prompt_info(spill_model)
+        pairs = {
+            "model": (self.model, spill_model.loaded.name),
+            "tokenizer.vocab_size": (self.tokenizer.vocab_size, tok.vocab_size),
+            "tokenizer.vocab_hash": (self.tokenizer.vocab_hash, tok.vocab_hash),
+            "prompt.instruction": (self.prompt.instruction, prm.instruction),
+            "prompt.system": (self.prompt.system, prm.system),
+            "prompt.chat_template_hash": (self.prompt.chat_template_hash, prm.chat_template_hash),
+            "scorer": (self.scorer, got_spec.scorer),
+            "pooling": (self.pooling, got_spec.pooling),
+            "beta": (self.beta, got_spec.beta),
+            "locator": (self.locator, got_locator),
+        }
+        mismatches = {k: v for k, v in pairs.items() if v[0] != v[1]}
+        if not mismatches:
+            return {}
+        listed = "; ".join(f"{k}: calibrated {e!r}, got {g!r}" for k, (e, g) in mismatches.items())
+        message = (
+            f"the calibration ({self.spec} on {self.locator!r}, model {self.model!r}) does not match what it is "
+            f"applied to: {listed}. Its threshold would be meaningless here: recalibrate for this setup "
+            "(spill-guard calibrate ...), or pass override=True to use it anyway."
+        )
+        if not override:
+            raise CalibrationMismatchError(message, mismatches=mismatches)
+        warnings.warn(message, CalibrationMismatchWarning, stacklevel=2)
+        return mismatches
+
+    # -- files ------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=1)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically (temporary file, then rename); returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Calibration":
+        """Read a calibration file; any problem raises :class:`CalibrationFileError` naming it."""
+        where = os.fspath(path)
+        try:
+            text = Path(where).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CalibrationFileError(f"cannot read calibration file {where!r}: {exc.strerror or exc}; check the path.") from None
+        return cls.from_json(text, where)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "<string>") -> "Calibration":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CalibrationFileError(
+                f"calibration file {where!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "re-create it with spill-guard calibrate."
+            ) from None
+        if not isinstance(data, dict):
+            raise CalibrationFileError(f"calibration file {where!r} holds a JSON {type(data).__name__}, not an object.")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                hint = "it was written by a newer spill_guard; upgrade spill_guard to read it"
+            elif version is None:
+                hint = "the field is missing, so this is not a spill_guard calibration file"
+            else:
+                hint = "re-create it with this version's spill-guard calibrate"
+            raise CalibrationFileError(
+                f"calibration file {where!r} has schema_version {version!r}, this spill_guard reads "
+                f"{SCHEMA_VERSION}; {hint}."
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg'].lower()}" for err in exc.errors()[:8]
+            )
+            raise CalibrationFileError(
+                f"calibration file {where!r} is malformed ({problems}); re-create it with spill-guard calibrate."
+            ) from None
+
+
+def _packaged_name(model_name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in model_name.lower()) + ".json"
+
+
+def default_calibration(model_name: str) -> Calibration | None:
+    """The calibration shipped with spill_guard for ``model_name`` (e.g. ``"smollm2-135m-instruct"``), or None."""
+    if not isinstance(model_name, str) or not model_name:
+        return None
+    resource = resources.files("spill_guard.calibration").joinpath("data", _packaged_name(model_name))
+    if not resource.is_file():
+        return None
+    return Calibration.from_json(resource.read_text(encoding="utf-8"), f"<packaged calibration {resource.name}>")

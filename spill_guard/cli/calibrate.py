@@ -1,0 +1,102 @@
+"""``spill-guard calibrate TASK -o FILE``: fit a flagging threshold on labelled answers and save it.
+
+Labelled answers come from a task (built-in name, comma-separated names, or a .jsonl file;
+answers are generated once and cached), from bench output folders (``--from-bench``, no
+generation), or from a labelled review log (``--from-log``). The file is what
+``SpillGuard(calibration=FILE)`` loads; docs/calibration.md explains every field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+
+from spill_guard.cli.common import add_model_options, load_spill_model
+from spill_guard.errors import InvalidParameterError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit a flagging threshold on labelled answers and save it as JSON")
+    p.add_argument("task", nargs="?", default=None,
+                   help="built-in task(s) (arithmetic, capitals, elements; comma-separated) or a .jsonl task file")
+    p.add_argument("-o", "--output", required=True, help="calibration JSON file to write")
+    p.add_argument("--strategy", default="conformal", choices=("f1", "false-flag", "conformal"),
+                   help="conformal (default): guaranteed false-flag rate <= target; false-flag: empirical; f1: best F1")
+    p.add_argument("--target", type=float, default=0.1, help="target false-flag rate α on correct answers (default 0.1)")
+    p.add_argument("--spec", default="spilled_energy:mean", help="score spec scorer:pooling[@beta] (default spilled_energy:mean)")
+    p.add_argument("--locator", default="full", help="span locator (default full); also the span the judge labels on")
+    p.add_argument("--select", action="store_true", help="choose scorer × pooling × locator by cross-validated AUROC")
+    p.add_argument("--folds", type=int, default=5, help="folds for --select (default 5)")
+    p.add_argument("--split", default="dev", choices=("all", "dev", "test"), help="stable half of the task (default dev)")
+    p.add_argument("--n", type=int, default=None, help="at most N items per task")
+    p.add_argument("--from-bench", action="append", default=None, metavar="DIR",
+                   help="use the answers of a spill-guard bench output folder (repeatable)")
+    p.add_argument("--from-log", default=None, metavar="PATH", help="use the labelled records of a review log")
+    p.add_argument("--cache", default=None, metavar="DIR", help="generation cache folder (resumable; a bench --out folder works)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="generation length for TASK (default 48, as the bench)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spill_guard.calibration import calibrate, from_bench, from_review_log, from_task
+    from spill_guard.calibration.data import CALIBRATION_EXTRA_BETAS
+    from spill_guard.scoring.specs import ScoreSpec
+    from spill_guard.spans import make_locator
+
+    spec = ScoreSpec.parse(args.spec)
+    make_locator(args.locator)  # fail on a bad name before loading anything
+    if args.task is None and not args.from_bench and args.from_log is None:
+        raise InvalidParameterError("nothing to calibrate on: give a TASK, --from-bench DIR or --from-log PATH.")
+    if args.from_log is not None and (args.task is not None or args.from_bench):
+        raise InvalidParameterError("--from-log uses the log's labels alone; do not combine it with TASK or --from-bench.")
+    betas = tuple(dict.fromkeys((*CALIBRATION_EXTRA_BETAS, spec.beta)))
+    sm = load_spill_model(args, extra_betas=tuple(b for b in betas if b != args.beta))
+    if args.from_log is not None:
+        cset = from_review_log(args.from_log)
+    elif args.from_bench:
+        cset = from_bench(sm, args.from_bench, task=args.task, label_locator=args.locator)
+    else:
+        tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+        cset = from_task(sm, tasks, split=args.split, n=args.n, cache_dir=args.cache, label_locator=args.locator,
+                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal = calibrate(sm, cset, spec=spec, locator=args.locator, strategy=args.strategy, target=args.target,
+                        select=args.select, k=args.folds)
+    for w in caught:
+        print(f"warning: {w.message}")
+    path = cal.save(args.output)
+    print(summary(cal))
+    print(f"wrote {path}")
+    return 0
+
+
+def summary(cal) -> str:
+    """A few lines: what was fitted, on what, and how it behaves on the calibration data."""
+    m, s = cal.metrics, cal.sample
+    target = "" if cal.target is None else f" target α={cal.target:g}"
+    thr = "never flags (+inf)" if math.isinf(cal.threshold) and cal.threshold > 0 else f"{cal.threshold:.4f}"
+    raw = "" if cal.direction == 1 else " (raw score points the other way: risk = -score)"
+    lines = [
+        f"calibration: {cal.spec} on {cal.locator!r}, strategy {cal.strategy}{target}, model {cal.model}",
+        f"data: {cal.data_source.kind} {cal.data_source.detail}; n={s.n} ({s.n_correct} correct, "
+        f"{s.n_incorrect} incorrect, {s.n_skipped} skipped)",
+        f"direction {cal.direction:+d}{raw}; flag when risk > {thr}",
+        f"on the calibration data: AUROC {m.auroc:.3f} [{m.auroc_ci[0]:.3f}, {m.auroc_ci[1]:.3f}], "
+        f"false-flag rate {m.false_flag_rate:.3f}, recall {m.recall:.3f}, F1 {m.f1:.3f}, "
+        f"abstention {m.abstention_rate:.3f}, accuracy {m.accuracy_before:.3f} -> {m.accuracy_after:.3f} on answered",
+    ]
+    sel = cal.selection
+    if sel is not None:
+        lines.append(f"selection ({sel.k}-fold cross-validated AUROC, mean ± sd; span coverage >= {sel.min_coverage:g}):")
+        for r in sel.table:
+            lines.append(f"  {r.spec:<28} {r.locator:<32} {r.cv_auroc_mean:.3f} ± {r.cv_auroc_sd:.3f}  coverage {r.coverage:.2f}")
+        if sel.default is not None:
+            d = sel.default
+            lines.append(f"default {d.spec} on {d.locator!r}: {d.cv_auroc_mean:.3f} ± {d.cv_auroc_sd:.3f}; "
+                         f"the pick is {sel.improvement:+.3f} AUROC better")
+    return "\n".join(lines)
