@@ -1,0 +1,58 @@
+"""``SpillScoredEvent``: one scored answer, sent through LlamaIndex's instrumentation.
+
+Every answer a :class:`~spill_guard_llama_index.SpillLLM` generates is announced on the
+dispatcher of this module, which propagates to the root dispatcher; register a handler with
+``llama_index.core.instrumentation.get_dispatcher().add_event_handler(handler)``.
+LlamaIndex swallows exceptions raised in handlers, so a handler can observe and log but can
+never block an answer: enforcement lives in the guarded engines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events import BaseEvent
+from pydantic import ConfigDict, Field
+
+from spill_guard.guard.verdict import Verdict
+
+dispatcher = get_dispatcher(__name__)
+
+
+class SpillScoredEvent(BaseEvent):
+    """A SpillLLM answer with its risk score (higher = riskier) against the guard's threshold.
+
+    ``verdict`` holds everything (tokens, per-token spilled energy, span, reason); its
+    ``scored`` property gives the full :class:`~spill_guard.ScoredAnswer` with the trace.
+    The flat fields repeat the headline numbers for handlers that only need those.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    model: str
+    answer: str
+    score: float | None = Field(description="risk score of the answer, higher = riskier; None if unscorable")
+    threshold: float
+    flagged: bool
+    spec: str
+    strategy: str = Field(default="greedy", description="how the answer was made: greedy, resample@T, reprompt")
+    verdict: Verdict
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SpillScoredEvent"
+
+    @classmethod
+    def of(cls, verdict: Verdict, *, strategy: str = "greedy") -> "SpillScoredEvent":
+        return cls(
+            model=verdict.model, answer=verdict.original_answer, score=verdict.score, threshold=verdict.threshold,
+            flagged=verdict.flagged, spec=verdict.spec, strategy=strategy, verdict=verdict,
+        )
+
+
+def emit(verdict: Verdict, *, strategy: str = "greedy", **kwargs: Any) -> SpillScoredEvent:
+    """Build and dispatch the event for ``verdict``; returns it."""
+    event = SpillScoredEvent.of(verdict, strategy=strategy)
+    dispatcher.event(event, **kwargs)
+    return event

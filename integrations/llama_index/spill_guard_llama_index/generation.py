@@ -1,0 +1,94 @@
+"""What one SpillLLM call produced, and how engines get hold of it.
+
+LlamaIndex engines call the LLM deep inside their own code and return only text, so a
+guarded engine cannot receive the :class:`ScoredAnswer` through the call chain. Instead it
+opens a :func:`collect` scope (a context variable): every generation the SpillLLM makes
+inside that scope is appended to the scope's collector. Context variables are copied into
+asyncio tasks and ``asyncio.to_thread`` calls, so concurrent queries — threads or tasks —
+each see only their own generations.
+
+The per-model lock lives here too: the core's streaming capture hooks the model's forward
+pass, so two generations running at once on one model would mix their logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from spill_guard import ScoredAnswer, SpillModel
+from spill_guard.guard.verdict import Verdict
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One answer of a SpillLLM call: the conversation it answered, its score and verdict.
+
+    ``verdict`` applies the guard's threshold (never its policy: an LLM returns what the model
+    said; engines enforce). ``question`` is the last user message, the text the answer-span
+    locator was given.
+    """
+
+    messages: tuple[Message, ...]
+    question: str
+    scored: ScoredAnswer
+    verdict: Verdict
+    strategy: str = "greedy"
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+
+class Collector:
+    """Generations made inside one :func:`collect` scope, in order (thread-safe appends)."""
+
+    def __init__(self) -> None:
+        self._items: list[Generation] = []
+        self._lock = threading.Lock()
+
+    def add(self, generation: Generation) -> None:
+        with self._lock:
+            self._items.append(generation)
+
+    @property
+    def generations(self) -> list[Generation]:
+        with self._lock:
+            return list(self._items)
+
+
+_ACTIVE: contextvars.ContextVar[Collector | None] = contextvars.ContextVar("spill_guard_llama_index_collector", default=None)
+
+
+@contextlib.contextmanager
+def collect() -> Iterator[Collector]:
+    """Collect every SpillLLM generation made in this context (nested scopes each get their own)."""
+    collector = Collector()
+    token = _ACTIVE.set(collector)
+    try:
+        yield collector
+    finally:
+        _ACTIVE.reset(token)
+
+
+def record(generation: Generation) -> None:
+    """Hand ``generation`` to the innermost active collector, if any."""
+    collector = _ACTIVE.get()
+    if collector is not None:
+        collector.add(generation)
+
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[SpillModel, threading.Lock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: SpillModel) -> threading.Lock:
+    """The lock that serialises generations on ``model`` (one per SpillModel object)."""
+    with _LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock

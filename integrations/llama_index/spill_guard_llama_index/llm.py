@@ -1,0 +1,277 @@
+"""``SpillLLM``: a LlamaIndex LLM over a local :class:`~spill_guard.SpillModel`.
+
+Every answer is scored from the raw logits of the same pass that generated it. Responses
+carry, in LlamaIndex's own fields:
+
+- ``text`` / ``message.content``: the model's answer, unchanged (an LLM does not enforce;
+  the guarded engines in this package do);
+- ``logprobs``: one ``[LogProb]`` per answer token (``log p`` of the emitted token, β = 1);
+- ``additional_kwargs["spill_guard"]``: the JSON-ready verdict (risk score, threshold,
+  flagged, per-token spilled energy, span); on chat responses also on ``message.additional_kwargs``;
+- ``raw``: the :class:`~spill_guard.ScoredAnswer` itself (trace attached).
+
+Each answer is also announced as a :class:`~spill_guard_llama_index.events.SpillScoredEvent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    LogProb,
+    MessageRole,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM
+from pydantic import Field, PrivateAttr
+
+from spill_guard import SpillGuard, SpillModel
+from spill_guard.errors import InvalidInputError, InvalidParameterError
+from spill_guard.guard.stream import stream_generation
+from spill_guard.guard.verdict import TokenEvent
+from spill_guard.models.prompting import chat_prompt_ids
+from spill_guard.policy import Flag, Reprompt, Resample
+from spill_guard.policy.base import RetryStrategy
+from spill_guard.report import ScoredAnswer
+from spill_guard_llama_index.events import emit
+from spill_guard_llama_index.generation import Generation, Message, model_lock, record
+
+#: LlamaIndex roles mapped onto the three roles chat templates know.
+_ROLE_MAP = {
+    MessageRole.SYSTEM: "system",
+    MessageRole.DEVELOPER: "system",
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant",
+    MessageRole.CHATBOT: "assistant",
+    MessageRole.MODEL: "assistant",
+}
+#: Per-call generation options a caller may pass as ``llm.complete(prompt, **kwargs)``.
+_CALL_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
+
+
+def to_messages(messages: Sequence[ChatMessage]) -> list[Message]:
+    """LlamaIndex chat messages as ``{"role", "content"}`` dicts (tool/function turns refused)."""
+    out: list[Message] = []
+    for m in messages:
+        role = _ROLE_MAP.get(m.role)
+        if role is None:
+            raise InvalidInputError(
+                f"SpillLLM cannot take a {m.role.value!r} message (no tool calling in a local chat template); "
+                "pass system/user/assistant messages only."
+            )
+        out.append({"role": role, "content": m.content or ""})
+    return out
+
+
+def token_logprobs(scored: ScoredAnswer) -> list[list[LogProb]]:
+    """LlamaIndex ``logprobs``: per answer token, the emitted token's log-probability."""
+    values = [float(v) for v in scored.trace.log_prob]
+    return [
+        [LogProb(token=t.literal if t.special else t.text, logprob=lp, bytes=list(t.text.encode("utf-8")))]
+        for t, lp in zip(scored.tokens, values)
+    ]
+
+
+class SpillLLM(LLM):
+    """A local chat model whose every answer comes with its spilled-energy verdict.
+
+    Args:
+        guard: the :class:`~spill_guard.SpillGuard` whose model, threshold (calibration),
+            spec and locator judge each answer; its policy and review log are used by the
+            guarded engines. ``None``: ``SpillGuard(model)``.
+        model: a :class:`~spill_guard.SpillModel` when no guard is given (``None``: the
+            embedded SmolLM2-135M-Instruct).
+        max_new_tokens: generation budget per answer (default: the guard's).
+    """
+
+    max_new_tokens: int = Field(default=64, gt=0, description="tokens generated per answer at most")
+    _guard: SpillGuard = PrivateAttr()
+
+    def __init__(self, guard: SpillGuard | None = None, *, model: SpillModel | None = None,
+                 max_new_tokens: int | None = None, **kwargs: Any):
+        if guard is not None and not isinstance(guard, SpillGuard):
+            raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {guard!r}.")
+        if model is not None and not isinstance(model, SpillModel):
+            raise InvalidParameterError(f"model must be a spill_guard.SpillModel, got {model!r}.")
+        if guard is not None and model is not None and guard.model is not model:
+            raise InvalidParameterError("pass either guard= or model= (the guard already has a model), not two different models.")
+        guard = guard if guard is not None else SpillGuard(model)
+        super().__init__(max_new_tokens=max_new_tokens if max_new_tokens is not None else guard.max_new_tokens, **kwargs)
+        self._guard = guard
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SpillLLM"
+
+    @property
+    def guard(self) -> SpillGuard:
+        return self._guard
+
+    @property
+    def spill_model(self) -> SpillModel:
+        return self._guard.model
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        loaded = self.spill_model.loaded
+        return LLMMetadata(
+            context_window=loaded.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=False,
+            model_name=loaded.name,
+        )
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, messages: Sequence[Message], *, strategy: str = "greedy", **options: Any) -> Generation:
+        """Answer ``messages`` (role/content dicts), score, judge, announce and record it."""
+        messages = tuple(dict(m) for m in messages)
+        scored = self.generate_scored(messages, None, **options)
+        return self.judge(messages, scored, strategy=strategy, sampling=options)
+
+    def judge(self, messages: Sequence[Message], scored: ScoredAnswer, *, strategy: str = "greedy",
+              sampling: dict[str, Any] | None = None) -> Generation:
+        """Apply the guard's threshold to ``scored``, emit the event, record the generation."""
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        candidate = self._guard.assess(scored, question, strategy=strategy)
+        verdict = self._guard.verdict_from(Flag().apply(candidate), question=question)
+        generation = Generation(tuple(messages), question, scored, verdict, strategy, dict(sampling or {}))
+        emit(verdict, strategy=strategy)
+        record(generation)
+        return generation
+
+    def regenerate(self, generation: Generation, strategy: RetryStrategy, seed: int) -> Generation:
+        """A new answer to the conversation of ``generation`` (for retries; no re-retrieval)."""
+        if isinstance(strategy, Resample):
+            return self.generate(generation.messages, strategy=strategy.name, do_sample=True,
+                                 temperature=strategy.temperature, top_p=strategy.top_p, seed=seed)
+        if isinstance(strategy, Reprompt):
+            messages = [dict(m) for m in generation.messages]
+            last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+            messages[last_user]["content"] = f"{messages[last_user]['content'].rstrip()}\n{strategy.instruction}"
+            return self.generate(messages, strategy=strategy.name)
+        raise InvalidParameterError(f"unknown retry strategy {strategy!r}; use Resample(...) or Reprompt(...).")
+
+    def _stream(self, messages: Sequence[Message], **options: Any) -> Iterator[TokenEvent | Generation]:
+        """Token events while generating, then the finished :class:`Generation`."""
+        messages = [dict(m) for m in messages]
+        items = stream_generation(lambda listener: self.generate_scored(messages, listener, **options),
+                                  self.spill_model.tokenizer, self.spill_model.beta)
+        for item in items:
+            if isinstance(item, TokenEvent):
+                yield item
+            else:  # judged here, in the caller's context, so the caller's collector receives it
+                yield self.judge(messages, item, sampling=options)
+
+    def generate_scored(self, messages: Sequence[Message], listener: Any = None, **options: Any) -> ScoredAnswer:
+        """Generate and score without judging (a streaming worker thread's part); ``listener`` gets each TokenStep."""
+        unknown = sorted(set(options) - set(_CALL_OPTIONS))
+        if unknown:
+            raise InvalidParameterError(f"unknown generation option(s) {unknown}; SpillLLM accepts {list(_CALL_OPTIONS)}.")
+        sm = self.spill_model
+        ids = chat_prompt_ids(sm.tokenizer, list(messages))
+        budget = options.pop("max_new_tokens", self.max_new_tokens)
+        with model_lock(sm):
+            [scored] = sm.generate_from_ids([ids], max_new_tokens=budget,
+                                            listeners=[listener] if listener else [], **options)
+        return scored
+
+    # -- response building ------------------------------------------------------------------
+    def _prompt_messages(self, prompt: str, formatted: bool) -> list[Message]:
+        if not formatted:
+            prompt = self.completion_to_prompt(prompt)
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": prompt}]
+
+    @staticmethod
+    def _completion(g: Generation) -> CompletionResponse:
+        return CompletionResponse(
+            text=g.scored.answer, logprobs=token_logprobs(g.scored),
+            additional_kwargs={"spill_guard": g.verdict.model_dump(mode="json")}, raw=g.scored,
+        )
+
+    @staticmethod
+    def _chat(g: Generation) -> ChatResponse:
+        report = {"spill_guard": g.verdict.model_dump(mode="json")}
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=g.scored.answer, additional_kwargs=report),
+            logprobs=token_logprobs(g.scored), additional_kwargs=report, raw=g.scored,
+        )
+
+    def _completion_stream(self, messages: list[Message], options: dict[str, Any]) -> CompletionResponseGen:
+        text = ""
+        for item in self._stream(messages, **options):
+            if isinstance(item, TokenEvent):
+                if not item.text:
+                    continue  # a special token or half a character: nothing to show yet
+                text += item.text
+                yield CompletionResponse(text=text, delta=item.text,
+                                         additional_kwargs={"spill_token": item.model_dump(mode="json")})
+            else:  # the last chunk: full answer, every logprob and the verdict
+                final = self._completion(item)
+                final.delta = final.text[len(text):] if final.text.startswith(text) else ""
+                yield final
+
+    # -- LlamaIndex interface ------------------------------------------------------------------
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._completion(self.generate(self._prompt_messages(prompt, formatted), **kwargs))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return self._completion_stream(self._prompt_messages(prompt, formatted), kwargs)
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat(self.generate(to_messages(messages), **kwargs))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        return self._chat_stream(to_messages(messages), kwargs)
+
+    def _chat_stream(self, messages: list[Message], options: dict[str, Any]) -> ChatResponseGen:
+        for chunk in self._completion_stream(messages, options):
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text,
+                                    additional_kwargs=chunk.additional_kwargs),
+                delta=chunk.delta, logprobs=chunk.logprobs, additional_kwargs=chunk.additional_kwargs, raw=chunk.raw,
+            )
+
+    # Async variants run the blocking model call in a worker thread (context copied, so a
+    # guarded engine's collector still sees the generation) and never block the event loop.
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        messages = self._prompt_messages(prompt, formatted)
+        return self._completion(await asyncio.to_thread(self.generate, messages, **kwargs))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        converted = to_messages(messages)
+        return self._chat(await asyncio.to_thread(self.generate, converted, **kwargs))
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        return _async_iter(self._completion_stream(self._prompt_messages(prompt, formatted), kwargs))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return _async_iter(self._chat_stream(to_messages(messages), kwargs))
+
+
+async def _async_iter(items: Iterator[Any]) -> AsyncIterator[Any]:
+    """Drive a blocking iterator from a worker thread, one item at a time."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, items, done)
+        if item is done:
+            return
+        yield item
