@@ -1,0 +1,189 @@
+"""``spill-guard review``: list, inspect, label and export the guard's review log.
+
+Every subcommand takes ``--log PATH`` (a ``.jsonl`` or ``.sqlite``/``.db`` log written by the
+guard), or reads the path from ``$SPILL_GUARD_LOG``. Record ids may be shortened to any
+unique prefix (``list`` shows 8 characters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from spill_guard.review import ReviewLogError, ReviewLogNotFoundError, ReviewRecord, open_log
+from spill_guard.review.base import ReviewSink
+from spill_guard.review.html_report import write_html
+from spill_guard.review.record import ACTIONS, LABELS
+from spill_guard.review.terminal import color_mode, render_record
+
+LOG_ENV = "SPILL_GUARD_LOG"
+CSV_COLUMNS = (
+    "id", "created_at", "action", "flagged", "score", "threshold", "spec", "locator", "label", "label_note",
+    "labelled_at", "model", "tags", "question", "context", "answer", "original_answer",
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("review", help="list, inspect, label and export the guard's review log",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    log_option = argparse.ArgumentParser(add_help=False)
+    log_option.add_argument("--log", default=None, metavar="PATH",
+                            help=f"review log (.jsonl, .sqlite, .db); default: ${LOG_ENV}")
+    commands = p.add_subparsers(dest="review_command", metavar="SUBCOMMAND")
+    p.set_defaults(run=lambda args: _usage(p))
+
+    ls = commands.add_parser("list", parents=[log_option], help="one line per record")
+    ls.add_argument("--flagged", action="store_true", help="only records whose score crossed the threshold")
+    ls.add_argument("--unlabelled", action="store_true", help="only records without a human label")
+    ls.add_argument("--action", choices=ACTIONS, default=None, help="only records with this action")
+    ls.add_argument("--limit", type=int, default=None, help="only the N most recent matching records")
+    ls.set_defaults(run=run_list)
+
+    show = commands.add_parser("show", parents=[log_option], help="one record in full, with its token heatmap")
+    show.add_argument("id", help="record id or a unique prefix of it")
+    show.add_argument("--json", action="store_true", help="print the record as JSON instead")
+    show.set_defaults(run=run_show)
+
+    label = commands.add_parser("label", parents=[log_option], help="mark a record's answer correct or incorrect")
+    label.add_argument("id", help="record id or a unique prefix of it")
+    label.add_argument("label", choices=LABELS)
+    label.add_argument("--note", default=None, help="why (kept with the label)")
+    label.set_defaults(run=run_label)
+
+    export = commands.add_parser("export", parents=[log_option], help="write records as JSONL or CSV")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    export.add_argument("--labelled-only", action="store_true", help="only records with a human label")
+    export.set_defaults(run=run_export)
+
+    report = commands.add_parser("html", parents=[log_option], help="write a self-contained HTML report")
+    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("--flagged", action="store_true", help="only flagged records")
+    report.add_argument("--title", default=None)
+    report.set_defaults(run=run_html)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def open_existing_log(args: argparse.Namespace) -> ReviewSink:
+    """The log named by ``--log`` or ``$SPILL_GUARD_LOG``; it must exist (reviewing reads it)."""
+    path = args.log or os.environ.get(LOG_ENV)
+    if not path:
+        raise ReviewLogError(f"no review log given: pass --log PATH or set {LOG_ENV}=PATH "
+                             "(the file the guard writes with SpillGuard(..., log=PATH)).")
+    if not Path(path).is_file():
+        raise ReviewLogNotFoundError(f"review log {path!r} does not exist; check the path, or run the guard "
+                                     "with log=PATH first so it has records to review.")
+    return open_log(path)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _score_cell(record: ReviewRecord) -> str:
+    score = "n/a" if record.score is None else f"{record.score:.3f}"
+    threshold = "-" if record.threshold is None else f"{record.threshold:.3f}"
+    return f"{score}/{threshold}"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with open_existing_log(args) as log:
+        records = log.records()
+    if args.flagged:
+        records = [r for r in records if r.flagged]
+    if args.unlabelled:
+        records = [r for r in records if r.label is None]
+    if args.action:
+        records = [r for r in records if r.action == args.action]
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ReviewLogError(f"--limit {args.limit} must be at least 1.")
+        records = records[-args.limit:]
+    if not records:
+        print("no matching records")
+        return 0
+    print(f"{'id':<8}  {'time (UTC)':<19}  {'action':<9}  {'score/threshold':>17}  {'label':<9}  question")
+    for r in records:
+        when = r.created_at[:19].replace("T", " ")
+        print(f"{r.short_id:<8}  {when:<19}  {r.action:<9}  {_score_cell(r):>17}  {r.label or '-':<9}  "
+              f"{_clip(r.question, 60)}")
+    print(f"{len(records)} record(s)")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    with open_existing_log(args) as log:
+        record = log.get(args.id)
+    if args.json:
+        print(json.dumps(record.model_dump(mode="json"), ensure_ascii=False, allow_nan=False, indent=2))
+    else:
+        print(render_record(record, mode=color_mode(sys.stdout)))
+    return 0
+
+
+def run_label(args: argparse.Namespace) -> int:
+    with open_existing_log(args) as log:
+        record = log.set_label(args.id, args.label, note=args.note)
+    print(f"{record.id}: {record.label}" + (f" ({record.label_note})" if record.label_note else ""))
+    return 0
+
+
+TEXT_COLUMNS = ("model", "tags", "question", "context", "answer", "original_answer", "label_note")
+
+
+def _csv_row(record: ReviewRecord) -> dict:
+    data = record.model_dump(mode="json")
+    row = {k: data[k] for k in CSV_COLUMNS}
+    row["tags"] = ";".join(record.tags)
+    for key in TEXT_COLUMNS:
+        # Questions and model output are untrusted: a cell starting with = + - @ would run as a
+        # formula in a spreadsheet (CSV injection), so such text gets a leading apostrophe.
+        if isinstance(row[key], str) and row[key][:1] in ("=", "+", "-", "@", "\t", "\r"):
+            row[key] = "'" + row[key]
+    return row
+
+
+def run_export(args: argparse.Namespace) -> int:
+    with open_existing_log(args) as log:
+        records = log.labelled() if args.labelled_only else log.records()
+    try:
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ReviewLogError(f"cannot write {args.output!r}: {exc.strerror}; choose a writable path with -o.") from exc
+    try:
+        if args.format == "jsonl":
+            for r in records:
+                out.write(r.to_json() + "\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(_csv_row(r) for r in records)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if out is not sys.stdout:
+        print(f"wrote {len(records)} record(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_html(args: argparse.Namespace) -> int:
+    with open_existing_log(args) as log:
+        records = log.records()
+        title = args.title or f"spill_guard review log: {log.location}"
+    if args.flagged:
+        records = [r for r in records if r.flagged]
+    try:
+        path = write_html(records, args.output, title=title)
+    except OSError as exc:
+        raise ReviewLogError(f"cannot write {args.output!r}: {exc.strerror}; choose a writable path with -o.") from exc
+    print(f"wrote {len(records)} record(s) to {path}", file=sys.stderr)
+    return 0

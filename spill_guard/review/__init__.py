@@ -1,0 +1,47 @@
+"""The review log: every guarded answer stored for humans to list, inspect, label and export.
+
+    >>> from spill_guard.review import open_log, labelled_records
+    >>> with open_log("guard.jsonl") as log:          # or guard.sqlite
+    ...     log.write(record)                          # a ReviewRecord (ReviewRecord.from_verdict(v))
+    ...     log.set_label(record.id[:8], "incorrect", note="wrong year")
+    >>> labelled_records("guard.jsonl")              # feeds calibration
+
+Formats, guarantees and the record schema: docs/review-log.md.
+"""
+
+from spill_guard.review.base import ReviewSink
+from spill_guard.review.errors import (
+    AmbiguousRecordIdError,
+    InvalidLabelError,
+    RecordNotFoundError,
+    ReviewLogError,
+    ReviewLogNotFoundError,
+    ReviewLogWarning,
+    UnsupportedLogFormatError,
+)
+from spill_guard.review.jsonl_sink import JsonlSink
+from spill_guard.review.opening import labelled_records, open_log
+from spill_guard.review.record import LABELS, ReviewRecord
+from spill_guard.review.redaction import DEFAULT_PII_PATTERNS, EMAIL_PATTERN, PHONE_PATTERN, redact_patterns
+from spill_guard.review.sqlite_sink import SqliteSink
+
+__all__ = [
+    "AmbiguousRecordIdError",
+    "DEFAULT_PII_PATTERNS",
+    "EMAIL_PATTERN",
+    "InvalidLabelError",
+    "JsonlSink",
+    "LABELS",
+    "PHONE_PATTERN",
+    "RecordNotFoundError",
+    "ReviewLogError",
+    "ReviewLogNotFoundError",
+    "ReviewLogWarning",
+    "ReviewRecord",
+    "ReviewSink",
+    "SqliteSink",
+    "UnsupportedLogFormatError",
+    "labelled_records",
+    "open_log",
+    "redact_patterns",
+]

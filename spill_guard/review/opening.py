@@ -1,0 +1,44 @@
+"""Open a review log by its file suffix, and read back the human-labelled records."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from spill_guard.review.base import Redactor, ReviewSink
+from spill_guard.review.errors import UnsupportedLogFormatError
+from spill_guard.review.jsonl_sink import JsonlSink
+from spill_guard.review.record import ReviewRecord
+from spill_guard.review.sqlite_sink import SqliteSink
+
+JSONL_SUFFIXES = (".jsonl",)
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+
+
+def open_log(path: str | os.PathLike, *, redact: Redactor | None = None, **options: Any) -> ReviewSink:
+    """A sink for ``path``: ``.jsonl`` -> :class:`JsonlSink`, ``.sqlite``/``.sqlite3``/``.db`` -> :class:`SqliteSink`.
+
+    ``options`` go to the sink (``fsync=``, and ``timeout=`` for SQLite). The file is created
+    on the first write; reading a missing log gives no records.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return JsonlSink(path, redact=redact, **options)
+    if suffix in SQLITE_SUFFIXES:
+        return SqliteSink(path, redact=redact, **options)
+    raise UnsupportedLogFormatError(
+        f"cannot tell the review-log format of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
+        f"name it *.jsonl (append-only JSON lines) or *.sqlite / *.sqlite3 / *.db (SQLite)."
+    )
+
+
+def labelled_records(log: str | os.PathLike | ReviewSink) -> list[ReviewRecord]:
+    """Records that a human labelled ``correct`` / ``incorrect`` (latest label), in write order.
+
+    ``log`` is a path (opened and closed here) or an open sink (left open).
+    """
+    if isinstance(log, ReviewSink):
+        return log.labelled()
+    with open_log(log) as sink:
+        return sink.labelled()

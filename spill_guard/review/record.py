@@ -1,0 +1,182 @@
+"""``ReviewRecord``: one guarded answer as it is stored in a review log (schema in docs/review-log.md).
+
+A record is a flat, strict-JSON snapshot of a guard ``Verdict``: what was asked, what the
+user saw, the score against the threshold, the per-token risk values for a heatmap, and
+(optionally) the full ``ScoredAnswer.to_record()`` dict with its trace, so calibration can
+later re-score the same answer with any scorer, pooling or span without the model.
+
+Non-finite numbers (NaN, ±inf) are turned into ``None`` on the way *in*, not only when
+serialising, so a record read back from a log equals the record that was written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from spill_guard.review.errors import InvalidLabelError
+
+RECORD_SCHEMA_VERSION = 1
+LABELS = ("correct", "incorrect")
+ACTIONS = ("passed", "flagged", "abstained", "raised")
+
+Label = Literal["correct", "incorrect"]
+
+
+def new_record_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now_iso() -> str:
+    """ISO-8601 UTC with microseconds: sorts lexicographically in time order."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (recursively).
+
+    JSON has no NaN/Infinity; Python's ``json`` would happily write them and most other
+    readers (jq, JavaScript, SQLite's json1) would then reject the whole line.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):  # numpy ints too: json cannot write np.int64
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): strict_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(v) for v in value]
+    return value
+
+
+def check_label(label: Any) -> str:
+    if label not in LABELS:
+        raise InvalidLabelError(f"label {label!r} is not one of {list(LABELS)}; use 'correct' or 'incorrect'.")
+    return label
+
+
+class ReviewRecord(BaseModel):
+    """One answer in a review log. Higher ``score`` = riskier; ``label`` is the human's verdict."""
+
+    model_config = ConfigDict(ser_json_inf_nan="null", protected_namespaces=(), extra="ignore")
+
+    schema_version: int = RECORD_SCHEMA_VERSION
+    id: str = Field(default_factory=new_record_id, description="uuid4 hex; prefixes are accepted by lookups")
+    created_at: str = Field(default_factory=utc_now_iso, description="ISO-8601 UTC")
+    question: str
+    context: str | None = None
+    answer: str = Field(description="what the user saw (the abstention reply when abstained)")
+    original_answer: str = Field(description="the model's answer that was scored")
+    action: str = Field(description="passed | flagged | abstained | raised")
+    flagged: bool
+    score: float | None = Field(description="risk score of original_answer; None if undefined")
+    threshold: float | None = None
+    spec: str = Field(description='score spec, e.g. "spilled_energy:mean"')
+    locator: str = "full"
+    span: dict[str, Any] | None = Field(default=None, description="start, end, text, token_start, token_end")
+    tokens: list[str] = Field(default_factory=list, description="text of each answer token")
+    token_scores: list[float | None] = Field(default_factory=list, description="per-token Δ, aligned with tokens")
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    model: str = ""
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    label: Label | None = None
+    label_note: str | None = None
+    labelled_at: str | None = None
+    scored: dict[str, Any] | None = Field(default=None, description="ScoredAnswer.to_record() incl. trace")
+
+    @field_validator("score", "threshold", mode="before")
+    @classmethod
+    def _finite_or_none(cls, value: Any) -> Any:
+        return strict_json_value(value)
+
+    @field_validator("token_scores", "span", "attempts", "metadata", "scored", mode="before")
+    @classmethod
+    def _strict_json(cls, value: Any) -> Any:
+        return strict_json_value(value)
+
+    @field_validator("action")
+    @classmethod
+    def _known_action(cls, value: str) -> str:
+        if value not in ACTIONS:
+            raise ValueError(f"action {value!r} is not one of {list(ACTIONS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _aligned_token_scores(self) -> "ReviewRecord":
+        if len(self.token_scores) != len(self.tokens):
+            raise ValueError(
+                f"{len(self.tokens)} tokens but {len(self.token_scores)} token_scores; they must be aligned "
+                "one score per token (use None where a score is undefined)"
+            )
+        return self
+
+    def to_json(self) -> str:
+        """One line of strict JSON (no NaN/Infinity, no raw newlines)."""
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "ReviewRecord":
+        return cls.model_validate(json.loads(text))
+
+    def with_label(self, label: str, note: str | None = None, labelled_at: str | None = None) -> "ReviewRecord":
+        """A copy carrying a human label (``correct`` / ``incorrect``)."""
+        return self.model_copy(
+            update={"label": check_label(label), "label_note": note, "labelled_at": labelled_at or utc_now_iso()}
+        )
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @classmethod
+    def from_verdict(
+        cls,
+        verdict: Any,
+        *,
+        model: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        metadata: dict[str, Any] | None = None,
+        include_scored: bool = True,
+    ) -> "ReviewRecord":
+        """Build a record from a guard ``Verdict`` (read by attribute, so no import of the guard).
+
+        ``include_scored=False`` leaves out the ``ScoredAnswer`` and its trace (records shrink
+        from kilobytes to a few hundred bytes, but calibration can no longer re-score them).
+        """
+        scored = getattr(verdict, "scored", None)
+        action = getattr(verdict, "action")
+        span = getattr(verdict, "span", None)
+        attempts = [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for a in verdict.attempts]
+        scored_record = None
+        if include_scored and scored is not None:
+            scored_record = scored.to_record() if hasattr(scored, "to_record") else dict(scored)
+        return cls(
+            question=verdict.question,
+            context=verdict.context,
+            answer=verdict.answer,
+            original_answer=verdict.original_answer,
+            action=getattr(action, "value", action),
+            flagged=verdict.flagged,
+            score=verdict.score,
+            threshold=verdict.threshold,
+            spec=str(verdict.spec),
+            locator=str(verdict.locator),
+            span=span.model_dump(mode="json") if hasattr(span, "model_dump") else span,
+            tokens=list(verdict.tokens),
+            token_scores=list(verdict.token_scores),
+            attempts=attempts,
+            model=model if model is not None else str(getattr(scored, "model", "") or ""),
+            tags=list(tags),
+            metadata=dict(metadata or {}),
+            scored=scored_record,
+        )

@@ -1,0 +1,141 @@
+"""Redaction hooks: rewrite a :class:`ReviewRecord` before any sink stores it.
+
+``redact_patterns`` replaces every match of the given regular expressions in the record's
+free text (question, context, answers, span text, attempt answers, tags, metadata strings,
+label note) and in its per-token texts. Tokens are redacted *together*: the answer's token
+texts are joined, matched as one string, and each match is replaced once in the token where
+it starts (the other tokens it covers become empty), so a phone number split across five
+tokens is still found and the heatmap keeps one entry per token score.
+
+The ``ScoredAnswer`` payload (``record.scored``) is what lets calibration re-score an answer
+later; it also contains the full prompt (question + context, verbatim) and token ids, which
+decode back to the original text with the tokenizer. What happens to it is a trade-off,
+chosen with ``scored=``:
+
+* ``"drop_prompt"`` (default): the prompt text and prompt ids are removed, the answer text
+  and token texts inside it are redacted; the trace (numbers) and the *answer token ids*
+  stay, so every scorer/pooling/span can still be re-computed. The answer ids still decode
+  to the unredacted answer: choose ``"drop"`` if answers themselves may hold secrets.
+* ``"drop"``: ``scored`` becomes ``None``. Nothing decodable remains; no re-scoring.
+* ``"keep"``: stored as produced (prompt and ids unredacted).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+from spill_guard.errors import InvalidParameterError
+from spill_guard.review.record import ReviewRecord
+
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+# Phone numbers written with separators: optional +country code, optional (area) code, then
+# at least three digit groups ("555-123-4567", "+33 1 23 45 67 89", "(555) 123-4567").
+# Runs of bare digits ("1234567") and ISO dates are left alone: answers are full of numbers.
+PHONE_PATTERN = (
+    r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?!\d))(?:\+\d{1,3}[ .-]?)?"
+    r"(?:\(\d{1,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,4}|\d{1,4}(?:[ .-]\d{2,4}){2,5})(?![\w-])"
+)
+DEFAULT_PII_PATTERNS = (EMAIL_PATTERN, PHONE_PATTERN)
+
+ScoredPolicy = Literal["drop_prompt", "drop", "keep"]
+_SCORED_POLICIES = ("drop_prompt", "drop", "keep")
+
+
+def _compile(patterns: Iterable[str | re.Pattern[str]]) -> re.Pattern[str]:
+    parts = []
+    for p in patterns:
+        source = p.pattern if isinstance(p, re.Pattern) else str(p)
+        try:
+            re.compile(source)
+        except re.error as exc:
+            raise InvalidParameterError(f"redaction pattern {source!r} is not a valid regex: {exc}") from exc
+        if re.compile(source).match(""):
+            raise InvalidParameterError(f"redaction pattern {source!r} matches the empty string; it would "
+                                        "redact everywhere. Make it match at least one character.")
+        parts.append(f"(?:{source})")
+    if not parts:
+        raise InvalidParameterError("redact_patterns() needs at least one pattern, e.g. DEFAULT_PII_PATTERNS.")
+    return re.compile("|".join(parts))
+
+
+def redact_token_texts(tokens: list[str], regex: re.Pattern[str], replacement: str) -> list[str]:
+    """Redact matches of ``regex`` in ``"".join(tokens)``, keeping one output per token."""
+    joined = "".join(tokens)
+    matches = [(m.start(), m.end()) for m in regex.finditer(joined) if m.end() > m.start()]
+    if not matches:
+        return list(tokens)
+    out: list[str] = []
+    pos = 0
+    for tok in tokens:
+        pieces = []
+        for i in range(pos, pos + len(tok)):
+            hit = next(((s, e) for s, e in matches if s <= i < e), None)
+            if hit is None:
+                pieces.append(joined[i])
+            elif i == hit[0]:
+                pieces.append(replacement)
+        out.append("".join(pieces))
+        pos += len(tok)
+    return out
+
+
+def redact_patterns(
+    patterns: Iterable[str | re.Pattern[str]] = DEFAULT_PII_PATTERNS,
+    replacement: str = "[REDACTED]",
+    *,
+    scored: ScoredPolicy = "drop_prompt",
+) -> Callable[[ReviewRecord], ReviewRecord]:
+    """A redaction hook for a sink: ``open_log(path, redact=redact_patterns([...]))``.
+
+    ``patterns`` are regexes (strings or compiled); the default finds e-mail addresses and
+    phone numbers. ``scored`` decides what happens to the re-scoring payload (module doc).
+    """
+    if scored not in _SCORED_POLICIES:
+        raise InvalidParameterError(f"scored={scored!r} is not one of {list(_SCORED_POLICIES)}.")
+    regex = _compile(patterns)
+
+    def text(value: str | None) -> str | None:
+        return None if value is None else regex.sub(replacement, value)
+
+    def deep(value: Any) -> Any:
+        if isinstance(value, str):
+            return regex.sub(replacement, value)
+        if isinstance(value, dict):
+            return {k: deep(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [deep(v) for v in value]
+        return value
+
+    def scored_payload(payload: dict | None) -> dict | None:
+        if payload is None or scored == "keep":
+            return payload
+        if scored == "drop":
+            return None
+        payload = dict(payload)
+        payload["prompt"] = ""
+        payload["prompt_ids"] = []
+        payload["answer"] = text(payload.get("answer", ""))
+        tokens = [dict(t) for t in payload.get("tokens", [])]
+        for tok, new in zip(tokens, redact_token_texts([t.get("text", "") for t in tokens], regex, replacement)):
+            tok["text"] = new
+        payload["tokens"] = tokens
+        return payload
+
+    def redact(record: ReviewRecord) -> ReviewRecord:
+        return record.model_copy(update={
+            "question": text(record.question),
+            "context": text(record.context),
+            "answer": text(record.answer),
+            "original_answer": text(record.original_answer),
+            "span": deep(record.span),
+            "tokens": redact_token_texts(record.tokens, regex, replacement),
+            "attempts": deep(record.attempts),
+            "tags": deep(record.tags),
+            "metadata": deep(record.metadata),
+            "label_note": text(record.label_note),
+            "scored": scored_payload(record.scored),
+        })
+
+    return redact
