@@ -1,0 +1,298 @@
+"""``SpillChatModel``: a LangChain chat model over a local model that reports spilled energy.
+
+Every answer is scored from the raw logits of the pass that generated it (the core's
+streaming capture), judged by a :class:`~spill_guard.SpillGuard` rule (threshold or
+calibration), and returned with the report attached (see :mod:`spill_guard_langchain.report`).
+The model itself only *reports*: it never replaces or refuses an answer. Enforcement
+(retry, abstain, raise) belongs to :class:`~spill_guard_langchain.SpillGuardedRunnable` and
+the agent middleware, which read this report.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Iterator, Sequence
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from spill_guard import ScoredAnswer, SpillModel
+from spill_guard.errors import InvalidInputError, InvalidParameterError
+from spill_guard.guard import SpillGuard, TokenEvent, Verdict
+from spill_guard.guard.stream import stream_generation
+from spill_guard.models.loader import LoadedModel
+from spill_guard.models.prompting import chat_prompt_ids
+from spill_guard.policy import Flag, apply_policy
+
+from spill_guard_langchain.attempt import current_attempt
+from spill_guard_langchain.messages import last_user_text, to_role_dicts
+from spill_guard_langchain.report import REPORT_KEY, TOKENS_KEY, VERDICT_KEY, build_report, token_entry
+
+_FLAG = Flag()  # the model reports; only wrappers enforce
+
+# One generation at a time per torch model: LangChain's batch() runs invoke() in threads, and
+# torch's hook registry is not safe against one thread adding/removing the capture hook while
+# another runs a forward (seen as "_hook() missing ... 'output'"). On CPU, threads would share
+# the same cores anyway.
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _lock_for(model: Any) -> threading.Lock:
+    with _REGISTRY_LOCK:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock
+
+
+class SpillChatModel(BaseChatModel):
+    """Chat model over a local HuggingFace causal LM, with a spill report on every answer.
+
+    Build it from a :class:`~spill_guard.SpillModel` (``SpillChatModel(spill_model=sm)``),
+    from nothing (the embedded SmolLM2-135M-Instruct is loaded), from an existing
+    :class:`~spill_guard.SpillGuard` (its rule is used; its policy is not), or from a
+    ``HuggingFacePipeline`` with :meth:`from_huggingface_pipeline`.
+
+    ``temperature=0`` (default) decodes greedily; ``temperature > 0`` samples (``seed``
+    makes it repeatable). Tool calling is not supported.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", populate_by_name=True)
+
+    spill_model: Any = Field(default=None, description="the spill_guard.SpillModel that generates and scores")
+    guard: Any = Field(default=None, description="a SpillGuard whose rule (spec, locator, threshold) judges answers")
+    model_name: str | None = Field(default=None, alias="model", description="reported model name (default: the loaded model's)")
+    threshold: float | None = None
+    calibration: Any = None
+    spec: str | None = None
+    locator: str | None = None
+    max_tokens: int = Field(default=64, ge=1, description="maximum new tokens per answer")
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    streaming: bool = False
+
+    _rule_guard: SpillGuard = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _build_guard(self) -> "SpillChatModel":
+        if self.guard is not None:
+            if not isinstance(self.guard, SpillGuard):
+                raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {self.guard!r}.")
+            if any(v is not None for v in (self.threshold, self.calibration, self.spec, self.locator)):
+                raise InvalidParameterError(
+                    "pass either guard=... or threshold/calibration/spec/locator, not both: the guard already fixes its rule."
+                )
+            if self.spill_model is not None and self.spill_model is not self.guard.model:
+                raise InvalidParameterError("spill_model differs from guard.model; pass only the guard.")
+            self.spill_model = self.guard.model
+            self._rule_guard = self.guard
+        else:
+            if self.spill_model is None:
+                self.spill_model = SpillModel.load()
+            if not isinstance(self.spill_model, SpillModel):
+                raise InvalidParameterError(
+                    f"spill_model must be a spill_guard.SpillModel (e.g. SpillModel.load()), got {self.spill_model!r}."
+                )
+            self._rule_guard = SpillGuard(
+                self.spill_model, threshold=self.threshold, calibration=self.calibration,
+                spec=self.spec, locator=self.locator, policy=_FLAG, max_new_tokens=self.max_tokens,
+            )
+        if self.model_name is None:
+            self.model_name = self.spill_model.loaded.name
+        return self
+
+    @classmethod
+    def from_huggingface_pipeline(cls, hf_pipeline: Any, **kwargs: Any) -> "SpillChatModel":
+        """Build from a LangChain ``HuggingFacePipeline`` (or a transformers text-generation pipeline).
+
+        Only its ``.pipeline.model`` and ``.pipeline.tokenizer`` are taken (the pipeline's
+        own generation never runs: it returns text, not the logits the scores need).
+        ``kwargs`` go to the constructor (``threshold=...``, ``max_tokens=...``); a model
+        without a packaged calibration needs ``threshold`` or ``calibration``.
+        """
+        pipe = getattr(hf_pipeline, "pipeline", hf_pipeline)
+        model, tokenizer = getattr(pipe, "model", None), getattr(pipe, "tokenizer", None)
+        if model is None or tokenizer is None or not hasattr(model, "generate"):
+            raise InvalidParameterError(
+                f"{type(hf_pipeline).__name__} has no .pipeline.model/.pipeline.tokenizer of a causal LM; pass a "
+                "HuggingFacePipeline built for text generation, or use SpillChatModel(spill_model=SpillModel.load(...))."
+            )
+        name = getattr(hf_pipeline, "model_id", None) or getattr(model.config, "name_or_path", None) or "hf-pipeline"
+        loaded = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=str(name),
+                             device=model.device, dtype=model.dtype)
+        spill_kwargs = {k: kwargs.pop(k) for k in ("beta", "extra_betas", "instruction", "system") if k in kwargs}
+        return cls(spill_model=SpillModel(loaded, **spill_kwargs), **kwargs)
+
+    # -- LangChain identity ----------------------------------------------------------------
+    @property
+    def _llm_type(self) -> str:
+        return "spill-guard"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        rule = self._rule_guard.rule
+        return {
+            "model_name": self.model_name, "spec": rule.spec.name, "locator": rule.locator,
+            "threshold": rule.threshold, "max_tokens": self.max_tokens, "temperature": self.temperature,
+            "top_p": self.top_p, "seed": self.seed,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="spill_guard", ls_model_name=str(self.model_name), ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    @property
+    def rule_guard(self) -> SpillGuard:
+        """The guard whose rule judges answers (its policy is always ``Flag`` here)."""
+        return self._rule_guard
+
+    # -- generation ------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
+        scored = self._generate_locked(prompt, options)
+        message, info = self._finish(scored, question, strategy, options)
+        return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
+        beta = self._rule_guard.rule.spec.beta
+        run = lambda listener: self._generate_locked(prompt, {**options, "listeners": [listener]})  # noqa: E731
+        visible = _StopFilter(options.get("stop_strings") or [])
+        for item in stream_generation(run, self.spill_model.tokenizer, beta):
+            if isinstance(item, TokenEvent):
+                # Text from a stop sequence on is cut from the content (as in invoke); energies still stream.
+                text = visible.push(item.text)
+                chunk = ChatGenerationChunk(message=AIMessageChunk(
+                    content=text, response_metadata={TOKENS_KEY: [token_entry(item)]}))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+                continue
+            message, info = self._finish(item, question, strategy, options)
+            tail = message.content[visible.emitted:]  # text held back as a possible stop-sequence prefix
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content=tail, response_metadata=message.response_metadata,
+                                       usage_metadata=message.usage_metadata, chunk_position="last"),
+                generation_info=info,
+            )
+
+    def _generate_locked(self, prompt: list[int], options: dict[str, Any]) -> ScoredAnswer:
+        with _lock_for(self.spill_model.loaded.model):
+            return self.spill_model.generate_from_ids([prompt], **options)[0]
+
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[list[int], str, str, dict[str, Any]]:
+        """Prompt ids, the question (last user text), the attempt's strategy name and generate() options."""
+        if kwargs.get("tools") or kwargs.get("functions"):
+            raise InvalidInputError("SpillChatModel does not support tool calling; use it without tools.")
+        unknown = set(kwargs) - {"temperature", "top_p", "seed", "max_tokens", "stop"}
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown generation option(s) {sorted(unknown)}; SpillChatModel accepts temperature, top_p, seed, max_tokens, stop."
+            )
+        attempt = current_attempt()
+        roles = to_role_dicts(messages)
+        question = last_user_text(roles)
+        if attempt is not None and attempt.instruction:
+            roles = _with_instruction(roles, attempt.instruction)
+        prompt = chat_prompt_ids(self.spill_model.tokenizer, roles)
+        temperature = kwargs.get("temperature", self.temperature)
+        top_p = kwargs.get("top_p", self.top_p)
+        seed = kwargs.get("seed", self.seed)
+        if attempt is not None and attempt.temperature is not None:
+            temperature, top_p, seed = attempt.temperature, attempt.top_p or top_p, attempt.seed
+        options: dict[str, Any] = {"max_new_tokens": int(kwargs.get("max_tokens", self.max_tokens))}
+        if temperature and temperature > 0:
+            options.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), seed=seed)
+        stops = [s for s in (stop or kwargs.get("stop") or self.stop or []) if s]
+        if stops:
+            options.update(stop_strings=stops, tokenizer=self.spill_model.tokenizer)
+        strategy = attempt.strategy if attempt is not None else ("sample" if options.get("do_sample") else "greedy")
+        return prompt, question, strategy, options
+
+    def _finish(
+        self, scored: ScoredAnswer, question: str, strategy: str, options: dict[str, Any]
+    ) -> tuple[AIMessage, dict[str, Any]]:
+        """The answer message with its report, and the generation info with the live verdict."""
+        candidate = self._rule_guard.assess(scored, question, strategy=strategy)
+        verdict: Verdict = self._rule_guard.verdict_from(apply_policy(_FLAG, candidate), question=question)
+        content, matched = _cut_at_stop(scored.answer, options.get("stop_strings") or [])
+        report = build_report(verdict, scored, stop_sequence=matched)
+        finish = "stop" if scored.stopped_on_eos or matched else "length"
+        metadata = {REPORT_KEY: report, "model_name": self.model_name, "finish_reason": finish,
+                    "model_provider": "spill_guard"}
+        usage = {"input_tokens": len(scored.prompt_ids), "output_tokens": len(scored.answer_ids),
+                 "total_tokens": len(scored.prompt_ids) + len(scored.answer_ids)}
+        message = AIMessage(content=content, response_metadata=metadata, usage_metadata=usage)
+        return message, {VERDICT_KEY: verdict, "finish_reason": finish}
+
+
+def _with_instruction(roles: list[dict[str, str]], instruction: str) -> list[dict[str, str]]:
+    """A copy of the conversation whose last user message ends with ``instruction`` (Reprompt)."""
+    out = [dict(m) for m in roles]
+    for m in reversed(out):
+        if m["role"] == "user":
+            m["content"] = f"{m['content'].rstrip()} {instruction}"
+            break
+    return out
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
+    """``text`` up to the earliest stop sequence, and that sequence (LangChain's ``stop`` semantics)."""
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    if not hits:
+        return text, None
+    at, which = min(hits)
+    return text[:at], which
+
+
+class _StopFilter:
+    """Streams text up to the first stop sequence, holding back what may be the start of one."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.seen = ""
+        self.emitted = 0  # characters of `seen` already streamed
+        self.stopped = False
+
+    def push(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.seen += piece
+        cut, matched = _cut_at_stop(self.seen, self.stops)
+        if matched is not None:
+            self.stopped = True
+            safe = len(cut)
+        else:
+            hold = max((k for s in self.stops for k in range(1, len(s)) if self.seen.endswith(s[:k])), default=0)
+            safe = len(self.seen) - hold
+        out = self.seen[self.emitted:safe] if safe > self.emitted else ""
+        self.emitted = max(self.emitted, safe)
+        return out
