@@ -55,7 +55,11 @@ def strict_json_value(value: Any) -> Any:
         return {str(k): strict_json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [strict_json_value(v) for v in value]
-    return value
+    if hasattr(value, "model_dump"):  # a pydantic object, e.g. an AnswerSpan or Attempt
+        return strict_json_value(value.model_dump(mode="json"))
+    # Anything else JSON cannot hold (a datetime, a set, a client object in run metadata) is
+    # kept as its repr: a log line must never fail to serialise halfway through a request.
+    return repr(value)
 
 
 def check_label(label: Any) -> str:

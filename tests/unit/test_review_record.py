@@ -102,3 +102,10 @@ def test_from_verdict_reads_the_guard_contract_by_attribute():
     assert r.scored == {"answer": "Madrid", "trace": {"token_ids": [1, 2]}}
     lean = ReviewRecord.from_verdict(_verdict(span=None, scored=None), model="m", include_scored=False)
     assert lean.scored is None and lean.span is None and lean.model == "m"
+
+
+def test_values_json_cannot_hold_are_kept_as_their_repr():
+    r = make(metadata={"when": frozenset({1}), "span": _Span(start=0, end=1, text="a", token_start=0, token_end=1)})
+    assert r.metadata == {"when": "frozenset({1})", "span": {"start": 0, "end": 1, "text": "a", "token_start": 0,
+                                                            "token_end": 1}}
+    assert ReviewRecord.from_json(r.to_json()) == r
