@@ -12,7 +12,7 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-from spill_guard.review.errors import AmbiguousRecordIdError, RecordNotFoundError
+from spill_guard.review.errors import AmbiguousRecordIdError, NotARecordError, RecordNotFoundError
 from spill_guard.review.record import ReviewRecord, check_label, utc_now_iso
 
 Redactor = Callable[[ReviewRecord], ReviewRecord]
@@ -45,52 +45,53 @@ class ReviewSink(abc.ABC):
     def close(self) -> None:
         """Release files / connections. Idempotent."""
 
-    def _ids_with_prefix(self, prefix: str) -> list[str]:
-        """Up to two full ids starting with ``prefix`` (backends may override with an index)."""
-        return [r.id for r in self.records() if r.id.startswith(prefix)][:2]
+    def _matching(self, prefix: str) -> list[ReviewRecord]:
+        """Records whose id equals ``prefix`` or starts with it: the exact match first, at most two.
+
+        Backends may override this with an indexed query; the default scans :meth:`records`.
+        """
+        exact, starts = [], []
+        for record in self.records():
+            if record.id == prefix:
+                exact.append(record)
+            elif record.id.startswith(prefix):
+                starts.append(record)
+        return (exact + starts)[:2]
 
     # -- public API ---------------------------------------------------------------------
     def write(self, record: ReviewRecord) -> str:
         """Store ``record`` (after redaction) and return its id."""
         if not isinstance(record, ReviewRecord):
-            raise TypeError(f"write() takes a ReviewRecord, got {type(record).__name__}; "
+            raise NotARecordError(f"write() takes a ReviewRecord, got {type(record).__name__}; "
                             "build one with ReviewRecord(...) or ReviewRecord.from_verdict(verdict).")
         if self.redact is not None:
             record = self.redact(record)
         self._append(record)
         return record.id
 
-    def resolve_id(self, id_or_prefix: str) -> str:
-        """The one full id that equals or starts with ``id_or_prefix``."""
+    def get(self, id_or_prefix: str) -> ReviewRecord:
+        """The record whose id equals or uniquely starts with ``id_or_prefix``."""
         prefix = (id_or_prefix or "").strip()
         if not prefix:
             raise RecordNotFoundError("an empty record id was given; pass an id or a prefix of one "
                                       "(see `spill-guard review list`).")
-        matches = self._ids_with_prefix(prefix)
+        matches = self._matching(prefix)
         if not matches:
             raise RecordNotFoundError(
                 f"no record with id or id prefix {id_or_prefix!r} in {self.location}; "
                 "list the ids with `spill-guard review list --log ...`."
             )
-        if len(matches) > 1 and prefix not in matches:
+        if matches[0].id != prefix and len(matches) > 1:
             raise AmbiguousRecordIdError(
-                f"id prefix {id_or_prefix!r} matches several records (e.g. {matches[0]}, {matches[1]}); "
+                f"id prefix {id_or_prefix!r} matches several records (e.g. {matches[0].id}, {matches[1].id}); "
                 "give more characters of the id."
             )
-        return prefix if prefix in matches else matches[0]
-
-    def get(self, id_or_prefix: str) -> ReviewRecord:
-        """The record whose id equals or uniquely starts with ``id_or_prefix``."""
-        full = self.resolve_id(id_or_prefix)
-        for record in self.records():
-            if record.id == full:
-                return record
-        raise RecordNotFoundError(f"record {full} vanished while reading {self.location}.")  # pragma: no cover
+        return matches[0]
 
     def set_label(self, id_or_prefix: str, label: str, note: str | None = None) -> ReviewRecord:
         """Label a record ``correct`` or ``incorrect`` (the latest label wins); returns it labelled."""
         check_label(label)
-        full = self.resolve_id(id_or_prefix)
+        full = self.get(id_or_prefix).id
         labelled_at = utc_now_iso()
         self._append_label(full, label, note, labelled_at)
         return self.get(full)

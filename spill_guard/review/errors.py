@@ -31,3 +31,7 @@ class InvalidLabelError(ReviewLogError, ValueError):
 
 class ReviewLogWarning(UserWarning):
     """A log line was skipped on reading (torn by a killed writer, or not a record)."""
+
+
+class NotARecordError(ReviewLogError, TypeError):
+    """Something other than a :class:`ReviewRecord` was given to ``write``."""

@@ -143,7 +143,7 @@ class JsonlSink(ReviewSink):
             return
         where = f"{self.path}:{lineno}"
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, parse_constant=lambda _constant: None)
         except (json.JSONDecodeError, UnicodeDecodeError):
             torn = "" if raw.endswith(b"\n") else " (no newline: a writer was probably killed mid-write)"
             warnings.warn(f"{where}: skipped a line that is not valid JSON{torn}", ReviewLogWarning, stacklevel=4)
@@ -167,7 +167,7 @@ class JsonlSink(ReviewSink):
             warnings.warn(f"{where}: unknown event {event!r} ignored", ReviewLogWarning, stacklevel=4)
             return
         try:
-            record = ReviewRecord.model_validate(obj)
+            record = ReviewRecord.from_parsed(obj)
         except ValidationError as exc:
             warnings.warn(f"{where}: skipped a line that is not a valid record: {exc.errors()[0]['msg']}",
                           ReviewLogWarning, stacklevel=4)

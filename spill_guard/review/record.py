@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from spill_guard.review.errors import InvalidLabelError
 
@@ -27,6 +27,7 @@ LABELS = ("correct", "incorrect")
 ACTIONS = ("passed", "flagged", "abstained", "raised")
 
 Label = Literal["correct", "incorrect"]
+_PARSED_STRICT_JSON = "parsed_strict_json"  # validation-context flag, see ReviewRecord.from_parsed
 
 
 def new_record_id() -> str:
@@ -44,15 +45,23 @@ def strict_json_value(value: Any) -> Any:
     JSON has no NaN/Infinity; Python's ``json`` would happily write them and most other
     readers (jq, JavaScript, SQLite's json1) would then reject the whole line.
     """
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    kind = type(value)
+    # Exact-type fast paths first: a trace holds thousands of plain floats and ints.
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is list or kind is tuple:
+        return [strict_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k if type(k) is str else str(k): strict_json_value(v) for k, v in value.items()}
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral):  # numpy ints too: json cannot write np.int64
         return int(value)
     if isinstance(value, numbers.Real):
         value = float(value)
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): strict_json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [strict_json_value(v) for v in value]
     if hasattr(value, "model_dump"):  # a pydantic object, e.g. an AnswerSpan or Attempt
@@ -98,14 +107,11 @@ class ReviewRecord(BaseModel):
     labelled_at: str | None = None
     scored: dict[str, Any] | None = Field(default=None, description="ScoredAnswer.to_record() incl. trace")
 
-    @field_validator("score", "threshold", mode="before")
+    @field_validator("score", "threshold", "token_scores", "span", "attempts", "metadata", "scored", mode="before")
     @classmethod
-    def _finite_or_none(cls, value: Any) -> Any:
-        return strict_json_value(value)
-
-    @field_validator("token_scores", "span", "attempts", "metadata", "scored", mode="before")
-    @classmethod
-    def _strict_json(cls, value: Any) -> Any:
+    def _strict_json(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get(_PARSED_STRICT_JSON):
+            return value  # came from from_json, which already mapped NaN/Infinity to None
         return strict_json_value(value)
 
     @field_validator("action")
@@ -130,7 +136,17 @@ class ReviewRecord(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ReviewRecord":
-        return cls.model_validate(json.loads(text))
+        """Parse one line; a stray ``NaN``/``Infinity`` token (non-strict writers) reads as ``None``."""
+        return cls.from_parsed(json.loads(text, parse_constant=lambda _constant: None))
+
+    @classmethod
+    def from_parsed(cls, obj: dict[str, Any]) -> "ReviewRecord":
+        """Validate a dict that came out of :func:`json.loads` with NaN/Infinity mapped to None.
+
+        Skips the recursive non-finite scan (a trace holds thousands of numbers); the
+        types are still validated.
+        """
+        return cls.model_validate(obj, context={_PARSED_STRICT_JSON: True})
 
     def with_label(self, label: str, note: str | None = None, labelled_at: str | None = None) -> "ReviewRecord":
         """A copy carrying a human label (``correct`` / ``incorrect``)."""

@@ -125,21 +125,23 @@ class SqliteSink(ReviewSink):
         rows = self._connection().execute(
             "SELECT data, label, label_note, labelled_at FROM records ORDER BY rowid"
         ).fetchall()
-        out = []
-        for data, label, note, labelled_at in rows:
-            record = ReviewRecord.from_json(data)
-            if label is not None:
-                record = record.model_copy(update={"label": label, "label_note": note, "labelled_at": labelled_at})
-            out.append(record)
-        return out
+        return [self._row_record(*row) for row in rows]
 
-    def _ids_with_prefix(self, prefix: str) -> list[str]:
+    @staticmethod
+    def _row_record(data: str, label: str | None, note: str | None, labelled_at: str | None) -> ReviewRecord:
+        record = ReviewRecord.from_json(data)
+        if label is not None:  # the label columns are the truth; the JSON keeps what was written
+            record = record.model_copy(update={"label": label, "label_note": note, "labelled_at": labelled_at})
+        return record
+
+    def _matching(self, prefix: str) -> list[ReviewRecord]:
         if not self.path.exists():
             return []
         rows = self._connection().execute(
-            "SELECT id FROM records WHERE substr(id, 1, ?) = ? ORDER BY rowid LIMIT 2", (len(prefix), prefix)
+            "SELECT data, label, label_note, labelled_at FROM records WHERE substr(id, 1, ?) = ? "
+            "ORDER BY id = ? DESC, rowid LIMIT 2", (len(prefix), prefix, prefix),
         ).fetchall()
-        return [r[0] for r in rows]
+        return [self._row_record(*row) for row in rows]
 
     def count(self) -> int:
         """Number of records (cheap: no JSON is parsed)."""

@@ -115,6 +115,8 @@ def test_prefix_lookup_unknown_and_ambiguous_ids(sink):
         sink.set_label("zzz", "correct")
     with pytest.raises(RecordNotFoundError, match="empty"):
         sink.get("  ")
+    sink.write(record("exact", id="abc"))
+    assert sink.get("abc").question == "exact"  # an exact id wins over longer ids it prefixes
 
 
 def test_redaction_hook_runs_before_the_record_reaches_disk(tmp_path):
@@ -132,7 +134,7 @@ def test_redaction_hook_runs_before_the_record_reaches_disk(tmp_path):
 
 
 def test_write_rejects_anything_but_a_record(sink):
-    with pytest.raises(TypeError, match="ReviewRecord"):
+    with pytest.raises(SpillGuardError, match="ReviewRecord"):
         sink.write({"question": "q"})
 
 
