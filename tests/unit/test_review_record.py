@@ -109,3 +109,29 @@ def test_values_json_cannot_hold_are_kept_as_their_repr():
     assert r.metadata == {"when": "frozenset({1})", "span": {"start": 0, "end": 1, "text": "a", "token_start": 0,
                                                             "token_end": 1}}
     assert ReviewRecord.from_json(r.to_json()) == r
+
+
+def test_a_stray_nan_token_from_a_lenient_writer_reads_as_null():
+    line = make(tokens=["a"], token_scores=[1.0]).to_json().replace('"token_scores":[1.0]', '"token_scores":[NaN]')
+    assert ReviewRecord.from_json(line).token_scores == [None]
+
+
+@pytest.mark.model
+def test_a_stored_scored_answer_can_be_rescored_without_the_model(spill_model, tmp_path):
+    from spill_guard import ScoredAnswer
+    from spill_guard.review import open_log, redact_patterns
+
+    scored = spill_model.score_answer("Who wrote Dracula? Mail bob@example.org", "Bram Stoker wrote it.")
+    base = dict(question="Who wrote Dracula?", answer=scored.answer, original_answer=scored.answer,
+                action="passed", flagged=False, score=scored.score(), spec="spilled_energy:mean",
+                tokens=[t.text for t in scored.tokens], token_scores=scored.spilled_energy, scored=scored.to_record())
+    for redact in (None, redact_patterns()):
+        with open_log(tmp_path / f"log{redact is None}.jsonl", redact=redact) as log:
+            log.write(ReviewRecord(**base))
+            [back] = log.records()
+        again = ScoredAnswer.from_record(back.scored)
+        for spec in ("spilled_energy:mean", "spilled_energy:min", "nll:sum", "entropy:max"):
+            assert again.score(spec) == pytest.approx(scored.score(spec), rel=1e-9)
+        assert again.score("token_energy:max", start=1, end=3) == pytest.approx(scored.score("token_energy:max", 1, 3))
+        if redact is not None:
+            assert "bob@" not in back.model_dump_json() and again.prompt == "" and again.prompt_ids == []
