@@ -1,7 +1,8 @@
 """spill_guard: detect hallucinations at inference time from a model's raw logits.
 
-The public face is small: load a model, generate or re-score answers, read the scores.
-Higher score = more likely a hallucination, for every scorer and pooling.
+The public face is small: guard a model's answers (``SpillGuard``), or go one level down
+and generate or re-score answers and read the scores (``SpillModel``). Higher score = more
+likely a hallucination, for every scorer and pooling.
 
     >>> from spill_guard import SpillModel
     >>> sm = SpillModel.load()                      # embedded SmolLM2-135M-Instruct
@@ -19,7 +20,9 @@ from spill_guard.errors import (
     PromptTooLongError,
     SpillGuardError,
 )
+from spill_guard.guard import EarlyStop, HallucinationDetected, SpillGuard, TokenEvent, Verdict
 from spill_guard.models import DEFAULT_MODEL, LoadedModel, load_model
+from spill_guard.policy import Abstain, Action, Flag, Raise, Reprompt, Resample, Retry
 from spill_guard.report import ScoredAnswer, TokenRecord
 from spill_guard.scoring import BASELINES, DEFAULT_SPEC, ScoreSpec, catalogue
 from spill_guard.spill_model import SpillModel
@@ -27,7 +30,19 @@ from spill_guard.spill_model import SpillModel
 __version__ = "0.1.0"
 
 __all__ = [
+    "Abstain",
+    "Action",
     "BASELINES",
+    "EarlyStop",
+    "Flag",
+    "HallucinationDetected",
+    "Raise",
+    "Reprompt",
+    "Resample",
+    "Retry",
+    "SpillGuard",
+    "TokenEvent",
+    "Verdict",
     "CaptureError",
     "DEFAULT_MODEL",
     "DEFAULT_SPEC",

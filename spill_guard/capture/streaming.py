@@ -9,8 +9,10 @@ time; the history is ``O(B × T)`` scalars.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -25,17 +27,92 @@ from spill_guard.capture.trace import TokenTrace, traces_from_steps
 from spill_guard.errors import CaptureError
 
 
+@dataclass(frozen=True)
+class TokenStep:
+    """What is known about generated token ``x_t`` once ``z_{t+1}`` exists (one step later).
+
+    Sent to capture listeners, e.g. to stream per-token energies or stop early.
+    Shapes: ``token_ids``/``chosen_logit`` are ``[B]``; log-partitions ``[len(betas), B]``.
+    """
+
+    index: int  # t, 0-based position of the token in the generated answer
+    token_ids: torch.Tensor  # x_t for each row
+    chosen_logit: torch.Tensor  # raw z_t[x_t] (no β applied)
+    log_partition: torch.Tensor  # logsumexp(β z_t)
+    next_log_partition: torch.Tensor  # logsumexp(β z_{t+1})
+    betas: tuple[float, ...]
+
+    def energies(self, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(E_t, F_t, Δ_t)`` for each row at ``beta`` (which must have been captured)."""
+        k = self.betas.index(float(beta))
+        scaled = beta * self.chosen_logit
+        return -scaled, -self.log_partition[k], self.next_log_partition[k] - scaled
+
+
+class _ThreadRouter:
+    """One forward hook per model, passing each forward to the capture of the calling thread.
+
+    Several threads may generate with one model at once (a framework's ``batch()``). A hook
+    per capture would see every thread's forwards, and registering/removing hooks while
+    other threads run forwards races inside torch (a hook can be called without its
+    kwargs). So the hook is registered when the first capture on a model starts and removed
+    when the last one ends, under a lock, and routes by thread.
+    """
+
+    _lock = threading.Lock()
+    _routers: "weakref.WeakKeyDictionary[torch.nn.Module, _ThreadRouter]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, model: torch.nn.Module):
+        self.active: dict[int, StreamingCapture] = {}
+        self.handle = model.register_forward_hook(self._dispatch, with_kwargs=True)
+
+    @classmethod
+    def attach(cls, model: torch.nn.Module, capture: "StreamingCapture") -> None:
+        with cls._lock:
+            router = cls._routers.get(model)
+            if router is None:
+                router = cls._routers[model] = cls(model)
+            thread = threading.get_ident()
+            if thread in router.active:
+                raise CaptureError("a StreamingCapture is already active on this model in this thread; nest none.")
+            router.active[thread] = capture
+
+    @classmethod
+    def detach(cls, model: torch.nn.Module, capture: "StreamingCapture") -> None:
+        with cls._lock:
+            router = cls._routers.get(model)
+            if router is None or router.active.get(threading.get_ident()) is not capture:
+                return
+            del router.active[threading.get_ident()]
+            if not router.active:
+                router.handle.remove()
+                del cls._routers[model]
+
+    def _dispatch(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        capture = self.active.get(threading.get_ident())
+        if capture is not None:
+            capture._hook(module, args, kwargs, output)
+
+
 class StreamingCapture:
     """Context manager that hooks ``model`` and records per-step logit statistics.
 
     Use it around exactly one ``generate`` call (plus, if needed, :meth:`ensure_final_step`).
     Shapes: every recorded step holds ``[B]`` values; ``[len(betas), B]`` for log-partitions.
+    ``listeners`` are called with a :class:`TokenStep` for each token as soon as its
+    spilled energy is known; they must not modify the tensors they receive.
     """
 
-    def __init__(self, model: torch.nn.Module, betas: tuple[float, ...] = (1.0,)):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        betas: tuple[float, ...] = (1.0,),
+        listeners: Sequence[Callable[[TokenStep], None]] = (),
+    ):
         self.model = model
         self.betas = validate_betas(betas)
-        self._handle: Any = None
+        self.listeners = tuple(listeners)
+        self._active = False
         self._reset()
 
     def _reset(self) -> None:
@@ -52,16 +129,17 @@ class StreamingCapture:
         self.vocab_size = 0
 
     def __enter__(self) -> "StreamingCapture":
-        if self._handle is not None:
+        if self._active:
             raise CaptureError("this StreamingCapture is already active; create one per generate call.")
         self._reset()
-        self._handle = self.model.register_forward_hook(self._hook, with_kwargs=True)
+        _ThreadRouter.attach(self.model, self)  # only this thread's forwards reach self._hook
+        self._active = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        if self._active:
+            _ThreadRouter.detach(self.model, self)
+            self._active = False
         self._prev = self._prev_logits = self._prev_prev_logits = None  # release the [B, V] rows
 
     @torch.no_grad()
@@ -84,6 +162,12 @@ class StreamingCapture:
             else:
                 self._previous.append(gather_token_logit(self._prev_prev_logits, chosen))
             self._jsd.append(js_from_distributions(self._prev, current))
+            if self.listeners:
+                step = TokenStep(
+                    self.steps - 1, chosen, self._chosen[-1], self._log_partition[-1], current.log_partition, self.betas
+                )
+                for listener in self.listeners:
+                    listener(step)
         self._log_partition.append(current.log_partition)
         self._entropy.append(current.entropy)
         self._nonfinite.append(current.nonfinite)
@@ -132,7 +216,7 @@ class StreamingCapture:
         exist yet. With the returned KV cache this costs a single-token step. Must be called
         while the capture is active.
         """
-        if self._handle is None:
+        if not self._active:
             raise CaptureError("ensure_final_step() must run inside the `with StreamingCapture(...)` block.")
         prompt_len = int(prompt_attention_mask.shape[1])
         n_tokens = int(sequences.shape[1]) - prompt_len
@@ -175,12 +259,17 @@ def generate_with_capture(
     *,
     stop_token_ids: list[int],
     betas: tuple[float, ...] = (1.0,),
+    listeners: Sequence[Callable[[TokenStep], None]] = (),
+    length_limits: Callable[[], Sequence[int | None]] | None = None,
     **generate_kwargs: Any,
 ) -> CapturedGeneration:
     """``model.generate`` with streaming capture; returns sequences and per-row traces.
 
     ``input_ids``/``attention_mask`` are ``[B, P]`` and must be left-padded. Any
     ``generate_kwargs`` (``max_new_tokens``, ``do_sample``, ``temperature`` ...) pass through.
+    ``listeners`` receive each token's :class:`TokenStep`. ``length_limits``, called after
+    generation, may cut rows that a stopping criterion ended early (``None`` = no cut): such
+    rows are padded by ``generate`` afterwards, and the padding is not part of the answer.
     """
     if attention_mask.shape != input_ids.shape:
         raise CaptureError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids {tuple(input_ids.shape)}")
@@ -190,7 +279,7 @@ def generate_with_capture(
     if extra_stop is not None:
         stop_token_ids = list(dict.fromkeys([*stop_token_ids, *([extra_stop] if isinstance(extra_stop, int) else extra_stop)]))
     generate_kwargs.pop("return_dict_in_generate", None)  # always on: the KV cache is needed
-    with StreamingCapture(model, betas) as capture:
+    with StreamingCapture(model, betas, listeners) as capture:
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -202,6 +291,10 @@ def generate_with_capture(
     prompt_len = int(input_ids.shape[1])
     generated = out.sequences[:, prompt_len:]
     lengths, stopped = stop_lengths(generated, stop_token_ids)
+    if length_limits is not None:
+        for row, limit in enumerate(length_limits()):
+            if limit is not None and limit < lengths[row]:
+                lengths[row], stopped[row] = limit, False
     traces = capture.traces(generated, lengths)
     return CapturedGeneration(out.sequences, prompt_len, lengths, stopped, traces)
 

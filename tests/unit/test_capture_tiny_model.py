@@ -446,3 +446,45 @@ def test_full_prefill_output_is_not_kept_alive(model, batch):
             assert kept.shape == (ids.shape[0], V)
             assert kept.untyped_storage().nbytes() == ids.shape[0] * V * 4
         assert torch.equal(cap._prev_logits, out.logits[:, -1])
+
+
+# ----------------------------------------------------------------------------- (h) threads
+def test_concurrent_captures_on_one_model_stay_apart(model, batch):
+    """Threads generating with one model at once each get only their own steps."""
+    import threading
+
+    ids, mask = batch
+    alone = [capture(model, ids[i : i + 1], mask[i : i + 1], [NO_STOP], max_new_tokens=6) for i in range(3)]
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for _ in range(3):  # several rounds so the threads' steps interleave
+                results[i] = capture(model, ids[i : i + 1], mask[i : i + 1], [NO_STOP], max_new_tokens=6)
+        except BaseException as exc:  # surfaced below: a thread's exception would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(3):
+        assert_same_traces(results[i].traces[0], alone[i].traces[0])
+    assert not model._forward_hooks  # the shared hook left with the last capture
+
+
+def test_listeners_receive_each_token_once_with_its_energies(model, batch):
+    ids, mask = batch
+    steps = []
+    cg = generate_with_capture(model, ids, mask, stop_token_ids=[NO_STOP], max_new_tokens=4, pad_token_id=PAD,
+                               listeners=[steps.append], do_sample=False)
+    assert [s.index for s in steps] == [0, 1, 2, 3]
+    for t, s in enumerate(steps):
+        e, f, d = s.energies(1.0)
+        for row, trace in enumerate(cg.traces):
+            assert int(s.token_ids[row]) == int(trace.token_ids[t])
+            assert float(d[row]) == pytest.approx(trace.log_partition[0, t + 1] - trace.chosen_logit[t], abs=1e-5)
+            assert float(f[row]) == pytest.approx(-trace.log_partition[0, t], abs=1e-5)

@@ -1,0 +1,95 @@
+"""Stop generating an answer whose running risk already crosses an abort threshold.
+
+Spilled energy arrives token by token during generation (one step late, see
+:class:`~spill_guard.capture.TokenStep`), so the guard can end a clearly risky answer before
+it is finished and save the rest of the decode. The running score pools the per-token Δ over
+the whole answer so far with the rule's pooling; ``mean`` is noisy on the first tokens, so
+nothing is stopped before ``min_tokens``.
+
+Used both as a capture listener (``on_step``) and as a ``transformers`` stopping criterion
+(``__call__``), returning a per-row boolean tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from transformers import StoppingCriteria
+
+from spill_guard.capture.streaming import TokenStep
+from spill_guard.errors import InvalidParameterError
+
+_POOLS = {"mean": lambda v: sum(v) / len(v), "max": max, "min": min, "sum": sum}
+
+
+class EarlyStop:
+    """Abort threshold on the running spilled-energy score (higher = riskier).
+
+    Args:
+        abort_threshold: stop once ``pool(Δ_1..Δ_t) > abort_threshold``. An early-stopped
+            answer is always flagged (it is unfinished), so set this at or above the flag
+            threshold unless you want "stop at the first doubt".
+        pooling: ``mean``, ``max`` or ``sum`` (``min`` never rises, so it cannot abort early).
+        min_tokens: number of scored tokens required before stopping.
+        beta: the β of Δ (must be captured by the model).
+    """
+
+    def __init__(self, abort_threshold: float, *, pooling: str = "mean", min_tokens: int = 3, beta: float = 1.0):
+        if not isinstance(abort_threshold, (int, float)) or math.isnan(abort_threshold):
+            raise InvalidParameterError(f"abort_threshold must be a number, got {abort_threshold!r}.")
+        if pooling not in ("mean", "max", "sum"):
+            raise InvalidParameterError(f"EarlyStop pooling must be mean, max or sum, got {pooling!r}.")
+        if not isinstance(min_tokens, int) or min_tokens < 1:
+            raise InvalidParameterError(f"min_tokens must be an integer >= 1, got {min_tokens!r}.")
+        self.abort_threshold = float(abort_threshold)
+        self.pooling = pooling
+        self.min_tokens = min_tokens
+        self.beta = float(beta)
+
+    def session(self, batch_size: int, stop_token_ids: Sequence[int]) -> "EarlyStopSession":
+        """Fresh per-generation state (one per ``generate`` call; the config stays reusable)."""
+        return EarlyStopSession(self, batch_size, set(stop_token_ids))
+
+
+class EarlyStopSession(StoppingCriteria):
+    """Per-call state of :class:`EarlyStop`: running Δ values and where each row was cut."""
+
+    def __init__(self, config: EarlyStop, batch_size: int, stop_ids: set[int]):
+        self.config = config
+        self.values: list[list[float]] = [[] for _ in range(batch_size)]
+        self.finished = [False] * batch_size  # row already ended on a stop token
+        self.stopped_at: list[int | None] = [None] * batch_size  # answer length when aborted
+        self._stop_ids = stop_ids
+
+    def on_step(self, step: TokenStep) -> None:
+        _, _, delta = step.energies(self.config.beta)
+        for row, (token, value) in enumerate(zip(step.token_ids.tolist(), delta.tolist())):
+            if self.finished[row] or self.stopped_at[row] is not None:
+                continue
+            self.values[row].append(value)
+            if token in self._stop_ids:
+                self.finished[row] = True
+
+    def running_score(self, row: int) -> float | None:
+        finite = [v for v in self.values[row] if math.isfinite(v)]
+        if len(finite) < self.config.min_tokens:
+            return None
+        return float(_POOLS[self.config.pooling](finite))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        # Called after each new token is chosen; Δ is known for the tokens before it.
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in range(input_ids.shape[0]):
+            if self.finished[row] or self.stopped_at[row] is not None:
+                continue
+            score = self.running_score(row)
+            if score is not None and score > self.config.abort_threshold:
+                generated = len(self.values[row]) + 1  # the scored tokens plus the one just chosen
+                self.stopped_at[row] = generated
+                done[row] = True
+        return done
+
+    def limits(self) -> list[int | None]:
+        return list(self.stopped_at)

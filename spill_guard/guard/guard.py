@@ -1,0 +1,278 @@
+"""``SpillGuard``: generate → locate the answer span → score → decide → act → log.
+
+The one object applications and the LangChain / LlamaIndex integrations use. It owns no
+maths: capture and scoring live in :class:`~spill_guard.SpillModel`, the decision rule in a
+:class:`RiskRule` (fixed threshold or calibration file), the action in a policy object, the
+record in a review-log sink.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from spill_guard.errors import InvalidInputError, InvalidParameterError
+from spill_guard.guard.assess import Assessed, assess
+from spill_guard.guard.early_stop import EarlyStop
+from spill_guard.guard.risk_rule import RiskRule
+from spill_guard.guard.rule_from_calibration import resolve_rule
+from spill_guard.guard.stream import stream_generation
+from spill_guard.guard.verdict import Attempt, HallucinationDetected, TokenEvent, Verdict, attach_scored
+from spill_guard.models.prompting import prompt_ids as build_prompt_ids
+from spill_guard.policy.base import Action, Candidate, Decision, Policy, RetryStrategy, apply_policy
+from spill_guard.policy.flag import Flag
+from spill_guard.policy.strategies import Reprompt, Resample
+from spill_guard.report import ScoredAnswer
+from spill_guard.scoring.specs import ScoreSpec
+from spill_guard.spans import SpanLocator, make_locator
+from spill_guard.spill_model import SpillModel
+
+
+class SpillGuard:
+    """Guard a local model's answers with a calibrated spilled-energy threshold.
+
+    Args:
+        model: a :class:`SpillModel`; ``None`` loads the embedded SmolLM2-135M-Instruct.
+        threshold: flag when the risk score exceeds this (fixes the rule without calibration).
+        calibration: a calibration object or the path of a calibration JSON file
+            (``spill-guard calibrate``). With neither ``threshold`` nor ``calibration``, the
+            packaged calibration of the model is used if there is one.
+        spec: score as ``"scorer:pooling[@beta]"`` (default: the calibration's, else
+            ``spilled_energy:mean``). Must match the calibration unless ``override=True``.
+        locator: answer-span locator name (``full``, ``answer_is``, ``numeric`` ..., joined by
+            ``+``) or a :class:`~spill_guard.spans.SpanLocator`. Default: the calibration's, else ``full``.
+        policy: ``Flag()`` (default), ``Abstain(...)``, ``Retry(...)``, ``Raise()``.
+        log: review log path (``.jsonl`` or ``.sqlite``) or sink; ``None`` for no log.
+        log_all: log every answer (default) or only flagged ones.
+        max_new_tokens: generation budget per answer.
+        early_stop: an :class:`EarlyStop` to end clearly risky answers before they finish.
+        override: accept a calibration made for another model/spec/locator (at your own risk).
+    """
+
+    def __init__(
+        self,
+        model: SpillModel | None = None,
+        *,
+        threshold: float | None = None,
+        calibration: Any = None,
+        spec: ScoreSpec | str | None = None,
+        locator: SpanLocator | str | None = None,
+        policy: Policy | None = None,
+        log: Any = None,
+        log_all: bool = True,
+        max_new_tokens: int = 64,
+        early_stop: EarlyStop | None = None,
+        override: bool = False,
+    ):
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidParameterError(
+                f"policy must be Flag(), Abstain(...), Retry(...) or Raise() from spill_guard.policy, got {policy!r}."
+            )
+        if early_stop is not None and not isinstance(early_stop, EarlyStop):
+            raise InvalidParameterError(f"early_stop must be an EarlyStop(...), got {early_stop!r}.")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InvalidParameterError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+        self.model = model if model is not None else SpillModel.load()
+        locator_name = locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
+        self.rule: RiskRule = resolve_rule(self.model, threshold=threshold, calibration=calibration,
+                                           spec=spec, locator=locator_name, override=override)
+        self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(self.rule.locator)
+        if self.rule.spec.beta not in self.model.betas:
+            raise InvalidParameterError(
+                f"the rule's spec {self.rule.spec.name} needs beta {self.rule.spec.beta}, which this SpillModel does "
+                f"not capture (betas {list(self.model.betas)}); load it with extra_betas=({self.rule.spec.beta},)."
+            )
+        self.policy = policy if policy is not None else Flag()
+        self.sink = _open_sink(log)
+        self.log_all = log_all
+        self.max_new_tokens = max_new_tokens
+        self.early_stop = early_stop
+        self._seeds = itertools.count(1)
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
+    def ask(self, question: str, *, context: str | None = None, tags: Sequence[str] = (),
+            metadata: Mapping[str, Any] | None = None) -> Verdict:
+        """Answer ``question`` under the guard and return the :class:`Verdict`."""
+        return self.ask_batch([question], contexts=[context], tags=tags, metadata=metadata)[0]
+
+    def ask_batch(self, questions: Sequence[str], *, contexts: Sequence[str | None] | None = None,
+                  tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None) -> list[Verdict]:
+        """Answer several questions in one batched generation; one verdict each, in order.
+
+        Under ``Raise()``, every verdict is decided and logged first, then the first raised
+        one is raised.
+        """
+        questions = _check_questions(questions)
+        contexts = list(contexts) if contexts is not None else [None] * len(questions)
+        if len(contexts) != len(questions):
+            raise InvalidInputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
+        prompts = [self.model.prompt_ids(q, context=c) for q, c in zip(questions, contexts)]
+        answers, cut = self._generate(prompts)
+        verdicts = [
+            self._decide(ans, q, c, tags, metadata, regenerate=self._regenerator(q, c), early_stopped=stopped)
+            for ans, q, c, stopped in zip(answers, questions, contexts, cut)
+        ]
+        _raise_first(verdicts)
+        return verdicts
+
+    def check(self, question: str, answer: str, *, context: str | None = None, tags: Sequence[str] = (),
+              metadata: Mapping[str, Any] | None = None) -> Verdict:
+        """Judge an answer produced elsewhere (scored with one teacher-forced pass).
+
+        ``Retry`` cannot make a new answer here, so its fallback decides.
+        """
+        scored = self.model.score_answer(question, answer, context=context)
+        return self.decide(scored, question=question, context=context, tags=tags, metadata=metadata)
+
+    def decide(self, scored: ScoredAnswer, *, question: str, context: str | None = None, tags: Sequence[str] = (),
+               metadata: Mapping[str, Any] | None = None) -> Verdict:
+        """Apply the rule and policy to a :class:`ScoredAnswer` you already have."""
+        verdict = self._decide(scored, question, context, tags, metadata, regenerate=None)
+        _raise_first([verdict])
+        return verdict
+
+    def stream(self, question: str, *, context: str | None = None, tags: Sequence[str] = (),
+               metadata: Mapping[str, Any] | None = None) -> Iterator[TokenEvent | Verdict]:
+        """Yield a :class:`TokenEvent` per generated token, then the final :class:`Verdict`.
+
+        Events are those of the first answer; if the policy retries, the verdict (last item)
+        carries the answer finally chosen.
+        """
+        [question] = _check_questions([question])
+        prompt = self.model.prompt_ids(question, context=context)
+        items = stream_generation(lambda listener: self._generate([prompt], listeners=[listener]),
+                                  self.model.tokenizer, self.rule.spec.beta)
+        for item in items:
+            if isinstance(item, TokenEvent):
+                yield item
+                continue
+            answers, cut = item
+            verdict = self._decide(answers[0], question, context, tags, metadata,
+                                   regenerate=self._regenerator(question, context), early_stopped=cut[0])
+            _raise_first([verdict])
+            yield verdict
+
+    def assess(self, scored: ScoredAnswer, question: str, *, strategy: str = "greedy") -> Candidate:
+        """The policy candidate for ``scored`` (for integrations that run their own policy loop)."""
+        return assess(scored, question, self.rule, self.locator, strategy=strategy)
+
+    def verdict_from(self, decision: Decision, *, question: str, context: str | None = None) -> Verdict:
+        """Build the :class:`Verdict` of a policy decision whose candidates came from :meth:`assess`."""
+        return _verdict(decision, question, context, self.rule, self.model.loaded.name)
+
+    def log(self, verdict: Verdict, *, tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None) -> str | None:
+        """Write ``verdict`` to the review log (if any); returns the record id and stores it on the verdict."""
+        if self.sink is None or not (self.log_all or verdict.flagged):
+            return None
+        from spill_guard.review import ReviewRecord
+
+        record = ReviewRecord.from_verdict(verdict, model=verdict.model, tags=tuple(tags), metadata=dict(metadata or {}))
+        self.sink.write(record)
+        verdict.record_id = record.id
+        return record.id
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+    def __enter__(self) -> "SpillGuard":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"SpillGuard(model={self.model.loaded.name!r}, spec={self.rule.spec.name!r}, "
+                f"locator={self.rule.locator!r}, threshold={self.rule.threshold:.4g}, policy={self.policy!r})")
+
+    # -- internals -----------------------------------------------------------------------
+    def _generate(self, prompts: list[list[int]], *, listeners: Sequence[Any] = (), **kwargs: Any
+                  ) -> tuple[list[ScoredAnswer], list[bool]]:
+        session = None
+        extra: dict[str, Any] = {}
+        if self.early_stop is not None:
+            session = self.early_stop.session(len(prompts), self.model.loaded.stop_token_ids)
+            listeners = [*listeners, session.on_step]
+            extra = {"stopping_criteria": [session], "length_limits": session.limits}
+        answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens,
+                                               listeners=listeners, **extra, **kwargs)
+        cut = [limit is not None for limit in session.limits()] if session else [False] * len(prompts)
+        return answers, cut
+
+    def _regenerator(self, question: str, context: str | None):
+        def regenerate(strategy: RetryStrategy, attempt: int) -> Candidate:
+            if isinstance(strategy, Resample):
+                prompt = self.model.prompt_ids(question, context=context)
+                kwargs = dict(do_sample=True, temperature=strategy.temperature, top_p=strategy.top_p,
+                              seed=next(self._seeds))
+            elif isinstance(strategy, Reprompt):
+                prompt = build_prompt_ids(self.model.tokenizer, question, context=context,
+                                          system=self.model.system, instruction=strategy.instruction)
+                kwargs = {}
+            else:
+                raise InvalidParameterError(f"unknown retry strategy {strategy!r}; use Resample(...) or Reprompt(...).")
+            answers, cut = self._generate([prompt], **kwargs)
+            return assess(answers[0], question, self.rule, self.locator, strategy=strategy.name, early_stopped=cut[0])
+
+        return regenerate
+
+    def _decide(self, scored: ScoredAnswer, question: str, context: str | None, tags: Sequence[str],
+                metadata: Mapping[str, Any] | None, *, regenerate: Any, early_stopped: bool = False) -> Verdict:
+        first = assess(scored, question, self.rule, self.locator, early_stopped=early_stopped)
+        decision = apply_policy(self.policy, first, regenerate)
+        verdict = _verdict(decision, question, context, self.rule, self.model.loaded.name)
+        self.log(verdict, tags=tags, metadata=metadata)
+        return verdict
+
+
+def _verdict(decision: Decision, question: str, context: str | None, rule: RiskRule, model: str) -> Verdict:
+    chosen = decision.chosen
+    payload: Assessed | None = chosen.payload if isinstance(chosen.payload, Assessed) else None
+    scored = payload.scored if payload else None
+    verdict = Verdict(
+        question=question, context=context, answer=decision.shown, original_answer=chosen.answer,
+        action=decision.action, flagged=chosen.flagged, score=chosen.risk, threshold=rule.threshold,
+        reason=chosen.reason, spec=rule.spec.name, locator=rule.locator, model=model,
+        span=payload.span if payload else None,
+        tokens=[t.literal if t.special else t.text for t in scored.tokens] if scored else [],
+        token_scores=list(scored.spilled_energy) if scored else [],
+        attempts=[Attempt(answer=c.answer, score=c.risk, flagged=c.flagged, strategy=c.strategy, reason=c.reason)
+                  for c in decision.attempts],
+        early_stopped=bool(payload and payload.early_stopped),
+    )
+    return attach_scored(verdict, scored)
+
+
+def _check_questions(questions: Sequence[str] | str) -> list[str]:
+    if isinstance(questions, str):
+        raise InvalidInputError("ask_batch takes a list of questions; use ask() for a single string.")
+    questions = list(questions)
+    if not questions:
+        raise InvalidInputError("no questions given; pass at least one non-empty question.")
+    for i, q in enumerate(questions):
+        if not isinstance(q, str) or not q.strip():
+            raise InvalidInputError(f"question {i} is empty or not a string ({q!r}); pass the text to answer.")
+    return questions
+
+
+def _raise_first(verdicts: Sequence[Verdict]) -> None:
+    for verdict in verdicts:
+        if verdict.action is Action.RAISED:
+            raise HallucinationDetected(verdict)
+
+
+def _open_sink(log: Any) -> Any:
+    if log is None:
+        return None
+    if isinstance(log, (str, Path)):
+        from spill_guard.review import open_log
+
+        return open_log(log)
+    if callable(getattr(log, "write", None)):
+        return log
+    raise InvalidParameterError(f"log must be a path (.jsonl / .sqlite) or a review sink with .write(record), got {log!r}.")

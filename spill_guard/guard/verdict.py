@@ -1,0 +1,120 @@
+"""What the guard returns: a :class:`Verdict` per question, and streamed :class:`TokenEvent` s.
+
+Both are pydantic models so they serialise to JSON (``model_dump(mode="json")``) for logs,
+HTTP responses and framework metadata. ``score`` and ``threshold`` are in risk units:
+higher = riskier, flag when ``score > threshold``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from spill_guard.errors import SpillGuardError
+from spill_guard.policy.base import Action
+from spill_guard.report import ScoredAnswer
+
+
+class AnswerSpan(BaseModel):
+    """Where the exact answer sits: characters ``[start, end)`` and answer tokens ``[token_start, token_end)``."""
+
+    start: int
+    end: int
+    text: str
+    token_start: int
+    token_end: int
+
+
+class Attempt(BaseModel):
+    """One answer the guard tried (the first, then any retries)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="null")
+
+    answer: str
+    score: float | None
+    flagged: bool
+    strategy: str
+    reason: str = ""
+
+
+class Verdict(BaseModel):
+    """The guard's decision on one question.
+
+    ``answer`` is what the end user should see (the abstention reply when the guard
+    abstained); ``original_answer`` is the model's answer that was scored (the lowest-risk
+    one after retries). ``scored`` holds the full :class:`~spill_guard.ScoredAnswer`
+    (per-token values, trace) and is left out of ``model_dump``; use ``scored.to_record()``.
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="null", protected_namespaces=())
+
+    question: str
+    context: str | None = None
+    answer: str
+    original_answer: str
+    action: Action
+    flagged: bool
+    score: float | None = Field(description="risk score of original_answer, higher = riskier; None if unscorable")
+    threshold: float
+    reason: str = Field(description="why the answer was or was not flagged, in words")
+    spec: str
+    locator: str
+    model: str
+    span: AnswerSpan | None = None
+    tokens: list[str] = Field(default_factory=list, description="text of each answer token")
+    token_scores: list[float | None] = Field(default_factory=list, description="per-token spilled energy Δ_t")
+    attempts: list[Attempt] = Field(default_factory=list)
+    early_stopped: bool = False
+    record_id: str | None = Field(default=None, description="id of this verdict's record in the review log")
+
+    _scored: ScoredAnswer | None = PrivateAttr(default=None)
+
+    @property
+    def scored(self) -> ScoredAnswer | None:
+        """The chosen answer's full :class:`~spill_guard.ScoredAnswer` (None once loaded from JSON)."""
+        return self._scored
+
+    @property
+    def abstained(self) -> bool:
+        return self.action is Action.ABSTAINED
+
+
+class TokenEvent(BaseModel):
+    """One generated token, streamed as soon as its spilled energy is known.
+
+    Δ_t needs the logits *after* reading token ``t``, so each event arrives one forward
+    step after its token was chosen (the last one after the extra final step).
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="null")
+
+    index: int = Field(description="position of the token in the answer, 0-based")
+    token_id: int
+    text: str = Field(description="new answer text this token completes ('' while a multi-byte character is split)")
+    token_energy: float = Field(description="E_t = -β z_t[x_t]")
+    marginal_energy: float = Field(description="F_t = -logsumexp(β z_t)")
+    spilled_energy: float = Field(description="Δ_t = logsumexp(β z_{t+1}) - β z_t[x_t]")
+
+
+class HallucinationDetected(SpillGuardError):
+    """Raised by the guard under the ``Raise()`` policy; ``.verdict`` holds everything known."""
+
+    def __init__(self, verdict: Verdict):
+        score = "unscorable" if verdict.score is None else f"{verdict.score:.3f}"
+        super().__init__(
+            f"answer to {verdict.question!r} flagged as a likely hallucination ({verdict.reason}; "
+            f"{verdict.spec} risk {score} vs threshold {verdict.threshold:.3f}). The verdict is on "
+            "this exception's .verdict; use Flag() or Abstain() to get it without an exception."
+        )
+        self.verdict = verdict
+
+
+def attach_scored(verdict: Verdict, scored: ScoredAnswer | None) -> Verdict:
+    verdict._scored = scored
+    return verdict
+
+
+def jsonable(verdict: Verdict) -> dict[str, Any]:
+    """Strict-JSON dict of a verdict (NaN/inf become null)."""
+    return verdict.model_dump(mode="json")
