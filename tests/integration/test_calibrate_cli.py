@@ -94,3 +94,32 @@ def test_calibrate_errors_exit_2_with_a_message(task_file, tmp_path):
     assert proc.returncode == 2 and "unknown locator 'nowhere'" in proc.stderr
     proc = calibrate("capitals", "--from-bench", str(tmp_path), "-o", str(tmp_path / "x.json"))
     assert proc.returncode == 2 and "no generations.jsonl" in proc.stderr
+
+
+def test_calibrate_from_a_labelled_review_log(cached_run, task_file, tmp_path):
+    """Answers logged with their trace and labelled by a human give the same fit as the judge's labels."""
+    from spill_guard.calibration.data import label_answers, read_bench_dir
+    from spill_guard.report import ScoredAnswer
+    from spill_guard.review import JsonlSink, ReviewRecord
+
+    _, cache_dir, first = cached_run
+    _, cache, _ = read_bench_dir(cache_dir)
+    items = [it for it in load_task(str(task_file)) if it.id in cache]
+    answers = {it.id: ScoredAnswer.from_record(cache[it.id]["record"]) for it in items}
+    judged = {a.group: a for a in label_answers(items, answers, "full", "t")}
+    log = tmp_path / "review.jsonl"
+    with JsonlSink(log) as sink:
+        for it in items:
+            ans = answers[it.id]
+            rid = sink.write(ReviewRecord(question=it.question, answer=ans.answer, original_answer=ans.answer,
+                                          action="passed", flagged=False, score=ans.score(), spec="spilled_energy:mean",
+                                          model=ans.model, scored=ans.to_record()))
+            sink.set_label(rid, "incorrect" if judged[it.id].incorrect else "correct")
+        sink.write(ReviewRecord(question="unlabelled", answer="x", original_answer="x", action="passed",
+                                flagged=False, score=None, spec="spilled_energy:mean"))
+    out = tmp_path / "from_log.json"
+    proc = calibrate("--from-log", str(log), "-o", str(out), "--strategy", "false-flag", "--target", "0.2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = Calibration.load(first), Calibration.load(out)
+    assert b.data_source.kind == "review-log" and b.data_source.label_locator is None
+    assert (a.threshold, a.direction, a.sample) == (b.threshold, b.direction, b.sample)
