@@ -13,3 +13,4 @@ def chat_model(spill_model):
     from spill_guard_langchain import SpillChatModel
 
     return SpillChatModel(spill_model=spill_model, max_tokens=24)
+

@@ -147,7 +147,7 @@ class SpillChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
-            ls_provider="spill_guard", ls_model_name=str(self.model_name), ls_model_type="chat",
+            ls_provider="spill_guard", ls_model_name=str(kwargs.get("model") or self.model_name), ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
         )
