@@ -7,17 +7,12 @@ without depending on where a 135M model's score happens to fall.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("llama_index.core", reason="needs: pip install -e integrations/llama_index[test]")
 
-DOCS = Path(__file__).resolve().parents[2] / "examples" / "data" / "acme_docs"
-ALWAYS = -1e9  # every answer's risk is above this: always flagged
-NEVER = 1e9  # never flagged
-MAX_NEW = 12
+from li_support import ALWAYS, DOCS, MAX_NEW, NEVER  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ALWAYS, NEVER
+from li_support import ALWAYS, NEVER
 
 pytestmark = pytest.mark.model
 

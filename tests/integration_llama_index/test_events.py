@@ -13,7 +13,7 @@ Q = "Who wrote the novel Dracula?"
 
 
 def test_event_carries_the_core_numbers(make_llm, spill_model, captured_events):
-    from conftest import ALWAYS, MAX_NEW
+    from li_support import ALWAYS, MAX_NEW
 
     from spill_guard.models.prompting import chat_prompt_ids
 
@@ -41,7 +41,7 @@ def test_one_event_per_answer_including_streams(llm, captured_events):
 def test_review_handler_writes_only_flagged(make_llm, tmp_path):
     from llama_index.core.instrumentation import get_dispatcher
 
-    from conftest import ALWAYS, NEVER
+    from li_support import ALWAYS, NEVER
     from spill_guard_llama_index import SpillReviewHandler
 
     log = tmp_path / "review.jsonl"

@@ -36,7 +36,7 @@ def test_metadata_is_the_models(llm, spill_model):
 
 
 def test_complete_matches_core_numbers(llm, spill_model):
-    from conftest import MAX_NEW
+    from li_support import MAX_NEW
 
     response = llm.complete(Q)
     core = _core_answer(spill_model, Q, MAX_NEW)

@@ -7,8 +7,8 @@ inside that scope is appended to the scope's collector. Context variables are co
 asyncio tasks and ``asyncio.to_thread`` calls, so concurrent queries — threads or tasks —
 each see only their own generations.
 
-The per-model lock lives here too: the core's streaming capture hooks the model's forward
-pass, so two generations running at once on one model would mix their logits.
+(Generations running at once on one model are kept apart by the core: its capture routes
+each forward pass to the capture of the calling thread.)
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from spill_guard import ScoredAnswer, SpillModel
+from spill_guard import ScoredAnswer
 from spill_guard.guard.verdict import Verdict
 
 Message = dict[str, str]
@@ -79,16 +78,3 @@ def record(generation: Generation) -> None:
     collector = _ACTIVE.get()
     if collector is not None:
         collector.add(generation)
-
-
-_MODEL_LOCKS: "weakref.WeakKeyDictionary[SpillModel, threading.Lock]" = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: SpillModel) -> threading.Lock:
-    """The lock that serialises generations on ``model`` (one per SpillModel object)."""
-    with _LOCKS_GUARD:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.Lock()
-        return lock

@@ -43,7 +43,7 @@ from spill_guard.policy import Flag, Reprompt, Resample
 from spill_guard.policy.base import RetryStrategy
 from spill_guard.report import ScoredAnswer
 from spill_guard_llama_index.events import emit
-from spill_guard_llama_index.generation import Generation, Message, model_lock, record
+from spill_guard_llama_index.generation import Generation, Message, record
 
 #: LlamaIndex roles mapped onto the three roles chat templates know.
 _ROLE_MAP = {
@@ -180,9 +180,7 @@ class SpillLLM(LLM):
         sm = self.spill_model
         ids = chat_prompt_ids(sm.tokenizer, list(messages))
         budget = options.pop("max_new_tokens", self.max_new_tokens)
-        with model_lock(sm):
-            [scored] = sm.generate_from_ids([ids], max_new_tokens=budget,
-                                            listeners=[listener] if listener else [], **options)
+        [scored] = sm.generate_from_ids([ids], max_new_tokens=budget, listeners=[listener] if listener else [], **options)
         return scored
 
     # -- response building ------------------------------------------------------------------
