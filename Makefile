@@ -27,7 +27,7 @@ $(TEST_STAMP): $(STAMP) $(wildcard integrations/*/pyproject.toml)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/spill-guard score "What is the capital of Australia?"
+	$(BIN)/spill-guard demo
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -97,7 +97,8 @@ def _score_line(record: ReviewRecord) -> str:
     score = "n/a (no span found)" if record.score is None else f"{record.score:.4f}"
     if record.threshold is None:
         return f"score {score}  ({record.spec}, locator {record.locator})"
-    relation = "" if record.score is None else (" ≥ " if record.score >= record.threshold else " < ")
+    # The guard flags strictly above the threshold, so equality is shown on the passing side.
+    relation = "" if record.score is None else (" > " if record.score > record.threshold else " ≤ ")
     threshold = f"threshold {record.threshold:.4f}"
     return f"score {score}{relation or '  '}{threshold}  ({record.spec}, locator {record.locator})"
 

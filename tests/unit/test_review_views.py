@@ -72,7 +72,7 @@ def test_render_record_shows_everything_a_reviewer_needs():
     text = render_record(record(label="incorrect", label_note="Bram Stoker wrote it", labelled_at="t",
                                 attempts=[{"answer": "Bram", "score": 1.2, "flagged": True, "strategy": "greedy"},
                                           {"answer": "B", "score": 0.4, "flagged": False, "strategy": "resample@0.8"}]))
-    for expected in ("score 1.2000 ≥ threshold 1.0000", "label     incorrect — Bram Stoker wrote it",
+    for expected in ("score 1.2000 > threshold 1.0000", "label     incorrect — Bram Stoker wrote it",
                      "model's answer (scored): Bram", "resample@0.8", "[Bram|-1.00]", "tokens 0-1"):
         assert expected in text
     assert "score n/a (no span found)" in render_record(record(score=None))
