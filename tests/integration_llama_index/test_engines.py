@@ -175,6 +175,12 @@ def test_chat_engine_abstains_and_rewrites_memory(index, make_llm):
     history = engine.chat_history
     assert history[-1].role.value == "assistant" and history[-1].content == "Not sure."
     assert history[-2].content == Q_CITY
+    from spill_guard_llama_index import GuardedStreamingError
+
+    with pytest.raises(GuardedStreamingError, match="cannot stream"):
+        engine.stream_chat(Q_STAFF)
+    with pytest.raises(GuardedStreamingError, match="cannot stream"):
+        asyncio.run(engine.astream_chat(Q_STAFF))
     flagged = asyncio.run(GuardedChatEngine(inner, llm).achat(Q_STAFF))  # guard's own policy: Flag
     assert flagged.metadata["spill_guard"]["action"] == "flagged"
     assert str(flagged) == flagged.metadata["spill_guard"]["original_answer"]

@@ -76,12 +76,16 @@ class GuardedChatEngine(BaseChatEngine):
             response = await self.chat_engine.achat(message, chat_history)
         return await asyncio.to_thread(self._guarded, message, response, collector.generations)
 
+    # A policy decides on the complete reply, so a guarded reply cannot be streamed.
     def stream_chat(self, message: str, chat_history: Optional[List[ChatMessage]] = None) -> StreamingAgentChatResponse:
-        raise GuardedStreamingError(
-            "a guarded chat reply is decided once it is complete, so it cannot stream; use chat()/achat(), "
-            "or SpillLLM.stream_chat for raw token streaming with per-token energies."
-        )
+        raise _no_streaming()
 
     async def astream_chat(self, message: str, chat_history: Optional[List[ChatMessage]] = None) -> StreamingAgentChatResponse:
-        self.stream_chat(message, chat_history)
-        raise AssertionError("unreachable")  # stream_chat always raises
+        raise _no_streaming()
+
+
+def _no_streaming() -> GuardedStreamingError:
+    return GuardedStreamingError(
+        "a guarded chat reply is decided once it is complete, so it cannot stream; use chat()/achat(), "
+        "or SpillLLM.stream_chat for raw token streaming with per-token energies."
+    )
