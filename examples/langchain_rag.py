@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for question, result in zip(questions, results):
         v = result.verdict
         if args.json:
-            print(json.dumps({"question": question, "shown": result.output, **v.model_dump(mode="json")}))
+            print(json.dumps({**v.model_dump(mode="json"), "asked": question, "shown": result.output}))
             continue
         print(f"Q: {question}\n   model : {v.original_answer}\n   shown : {result.output}\n"
               f"   verdict: {v.action.value}  risk {v.score:.3f} vs threshold {v.threshold:.3f}"

@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from spill_guard import ScoredAnswer, SpillModel
 from spill_guard.errors import InvalidInputError, InvalidParameterError
@@ -81,8 +81,13 @@ class SpillChatModel(BaseChatModel):
 
     _rule_guard: SpillGuard = PrivateAttr()
 
-    @model_validator(mode="after")
-    def _build_guard(self) -> "SpillChatModel":
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        # Built here, not in a pydantic validator, so our errors reach the caller as
+        # SpillGuardError instead of being wrapped in a pydantic ValidationError.
+        self._build_guard()
+
+    def _build_guard(self) -> None:
         if self.guard is not None:
             if not isinstance(self.guard, SpillGuard):
                 raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {self.guard!r}.")
@@ -107,7 +112,6 @@ class SpillChatModel(BaseChatModel):
             )
         if self.model_name is None:
             self.model_name = self.spill_model.loaded.name
-        return self
 
     @classmethod
     def from_huggingface_pipeline(cls, hf_pipeline: Any, **kwargs: Any) -> "SpillChatModel":
