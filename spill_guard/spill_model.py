@@ -79,7 +79,9 @@ class SpillModel:
         """Answer each question and score the answer while it is generated.
 
         Greedy by default; ``do_sample=True`` samples (``seed`` makes it repeatable). Scores
-        always use the model's raw logits, whatever the sampling settings.
+        always use the model's raw logits, whatever the sampling settings. Pass
+        ``stats="energy"`` for the cheaper capture without entropy/JSD (entropy-based
+        baselines are then left out of ``pooled``).
         """
         batch = [questions] if isinstance(questions, str) else list(questions)
         if not batch:

@@ -50,7 +50,8 @@ def validate_betas(betas: tuple[float, ...] | list[float]) -> tuple[float, ...]:
 def log_partition(logits: torch.Tensor, betas: tuple[float, ...]) -> torch.Tensor:
     """``logsumexp_v(β · z[..., v])`` for each β: ``[len(betas), ...]``."""
     z = _upcast(logits)
-    return torch.stack([torch.logsumexp(beta * z, dim=-1) for beta in betas])
+    # β = 1 reads z as is: scaling by 1.0 would copy the whole [..., V] row for nothing.
+    return torch.stack([torch.logsumexp(z if beta == 1.0 else beta * z, dim=-1) for beta in betas])
 
 
 def gather_token_logit(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

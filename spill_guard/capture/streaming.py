@@ -20,6 +20,7 @@ from spill_guard.capture.step_stats import (
     StepDistribution,
     gather_token_logit,
     js_from_distributions,
+    log_partition,
     summarize,
     validate_betas,
 )
@@ -94,6 +95,10 @@ class _ThreadRouter:
             capture._hook(module, args, kwargs, output)
 
 
+#: "full": every statistic; "energy": log-partitions and chosen logits only (no softmax pass).
+CAPTURE_STATS = ("full", "energy")
+
+
 class StreamingCapture:
     """Context manager that hooks ``model`` and records per-step logit statistics.
 
@@ -101,6 +106,9 @@ class StreamingCapture:
     Shapes: every recorded step holds ``[B]`` values; ``[len(betas), B]`` for log-partitions.
     ``listeners`` are called with a :class:`TokenStep` for each token as soon as its
     spilled energy is known; they must not modify the tensors they receive.
+    ``stats="energy"`` skips the per-step softmax, entropy and JSD (the costliest part of the
+    hook): energies, likelihoods and their baselines still work; entropy-based scorers refuse
+    such traces with a clear error.
     """
 
     def __init__(
@@ -108,10 +116,14 @@ class StreamingCapture:
         model: torch.nn.Module,
         betas: tuple[float, ...] = (1.0,),
         listeners: Sequence[Callable[[TokenStep], None]] = (),
+        stats: str = "full",
     ):
+        if stats not in CAPTURE_STATS:
+            raise CaptureError(f"stats must be one of {list(CAPTURE_STATS)}, got {stats!r}.")
         self.model = model
         self.betas = validate_betas(betas)
         self.listeners = tuple(listeners)
+        self.stats = stats
         self._active = False
         self._reset()
 
@@ -147,7 +159,13 @@ class StreamingCapture:
         logits = output.logits if hasattr(output, "logits") else output[0]
         # Only the last position; its reduction copies it, so a prefill's [B, P, V] output is not kept alive.
         z = logits[:, -1, :].detach()
-        current = summarize(z, self.betas)
+        if self.stats == "full":
+            current = summarize(z, self.betas)
+            log_z, nonfinite = current.log_partition, current.nonfinite
+        else:
+            current = None
+            log_z = log_partition(z, self.betas)
+            nonfinite = ~torch.isfinite(log_z[self.betas.index(1.0)])  # as summarize() flags it
         if self.steps > 0:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             if input_ids is None:
@@ -161,19 +179,22 @@ class StreamingCapture:
                 self._previous.append(torch.full_like(self._chosen[-1], float("nan")))
             else:
                 self._previous.append(gather_token_logit(self._prev_prev_logits, chosen))
-            self._jsd.append(js_from_distributions(self._prev, current))
+            if current is not None:
+                self._jsd.append(js_from_distributions(self._prev, current))
             if self.listeners:
-                step = TokenStep(
-                    self.steps - 1, chosen, self._chosen[-1], self._log_partition[-1], current.log_partition, self.betas
-                )
+                step = TokenStep(self.steps - 1, chosen, self._chosen[-1], self._log_partition[-1], log_z, self.betas)
                 for listener in self.listeners:
                     listener(step)
-        self._log_partition.append(current.log_partition)
-        self._entropy.append(current.entropy)
-        self._nonfinite.append(current.nonfinite)
+        self._log_partition.append(log_z)
+        if current is not None:
+            self._entropy.append(current.entropy)
+        self._nonfinite.append(nonfinite)
         self.vocab_size = int(z.shape[-1])
         # Two raw rows (for z_t[x_t] and the reference variant's z_(t-1)[x_t]) and one distribution.
-        self._prev_prev_logits, self._prev_logits = self._prev_logits, z.clone()
+        # A decode step's [B, 1, V] output is z itself: keeping the view copies nothing. A prefill's
+        # last row is copied, or the whole [B, P, V] output would stay alive.
+        kept = z.clone() if logits.shape[1] > 1 else z
+        self._prev_prev_logits, self._prev_logits = self._prev_logits, kept
         self._prev = current
         self.steps += 1
 
@@ -197,11 +218,17 @@ class StreamingCapture:
             torch.stack(self._chosen[:n_tokens], dim=-1),
             torch.stack(self._previous[:n_tokens], dim=-1),
             torch.stack(self._log_partition[: n_tokens + 1], dim=-1),
-            torch.stack(self._entropy[:n_tokens], dim=-1),
-            torch.stack(self._jsd[:n_tokens], dim=-1),
+            self._stacked_or_nan(self._entropy, n_tokens),
+            self._stacked_or_nan(self._jsd, n_tokens),
             torch.stack(self._nonfinite[: n_tokens + 1], dim=-1),
             self.vocab_size,
+            distribution_stats=self.stats == "full",
         )
+
+    def _stacked_or_nan(self, steps: list[torch.Tensor], n_tokens: int) -> torch.Tensor:
+        if self.stats == "full":
+            return torch.stack(steps[:n_tokens], dim=-1)
+        return torch.full((self._chosen[0].shape[0], n_tokens), float("nan"))  # not captured
 
     @torch.no_grad()
     def ensure_final_step(
@@ -261,6 +288,7 @@ def generate_with_capture(
     betas: tuple[float, ...] = (1.0,),
     listeners: Sequence[Callable[[TokenStep], None]] = (),
     length_limits: Callable[[], Sequence[int | None]] | None = None,
+    stats: str = "full",
     **generate_kwargs: Any,
 ) -> CapturedGeneration:
     """``model.generate`` with streaming capture; returns sequences and per-row traces.
@@ -270,6 +298,7 @@ def generate_with_capture(
     ``listeners`` receive each token's :class:`TokenStep`. ``length_limits``, called after
     generation, may cut rows that a stopping criterion ended early (``None`` = no cut): such
     rows are padded by ``generate`` afterwards, and the padding is not part of the answer.
+    ``stats`` is ``"full"`` or ``"energy"`` (see :class:`StreamingCapture`).
     """
     if attention_mask.shape != input_ids.shape:
         raise CaptureError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids {tuple(input_ids.shape)}")
@@ -279,7 +308,7 @@ def generate_with_capture(
     if extra_stop is not None:
         stop_token_ids = list(dict.fromkeys([*stop_token_ids, *([extra_stop] if isinstance(extra_stop, int) else extra_stop)]))
     generate_kwargs.pop("return_dict_in_generate", None)  # always on: the KV cache is needed
-    with StreamingCapture(model, betas, listeners) as capture:
+    with StreamingCapture(model, betas, listeners, stats) as capture:
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,

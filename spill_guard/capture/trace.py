@@ -28,6 +28,8 @@ class TokenTrace:
         jsd_next: ``[T]`` Jensen-Shannon divergence between ``softmax(z_t)`` and ``softmax(z_{t+1})``.
         nonfinite: ``[T + 1]`` True where ``z_t`` held NaN/+inf or was fully masked.
         vocab_size: ``V``, used to normalise entropy.
+        distribution_stats: False when captured with ``stats="energy"``: ``entropy`` and
+            ``jsd_next`` were not computed (NaN), so entropy-based scorers refuse the trace.
     """
 
     token_ids: np.ndarray
@@ -39,6 +41,7 @@ class TokenTrace:
     jsd_next: np.ndarray
     nonfinite: np.ndarray
     vocab_size: int
+    distribution_stats: bool = True
 
     def __len__(self) -> int:
         return int(self.token_ids.shape[0])
@@ -54,6 +57,16 @@ class TokenTrace:
             f"beta={beta!r} was not captured (captured: {list(self.betas)}); pass "
             f"betas=({beta!r},) when creating the model wrapper / capture."
         )
+
+    def require_distribution_stats(self, scorer: str) -> None:
+        """Raise a clear error if ``scorer`` needs entropy/JSD and they were not captured."""
+        if not self.distribution_stats:
+            from spill_guard.errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"{scorer} needs per-step entropy/JSD, but this answer was captured with stats='energy' "
+                "(energies and likelihoods only, the cheaper mode); capture with stats='full' to use it."
+            )
 
     def to_dict(self) -> dict:
         """JSON-ready form (NaN as None), e.g. for a benchmark's generation cache."""
@@ -71,6 +84,7 @@ class TokenTrace:
             "jsd_next": clean(self.jsd_next),
             "nonfinite": self.nonfinite.tolist(),
             "vocab_size": self.vocab_size,
+            "distribution_stats": self.distribution_stats,
         }
 
     @classmethod
@@ -90,6 +104,7 @@ class TokenTrace:
             jsd_next=arr(data["jsd_next"]),
             nonfinite=np.array(data["nonfinite"], dtype=bool),
             vocab_size=int(data["vocab_size"]),
+            distribution_stats=bool(data.get("distribution_stats", True)),
         )
 
     @property
@@ -109,6 +124,7 @@ def traces_from_steps(
     jsd_next: torch.Tensor,
     nonfinite: torch.Tensor,
     vocab_size: int,
+    distribution_stats: bool = True,
 ) -> list[TokenTrace]:
     """Cut batched step tensors into one :class:`TokenTrace` per row.
 
@@ -139,6 +155,7 @@ def traces_from_steps(
                 jsd_next=jsd[b, :n],
                 nonfinite=bad[b, : n + 1],
                 vocab_size=vocab_size,
+                distribution_stats=distribution_stats,
             )
         )
     return out

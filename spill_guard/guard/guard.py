@@ -12,6 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from spill_guard.capture.streaming import CAPTURE_STATS
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard.assess import Assessed, assess
 from spill_guard.guard.early_stop import EarlyStop
@@ -27,6 +28,9 @@ from spill_guard.report import ScoredAnswer
 from spill_guard.scoring.specs import ScoreSpec
 from spill_guard.spans import SpanLocator, make_locator
 from spill_guard.spill_model import SpillModel
+
+#: Scorers that read the per-step softmax (entropy, JSD), so need a "full" capture.
+DISTRIBUTION_SCORERS = frozenset({"entropy", "instability"})
 
 
 class SpillGuard:
@@ -48,6 +52,9 @@ class SpillGuard:
         max_new_tokens: generation budget per answer.
         early_stop: an :class:`EarlyStop` to end clearly risky answers before they finish.
         override: accept a calibration made for another model/spec/locator (at your own risk).
+        capture_stats: ``"auto"`` (default) captures energies and likelihoods only when the
+            rule's score needs nothing else (the cheaper capture), else everything; or force
+            ``"full"`` (e.g. to keep entropy baselines in ``verdict.scored.pooled``) or ``"energy"``.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class SpillGuard:
         max_new_tokens: int = 64,
         early_stop: EarlyStop | None = None,
         override: bool = False,
+        capture_stats: str = "auto",
     ):
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidParameterError(
@@ -83,6 +91,14 @@ class SpillGuard:
                 f"the rule's spec {self.rule.spec.name} needs beta {self.rule.spec.beta}, which this SpillModel does "
                 f"not capture (betas {list(self.model.betas)}); load it with extra_betas=({self.rule.spec.beta},)."
             )
+        if capture_stats not in ("auto", *CAPTURE_STATS):
+            raise InvalidParameterError(f"capture_stats must be 'auto', 'full' or 'energy', got {capture_stats!r}.")
+        needs_full = self.rule.spec.scorer in DISTRIBUTION_SCORERS
+        if capture_stats == "energy" and needs_full:
+            raise InvalidParameterError(
+                f"{self.rule.spec.name} needs entropy/JSD, which capture_stats='energy' skips; use 'auto' or 'full'."
+            )
+        self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
         self.policy = policy if policy is not None else Flag()
         self.sink = _open_sink(log)
         self.log_all = log_all
@@ -200,7 +216,7 @@ class SpillGuard:
             listeners = [*listeners, session.on_step]
             extra = {"stopping_criteria": [session], "length_limits": session.limits}
         answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens,
-                                               listeners=listeners, **extra, **kwargs)
+                                               listeners=listeners, stats=self.capture_stats, **extra, **kwargs)
         cut = [limit is not None for limit in session.limits()] if session else [False] * len(prompts)
         return answers, cut
 

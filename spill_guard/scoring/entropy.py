@@ -18,4 +18,5 @@ class TokenEntropy(TokenScorer):
     sign_note: str = "entropy as defined"
 
     def __call__(self, trace: TokenTrace) -> np.ndarray:
+        trace.require_distribution_stats("entropy")
         return trace.entropy.copy()

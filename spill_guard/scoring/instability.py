@@ -31,6 +31,7 @@ class DynamicInstability(TokenScorer):
             raise InvalidParameterError(f"jsd_weight must be in [0, 1], got {self.jsd_weight!r}.")
 
     def __call__(self, trace: TokenTrace) -> np.ndarray:
+        trace.require_distribution_stats("instability")
         jsd = trace.jsd_next / math.log(2.0)
         ent = trace.entropy / math.log(max(trace.vocab_size, 2))
         return self.jsd_weight * jsd + (1.0 - self.jsd_weight) * ent

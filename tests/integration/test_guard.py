@@ -159,6 +159,10 @@ def test_bad_configuration_and_input(spill_model):
         SpillGuard(spill_model, threshold=1.0, spec="spilled_energy:mean@0.5")
     with pytest.raises(InvalidParameterError, match="log"):
         SpillGuard(spill_model, threshold=1.0, log=42)
+    with pytest.raises(InvalidParameterError, match="entropy"):
+        SpillGuard(spill_model, threshold=1.0, spec="entropy:mean", capture_stats="energy")
+    assert SpillGuard(spill_model, threshold=1.0, spec="entropy:mean").capture_stats == "full"
+    assert SpillGuard(spill_model, threshold=1.0).capture_stats == "energy"
     guard = SpillGuard(spill_model, threshold=1.0)
     with pytest.raises(InvalidInputError, match="empty"):
         guard.ask("   ")

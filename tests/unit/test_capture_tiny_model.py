@@ -488,3 +488,34 @@ def test_listeners_receive_each_token_once_with_its_energies(model, batch):
             assert int(s.token_ids[row]) == int(trace.token_ids[t])
             assert float(d[row]) == pytest.approx(trace.log_partition[0, t + 1] - trace.chosen_logit[t], abs=1e-5)
             assert float(f[row]) == pytest.approx(-trace.log_partition[0, t], abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- (i) energy-only stats
+def test_energy_stats_match_full_capture_and_refuse_entropy_scorers(model, batch):
+    from spill_guard.errors import InvalidInputError
+    from spill_guard.scoring.specs import ScoreSpec
+
+    ids, mask = batch
+    full = capture(model, ids, mask, [NO_STOP], **GREEDY)
+    light = capture(model, ids, mask, [NO_STOP], stats="energy", **GREEDY)
+    for a, b in zip(full.traces, light.traces):
+        assert a.distribution_stats and not b.distribution_stats
+        np.testing.assert_array_equal(a.token_ids, b.token_ids)
+        np.testing.assert_allclose(a.chosen_logit, b.chosen_logit, atol=1e-6)
+        np.testing.assert_allclose(a.log_partition, b.log_partition, atol=1e-6)
+        np.testing.assert_allclose(a.previous_logit, b.previous_logit, atol=1e-6, equal_nan=True)
+        np.testing.assert_array_equal(a.nonfinite, b.nonfinite)
+    for trace in light.traces:
+        assert not trace.distribution_stats and np.isnan(trace.entropy).all() and np.isnan(trace.jsd_next).all()
+        for spec in ("spilled_energy:mean", "nll:sum", "improbability:max", "spilled_energy_reference:min"):
+            ScoreSpec.parse(spec).score(trace)  # energies and likelihoods still work
+        for spec in ("entropy:mean", "instability:max"):
+            with pytest.raises(InvalidInputError, match="stats='full'"):
+                ScoreSpec.parse(spec).score(trace)
+        again = TokenTrace.from_dict(trace.to_dict())
+        assert not again.distribution_stats
+
+
+def test_unknown_stats_mode_is_rejected(model):
+    with pytest.raises(CaptureError, match="energy"):
+        StreamingCapture(model, stats="cheap")
