@@ -3,6 +3,12 @@
 from spill_guard.guard.early_stop import EarlyStop
 from spill_guard.guard.guard import SpillGuard
 from spill_guard.guard.risk_rule import RiskRule
-from spill_guard.guard.verdict import AnswerSpan, Attempt, HallucinationDetected, TokenEvent, Verdict
+from spill_guard.guard.stream import stream_generation
+from spill_guard.guard.verdict import AnswerSpan, Attempt, HallucinationDetected, TokenEvent, Verdict, attach_scored
 
-__all__ = ["AnswerSpan", "Attempt", "EarlyStop", "HallucinationDetected", "RiskRule", "SpillGuard", "TokenEvent", "Verdict"]
+# stream_generation and attach_scored are public for integrations that run their own
+# generation (e.g. a framework's chat model) but want the guard's streaming and verdicts.
+__all__ = [
+    "AnswerSpan", "Attempt", "EarlyStop", "HallucinationDetected", "RiskRule", "SpillGuard", "TokenEvent",
+    "Verdict", "attach_scored", "stream_generation",
+]
