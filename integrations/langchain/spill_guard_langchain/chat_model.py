@@ -10,8 +10,6 @@ the agent middleware, which read this report.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any, Iterator, Sequence
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -34,22 +32,6 @@ from spill_guard_langchain.messages import last_user_text, to_role_dicts
 from spill_guard_langchain.report import REPORT_KEY, TOKENS_KEY, VERDICT_KEY, build_report, token_entry
 
 _FLAG = Flag()  # the model reports; only wrappers enforce
-
-# One generation at a time per torch model: LangChain's batch() runs invoke() in threads, and
-# torch's hook registry is not safe against one thread adding/removing the capture hook while
-# another runs a forward (seen as "_hook() missing ... 'output'"). On CPU, threads would share
-# the same cores anyway.
-_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
-_REGISTRY_LOCK = threading.Lock()
-
-
-def _lock_for(model: Any) -> threading.Lock:
-    with _REGISTRY_LOCK:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.Lock()
-        return lock
-
 
 class SpillChatModel(BaseChatModel):
     """Chat model over a local HuggingFace causal LM, with a spill report on every answer.
@@ -173,7 +155,7 @@ class SpillChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
-        scored = self._generate_locked(prompt, options)
+        scored = self._generate_one(prompt, options)
         message, info = self._finish(scored, question, strategy, options)
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
@@ -186,7 +168,7 @@ class SpillChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
         beta = self._rule_guard.rule.spec.beta
-        run = lambda listener: self._generate_locked(prompt, {**options, "listeners": [listener]})  # noqa: E731
+        run = lambda listener: self._generate_one(prompt, {**options, "listeners": [listener]})  # noqa: E731
         visible = _StopFilter(options.get("stop_strings") or [])
         for item in stream_generation(run, self.spill_model.tokenizer, beta):
             if isinstance(item, TokenEvent):
@@ -206,9 +188,11 @@ class SpillChatModel(BaseChatModel):
                 generation_info=info,
             )
 
-    def _generate_locked(self, prompt: list[int], options: dict[str, Any]) -> ScoredAnswer:
-        with _lock_for(self.spill_model.loaded.model):
-            return self.spill_model.generate_from_ids([prompt], **options)[0]
+    def _generate_one(self, prompt: list[int], options: dict[str, Any]) -> ScoredAnswer:
+        # No lock: LangChain's batch() calls this from several threads, and the core's capture
+        # routes each forward pass to its own thread's capture (one hook per model), so
+        # concurrent generations with one model neither race nor mix their reports.
+        return self.spill_model.generate_from_ids([prompt], **options)[0]
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
