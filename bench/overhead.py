@@ -135,8 +135,9 @@ class Bench:
     """Holds model + inputs for one batch size and runs the arms."""
 
     def __init__(self, model: Any, input_ids: torch.Tensor, mask: torch.Tensor, stop_ids: list[int],
-                 pad_id: int, new_tokens: int):
+                 pad_id: int, new_tokens: int, stats: str = "full"):
         self.model = model
+        self.stats = stats  # capture mode: "full" (every statistic) or "energy" (no softmax pass)
         self.input_ids = input_ids
         self.mask = mask
         self.stop_ids = stop_ids
@@ -168,7 +169,7 @@ class Bench:
         from spill_guard.capture import generate_with_capture
 
         cap = generate_with_capture(
-            self.model, self.input_ids, self.mask, stop_token_ids=self.stop_ids, **self.gen_kwargs
+            self.model, self.input_ids, self.mask, stop_token_ids=self.stop_ids, stats=self.stats, **self.gen_kwargs
         )
         return cap.sequences, {"trace_bytes": _trace_bytes(cap.traces), "n_traces": len(cap.traces)}
 
@@ -191,7 +192,7 @@ class Bench:
                 TimedCapture.hook_wall += wall
                 TimedCapture.hook_cpu += cpu
 
-        capture = TimedCapture(self.model)
+        capture = TimedCapture(self.model, stats=self.stats)
         _sync(device)
         t0 = _now()
         with capture:
@@ -507,7 +508,7 @@ def cpu_section(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     for B, n_rep in zip(args.batches, repeats):
         qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(B)]
         ids, mask, _ = left_pad([sm.prompt_ids(q) for q in qs], loaded.pad_token_id, loaded.device)
-        bench = Bench(model, ids, mask, loaded.stop_token_ids, loaded.pad_token_id, args.max_new_tokens)
+        bench = Bench(model, ids, mask, loaded.stop_token_ids, loaded.pad_token_id, args.max_new_tokens, args.stats)
         log(f"CPU batch {B}: prompt {tuple(ids.shape)}, {args.max_new_tokens} new tokens")
         t = time.perf_counter()
         res = run_batch(bench, repeats=n_rep, warmup=args.warmup, also_logits=args.also_output_logits,
@@ -564,7 +565,7 @@ def gpu_section(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     for B in args.gpu_batches:
         ids = torch.randint(1000, 120000, (B, args.gpu_prompt_tokens), generator=gen).to(device)
         mask = torch.ones_like(ids)
-        bench = Bench(model, ids, mask, stop_ids, pad_id, args.gpu_max_new_tokens)
+        bench = Bench(model, ids, mask, stop_ids, pad_id, args.gpu_max_new_tokens, args.stats)
         log(f"GPU batch {B}: prompt {tuple(ids.shape)}, {args.gpu_max_new_tokens} new tokens")
         t = time.perf_counter()
         try:
@@ -618,6 +619,7 @@ def markdown(result: dict) -> str:
         f"load average (1/5/15 min) at start {m['loadavg_start']}, at end {m['loadavg_end']}",
         f"- total run time {m.get('total_wall_s', 0):.0f} s",
         f"- target: capture overhead <= {TARGET_OVERHEAD_PCT:g} % of plain generation on CPU",
+        f"- capture mode: stats={result['meta'].get('capture_stats', 'full')!r}",
         "- wall = `time.perf_counter`; cpu = `time.process_time` of the benchmark process (CPU seconds it "
         "actually got; much less sensitive than wall time to other processes on a shared machine, as long "
         "as torch runs one thread)",
@@ -768,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-prompt-tokens", type=int, default=32)
     ap.add_argument("--gpu-repeats", type=int, default=5)
     ap.add_argument("--sample", action="store_true", help="record one decoded answer per batch")
+    ap.add_argument("--stats", choices=("full", "energy"), default="full",
+                    help="capture mode: full (entropy/JSD too) or energy (what SpillGuard uses for energy scores)")
     ap.add_argument("--note", action="append", default=[], help="free-text note copied into the results")
     ap.add_argument("--render-only", action="store_true", help="only re-write the markdown from the --out JSON")
     ap.add_argument("--analysis", type=Path, default=None,
@@ -808,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
             "cuda_available": torch.cuda.is_available(),
             "loadavg_start": _loadavg(),
             "target_overhead_pct": TARGET_OVERHEAD_PCT,
+            "capture_stats": args.stats,
         },
         "notes": list(args.note),
     }
