@@ -9,7 +9,6 @@ record in a review-log sink.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from spill_guard.capture.streaming import CAPTURE_STATS
@@ -25,6 +24,7 @@ from spill_guard.policy.base import Action, Candidate, Decision, Policy, RetrySt
 from spill_guard.policy.flag import Flag
 from spill_guard.policy.strategies import Reprompt, Resample
 from spill_guard.report import ScoredAnswer
+from spill_guard.review.opening import as_sink
 from spill_guard.scoring.specs import ScoreSpec
 from spill_guard.spans import SpanLocator, make_locator
 from spill_guard.spill_model import SpillModel
@@ -100,7 +100,7 @@ class SpillGuard:
             )
         self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
         self.policy = policy if policy is not None else Flag()
-        self.sink = _open_sink(log)
+        self.sink = as_sink(log)
         self.log_all = log_all
         self.max_new_tokens = max_new_tokens
         self.early_stop = early_stop
@@ -280,15 +280,3 @@ def _raise_first(verdicts: Sequence[Verdict]) -> None:
     for verdict in verdicts:
         if verdict.action is Action.RAISED:
             raise HallucinationDetected(verdict)
-
-
-def _open_sink(log: Any) -> Any:
-    if log is None:
-        return None
-    if isinstance(log, (str, Path)):
-        from spill_guard.review import open_log
-
-        return open_log(log)
-    if callable(getattr(log, "write", None)):
-        return log
-    raise InvalidParameterError(f"log must be a path (.jsonl / .sqlite) or a review sink with .write(record), got {log!r}.")

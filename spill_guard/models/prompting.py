@@ -41,15 +41,9 @@ def prompt_ids(
     ``use_chat_template=None`` uses the tokenizer's chat template when it has one.
     """
     user = format_question(question, context=context, instruction=instruction)
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if use_chat_template is None:
-        use_chat_template = has_template
-    if use_chat_template:
-        if not has_template:
-            raise InvalidInputError("use_chat_template=True but this tokenizer has no chat template; pass False.")
+    if _uses_template(tokenizer, use_chat_template):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return _template_ids(tokenizer, messages)
     text = (f"{system}\n\n" if system else "") + f"Question: {user}\nAnswer:"
     return list(tokenizer(text)["input_ids"])
 
@@ -80,15 +74,21 @@ def chat_prompt_ids(
             raise InvalidInputError(f"chat message content must be text, got {m.get('content')!r}.")
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
         raise InvalidInputError("the chat messages have no non-empty user message; add the user's question.")
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if use_chat_template is None:
-        use_chat_template = has_template
-    if use_chat_template:
-        if not has_template:
-            raise InvalidInputError("use_chat_template=True but this tokenizer has no chat template; pass False.")
-        text = tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in messages], add_generation_prompt=True, tokenize=False
-        )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if _uses_template(tokenizer, use_chat_template):
+        return _template_ids(tokenizer, [{"role": m["role"], "content": m["content"]} for m in messages])
     lines = [f"{m['role'].capitalize()}: {m['content'].strip()}" for m in messages]
     return list(tokenizer("\n".join(lines) + "\nAssistant:")["input_ids"])
+
+
+def _uses_template(tokenizer: Any, use_chat_template: bool | None) -> bool:
+    """``None``: use the tokenizer's chat template when it has one; ``True`` requires one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template and not has_template:
+        raise InvalidInputError("use_chat_template=True but this tokenizer has no chat template; pass False.")
+    return has_template if use_chat_template is None else bool(use_chat_template)
+
+
+def _template_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    # The template already writes the special tokens; adding them again would double BOS.
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

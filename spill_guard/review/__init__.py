@@ -20,12 +20,13 @@ from spill_guard.review.errors import (
     UnsupportedLogFormatError,
 )
 from spill_guard.review.jsonl_sink import JsonlSink
-from spill_guard.review.opening import labelled_records, open_log
+from spill_guard.review.opening import as_sink, labelled_records, open_log
 from spill_guard.review.record import LABELS, ReviewRecord
 from spill_guard.review.redaction import DEFAULT_PII_PATTERNS, EMAIL_PATTERN, PHONE_PATTERN, redact_patterns
 from spill_guard.review.sqlite_sink import SqliteSink
 
 __all__ = [
+    "as_sink",
     "AmbiguousRecordIdError",
     "DEFAULT_PII_PATTERNS",
     "EMAIL_PATTERN",

@@ -33,6 +33,23 @@ def open_log(path: str | os.PathLike, *, redact: Redactor | None = None, **optio
     )
 
 
+def as_sink(log: Any) -> Any:
+    """What a guard or wrapper was given as ``log``: ``None`` (no log), a path, or a ready sink.
+
+    A path is opened with :func:`open_log`; any object with a ``write(record)`` method is
+    used as it is (e.g. your own sink forwarding to a queue).
+    """
+    if log is None:
+        return None
+    if isinstance(log, (str, os.PathLike)):
+        return open_log(log)
+    if callable(getattr(log, "write", None)):
+        return log
+    from spill_guard.errors import InvalidParameterError
+
+    raise InvalidParameterError(f"log must be a path (.jsonl / .sqlite) or a review sink with .write(record), got {log!r}.")
+
+
 def labelled_records(log: str | os.PathLike | ReviewSink) -> list[ReviewRecord]:
     """Records that a human labelled ``correct`` / ``incorrect`` (latest label), in write order.
 

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-from spill_guard.errors import InvalidParameterError
 
 
 def open_sink(log: Any) -> Any:
     """``None`` → no log; a path → :func:`spill_guard.review.open_log`; an object with ``write`` → itself."""
-    if log is None:
-        return None
-    if isinstance(log, (str, Path)):
-        from spill_guard.review import open_log
+    from spill_guard.review import as_sink
 
-        return open_log(log)
-    if callable(getattr(log, "write", None)):
-        return log
-    raise InvalidParameterError(
-        f"log must be a path (.jsonl / .sqlite) or a review sink with .write(record), got {log!r}."
-    )
+    return as_sink(log)
 
 
 def write_verdict(sink: Any, verdict: Any, *, tags: Any = (), metadata: dict[str, Any] | None = None) -> str:
