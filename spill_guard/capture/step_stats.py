@@ -98,15 +98,22 @@ def summarize(logits: torch.Tensor, betas: tuple[float, ...]) -> StepDistributio
     z = _upcast(logits)
     lp = log_partition(z, betas)
     lse = lp[betas.index(1.0)]
-    probs = torch.exp(z - lse.unsqueeze(-1))
+    # log p = z - lse is already needed for p, so H = -Σ p log p is a dot product instead of
+    # a log per entry (xlogy); measured several times cheaper. Computing log p per entry (not
+    # lse - Σ p z) keeps it exact when logits are large. Masked -inf logits have p = 0:
+    # clamping their log p to the lowest finite value makes 0 · log p = 0 instead of NaN.
+    # Ops write in place where they can: a fresh [B, V] buffer per op costs page faults on CPU.
+    log_probs = torch.sub(z, lse.unsqueeze(-1))
+    probs = torch.exp(log_probs)
+    entropy = -torch.linalg.vecdot(probs, log_probs.clamp_min_(torch.finfo(z.dtype).min))
     # logsumexp is NaN for a NaN row, +inf for a +inf entry and -inf for a fully masked row.
     nonfinite = ~torch.isfinite(lse)
-    return StepDistribution(lp, probs, _neg_xlogx_sum(probs), nonfinite)
+    return StepDistribution(lp, probs, entropy, nonfinite)
 
 
 def js_from_distributions(a: StepDistribution, b: StepDistribution) -> torch.Tensor:
     """``JSD(p, q) = H((p + q) / 2) - (H(p) + H(q)) / 2``, reusing both steps' entropies."""
-    mixture = 0.5 * (a.probs + b.probs)
+    mixture = torch.add(a.probs, b.probs).mul_(0.5)
     return (_neg_xlogx_sum(mixture) - 0.5 * (a.entropy + b.entropy)).clamp(0.0, math.log(2.0))
 
 
