@@ -66,7 +66,7 @@ def test_log_from_environment(log_path, capsys, monkeypatch):
 def test_show_prints_the_record_and_a_plain_heatmap(log_path, capsys):
     code, out, _ = run(capsys, "review", "show", "--log", str(log_path), "01")
     assert code == 0
-    assert "id        01" in out and "score 0.5000 < threshold 0.7500" in out
+    assert "id        01" in out and "score 0.5000 ≤ threshold 0.7500" in out
     assert "[Answer|+0.10] [ 1|+0.20]" in out and "\x1b[" not in out  # not a TTY: plain mode
     code, out, _ = run(capsys, "review", "show", "--log", str(log_path), "01", "--json")
     assert json.loads(out)["id"].startswith("01")
