@@ -88,12 +88,23 @@ class StepDistribution:
     nonfinite: torch.Tensor
 
 
-def summarize(logits: torch.Tensor, betas: tuple[float, ...]) -> StepDistribution:
+def summarize(
+    logits: torch.Tensor,
+    betas: tuple[float, ...],
+    *,
+    probs_out: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
+) -> StepDistribution:
     """Log-partitions at each β, the β = 1 distribution, its entropy and a validity flag.
 
     ``betas`` must contain 1.0 (see :func:`validate_betas`). The probabilities come from the
     β = 1 log-partition already computed, so the vocabulary axis is read a few times per
     step instead of once per statistic (measured: about 3x cheaper than separate calls).
+
+    ``probs_out`` and ``scratch`` (float32 ``[..., V]`` buffers, or None) let a caller that
+    reduces one step after another reuse memory: a fresh ``[B, V]`` buffer per operation
+    costs page faults on CPU that are larger than the arithmetic. The returned ``probs``
+    is ``probs_out`` when given.
     """
     z = _upcast(logits)
     lp = log_partition(z, betas)
@@ -103,18 +114,38 @@ def summarize(logits: torch.Tensor, betas: tuple[float, ...]) -> StepDistributio
     # lse - Σ p z) keeps it exact when logits are large. Masked -inf logits have p = 0:
     # clamping their log p to the lowest finite value makes 0 · log p = 0 instead of NaN.
     # Ops write in place where they can: a fresh [B, V] buffer per op costs page faults on CPU.
-    log_probs = torch.sub(z, lse.unsqueeze(-1))
-    probs = torch.exp(log_probs)
+    log_probs = torch.sub(z, lse.unsqueeze(-1), out=_fits(scratch, z))
+    probs = torch.exp(log_probs, out=_fits(probs_out, z))
     entropy = -torch.linalg.vecdot(probs, log_probs.clamp_min_(torch.finfo(z.dtype).min))
     # logsumexp is NaN for a NaN row, +inf for a +inf entry and -inf for a fully masked row.
     nonfinite = ~torch.isfinite(lse)
     return StepDistribution(lp, probs, entropy, nonfinite)
 
 
-def js_from_distributions(a: StepDistribution, b: StepDistribution) -> torch.Tensor:
-    """``JSD(p, q) = H((p + q) / 2) - (H(p) + H(q)) / 2``, reusing both steps' entropies."""
-    mixture = torch.add(a.probs, b.probs).mul_(0.5)
-    return (_neg_xlogx_sum(mixture) - 0.5 * (a.entropy + b.entropy)).clamp(0.0, math.log(2.0))
+def js_from_distributions(
+    a: StepDistribution,
+    b: StepDistribution,
+    *,
+    scratch: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``JSD(p, q) = H((p + q) / 2) - (H(p) + H(q)) / 2``, reusing both steps' entropies.
+
+    ``scratch``: two float32 buffers shaped like the probabilities, reused (see :func:`summarize`).
+    """
+    first, second = scratch if scratch is not None else (None, None)
+    mixture = torch.add(a.probs, b.probs, out=_fits(first, a.probs)).mul_(0.5)
+    # m log m with m = 0 (entries masked in both steps) must be 0: clamp before the log.
+    # log + dot into a reused buffer measured ~2.5x cheaper than xlogy on [8, 49152].
+    log_m = torch.clamp_min(mixture, torch.finfo(mixture.dtype).tiny, out=_fits(second, mixture)).log_()
+    mixture_entropy = -torch.linalg.vecdot(mixture, log_m)
+    return (mixture_entropy - 0.5 * (a.entropy + b.entropy)).clamp(0.0, math.log(2.0))
+
+
+def _fits(buffer: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """``buffer`` if it can hold a result shaped and typed like ``like``, else None (allocate)."""
+    if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
+        return None
+    return buffer
 
 
 def nonfinite_rows(logits: torch.Tensor) -> torch.Tensor:

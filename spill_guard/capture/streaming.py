@@ -129,6 +129,8 @@ class StreamingCapture:
 
     def _reset(self) -> None:
         self.steps = 0
+        self._probs: list[torch.Tensor] = []  # two [B, V] buffers, alternating (see _buffers)
+        self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
         self._prev: StepDistribution | None = None
         self._prev_logits: torch.Tensor | None = None
         self._prev_prev_logits: torch.Tensor | None = None
@@ -153,6 +155,7 @@ class StreamingCapture:
             _ThreadRouter.detach(self.model, self)
             self._active = False
         self._prev = self._prev_logits = self._prev_prev_logits = None  # release the [B, V] rows
+        self._probs, self._scratch = [], None
 
     @torch.no_grad()
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -160,7 +163,8 @@ class StreamingCapture:
         # Only the last position; its reduction copies it, so a prefill's [B, P, V] output is not kept alive.
         z = logits[:, -1, :].detach()
         if self.stats == "full":
-            current = summarize(z, self.betas)
+            probs_out, scratch = self._buffers(z)
+            current = summarize(z, self.betas, probs_out=probs_out, scratch=scratch[0])
             log_z, nonfinite = current.log_partition, current.nonfinite
         else:
             current = None
@@ -180,7 +184,7 @@ class StreamingCapture:
             else:
                 self._previous.append(gather_token_logit(self._prev_prev_logits, chosen))
             if current is not None:
-                self._jsd.append(js_from_distributions(self._prev, current))
+                self._jsd.append(js_from_distributions(self._prev, current, scratch=self._scratch))
             if self.listeners:
                 step = TokenStep(self.steps - 1, chosen, self._chosen[-1], self._log_partition[-1], log_z, self.betas)
                 for listener in self.listeners:
@@ -197,6 +201,19 @@ class StreamingCapture:
         self._prev_prev_logits, self._prev_logits = self._prev_logits, kept
         self._prev = current
         self.steps += 1
+
+    def _buffers(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """This step's probability buffer and two scratch buffers, reused across steps.
+
+        Probabilities alternate between two buffers: step t+1 writes one while step t's
+        distribution, still needed for the JSD, sits in the other.
+        """
+        shape = (z.shape[0], z.shape[-1])
+        if not self._probs or self._probs[0].shape != shape or self._probs[0].device != z.device:
+            dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+            self._probs = [torch.empty(shape, dtype=dtype, device=z.device) for _ in range(2)]
+            self._scratch = (torch.empty_like(self._probs[0]), torch.empty_like(self._probs[0]))
+        return self._probs[self.steps % 2], self._scratch
 
     def traces(self, token_ids: torch.Tensor, lengths: list[int]) -> list[TokenTrace]:
         """Per-row traces for generated ``token_ids`` ``[B, T]``, row ``b`` cut at ``lengths[b]``.
