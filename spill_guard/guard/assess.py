@@ -45,9 +45,7 @@ def assess(
                       token_start=start, token_end=end)
     try:
         risk = rule.risk(scored.score(rule.spec, start, end))
-    except NonFiniteLogitsError as exc:
-        return Candidate(scored.answer, None, True, strategy, f"unscorable: {exc}", Assessed(scored, span, early_stopped))
-    except InvalidInputError as exc:  # e.g. a score undefined on this span
+    except (NonFiniteLogitsError, InvalidInputError) as exc:  # NaN/+inf logits, or a score undefined on this span
         return Candidate(scored.answer, None, True, strategy, f"unscorable: {exc}", Assessed(scored, span, early_stopped))
     crossed = rule.crosses(risk)
     sign = ">" if crossed else "<="

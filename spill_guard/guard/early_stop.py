@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from transformers import StoppingCriteria
 
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidParameterError
+from spill_guard.scoring.pooling import POOLINGS
 
-_POOLS = {"mean": lambda v: sum(v) / len(v), "max": max, "min": min, "sum": sum}
 
 
 class EarlyStop:
@@ -76,7 +77,7 @@ class EarlyStopSession(StoppingCriteria):
         finite = [v for v in self.values[row] if math.isfinite(v)]
         if len(finite) < self.config.min_tokens:
             return None
-        return float(_POOLS[self.config.pooling](finite))
+        return POOLINGS[self.config.pooling](np.asarray(finite))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
         # Called after each new token is chosen; Δ is known for the tokens before it.

@@ -7,8 +7,6 @@ higher = riskier, flag when ``score > threshold``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from spill_guard.errors import SpillGuardError
@@ -113,8 +111,3 @@ class HallucinationDetected(SpillGuardError):
 def attach_scored(verdict: Verdict, scored: ScoredAnswer | None) -> Verdict:
     verdict._scored = scored
     return verdict
-
-
-def jsonable(verdict: Verdict) -> dict[str, Any]:
-    """Strict-JSON dict of a verdict (NaN/inf become null)."""
-    return verdict.model_dump(mode="json")
