@@ -1,0 +1,133 @@
+"""What a server is built from: the guard to run (:class:`GuardConfig`) and how to serve it
+(:class:`ServerSettings`). Plain values, validated on construction, so the CLI, tests and a Ray
+deployment build the same app from the same objects, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from spill_guard.errors import InvalidParameterError
+
+POLICIES = ("flag", "abstain", "retry", "raise")
+API_KEY_ENV = "SPILL_GUARD_API_KEY"
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """How to build the :class:`~spill_guard.SpillGuard` a server runs (loaded lazily).
+
+    ``guard=False`` serves the same model with scoring off (no capture, no verdicts): the
+    baseline the server benchmark compares against.
+    """
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    calibration: str | None = None
+    threshold: float | None = None
+    policy: str = "flag"
+    abstain_reply: str | None = None
+    retry_attempts: int = 3
+    log: str | None = None
+    log_all: bool = True
+    early_stop: float | None = None
+    guard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise InvalidParameterError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}.")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise InvalidParameterError(f"threshold must be a finite number, got {self.threshold!r}.")
+        if not isinstance(self.retry_attempts, int) or self.retry_attempts < 2:
+            raise InvalidParameterError(f"retry attempts must be an integer >= 2, got {self.retry_attempts!r}.")
+        if self.calibration is not None and not os.path.isfile(self.calibration):
+            raise InvalidParameterError(
+                f"calibration file {self.calibration!r} does not exist; pass the JSON written by `spill-guard calibrate`."
+            )
+        if self.log is not None:
+            from spill_guard.review.opening import JSONL_SUFFIXES, SQLITE_SUFFIXES
+
+            suffix = os.path.splitext(self.log)[1].lower()
+            if suffix not in (*JSONL_SUFFIXES, *SQLITE_SUFFIXES) and "://" not in self.log:
+                raise InvalidParameterError(
+                    f"review log {self.log!r} must end in .jsonl, .sqlite, .sqlite3 or .db."
+                )
+
+    def build_policy(self) -> Any:
+        from spill_guard.policy import Abstain, Flag, Raise, Resample, Retry
+
+        abstain = Abstain(self.abstain_reply) if self.abstain_reply else Abstain()
+        return {
+            "flag": lambda: Flag(),
+            "abstain": lambda: abstain,
+            "retry": lambda: Retry(attempts=self.retry_attempts, strategy=Resample(temperature=0.7), fallback=abstain),
+            "raise": lambda: Raise(),
+        }[self.policy]()
+
+    def build(self) -> Any:
+        """Load the model and build the guard (or, with ``guard=False``, return the bare SpillModel)."""
+        from spill_guard.cli.common import quiet_transformers
+        from spill_guard.guard import EarlyStop, SpillGuard
+        from spill_guard.spill_model import SpillModel
+
+        quiet_transformers()
+        model = SpillModel.load(self.model, device=self.device, dtype=self.dtype)
+        if not self.guard:
+            return model
+        early = EarlyStop(self.early_stop) if self.early_stop is not None else None
+        return SpillGuard(model, threshold=self.threshold, calibration=self.calibration, policy=self.build_policy(),
+                          log=self.log, log_all=self.log_all, early_stop=early)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and batching of one server. Defaults are safe for a loopback deployment."""
+
+    api_key: str | None = field(default=None, repr=False)
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
+    max_tokens_limit: int = 512
+    default_max_tokens: int = 64
+    max_body_bytes: int = 1_000_000
+    max_n: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_tokens_limit", "default_max_tokens", "max_body_bytes", "max_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidParameterError(f"{name.replace('_', '-')} must be an integer >= 1, got {value!r}.")
+        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 10_000:
+            raise InvalidParameterError(f"max-wait-ms must be between 0 and 10000, got {self.max_wait_ms!r}.")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise InvalidParameterError(
+                f"default max tokens {self.default_max_tokens} exceeds max-tokens-limit {self.max_tokens_limit}; "
+                "raise the limit or lower the default."
+            )
+        if self.api_key is not None and (not self.api_key.strip() or len(self.api_key) < 8):
+            raise InvalidParameterError("the API key must be at least 8 characters; generate one, e.g. with "
+                                        "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`.")
+
+
+def resolve_api_key(cli_value: str | None) -> str | None:
+    """``--api-key`` wins; else the ``SPILL_GUARD_API_KEY`` environment variable; else no key."""
+    if cli_value:
+        return cli_value
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def loaded_parts(built: Any) -> tuple[Any, Any]:
+    """``(guard or None, SpillModel)`` of what :meth:`GuardConfig.build` (or a caller) supplied."""
+    from spill_guard.guard import SpillGuard
+    from spill_guard.spill_model import SpillModel
+
+    if isinstance(built, SpillGuard):
+        return built, built.model
+    if isinstance(built, SpillModel):
+        return None, built
+    raise InvalidParameterError(
+        f"create_app needs a SpillGuard, a SpillModel (scoring off) or a GuardConfig, got {built!r}."
+    )

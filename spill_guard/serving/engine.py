@@ -1,0 +1,226 @@
+"""From a validated request to guarded choices: prompts, rows, batching, policy, review log.
+
+The engine owns the model (through a :class:`~spill_guard.SpillGuard`, or a bare
+:class:`~spill_guard.SpillModel` with scoring off) and the batcher. Everything that touches
+the model runs in the batcher's one worker thread: the batched generate, then per request
+the guard's decision (``assess`` → policy → ``verdict_from`` → ``log``), including any
+retry's extra generation, so policies run per request while generation is shared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+from spill_guard.guard.assess import assess
+from spill_guard.models.prompting import chat_prompt_ids
+from spill_guard.policy import Flag, Reprompt, Resample, apply_policy
+from spill_guard.serving.config import ServerSettings
+from spill_guard.serving.errors import OpenAIError
+from spill_guard.serving.generation import Row, RowOutcome, Sampling, generate_plain, generate_scored
+from spill_guard.serving.stops import cut_at_stop
+from spill_guard.serving.verdicts import HIDDEN
+
+
+@dataclass
+class Prompt:
+    """One prompt of a request: its ids, the question the guard judges and logs, how to reprompt it."""
+
+    ids: list[int]
+    question: str
+    reprompt: Callable[[str], list[int]]
+
+
+@dataclass
+class Prepared:
+    """A request turned into rows: ``n`` rows per prompt, all with the same settings."""
+
+    route: str
+    prompts: list[Prompt]
+    n: int
+    max_tokens: int
+    stops: list[str]
+    sampling: Sampling
+    request_id: str
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def key(self) -> Hashable:
+        """Batching key; its second item is the batch's :class:`Sampling` (see :meth:`Engine.run_batch`)."""
+        if self.sampling.greedy:
+            return ("greedy", Sampling())
+        if self.sampling.seed is None:
+            return ("sample", self.sampling)
+        return ("seeded", self.sampling, self.request_id)  # alone in its batch: reproducible
+
+    def prompt_of(self, choice: int) -> Prompt:
+        return self.prompts[choice // self.n]
+
+
+@dataclass
+class ChoiceResult:
+    """One choice, decided: the text to return and everything its JSON needs."""
+
+    index: int
+    text: str
+    finish_reason: str
+    verdict: Any  # Verdict, or None with scoring off
+    stop_sequence: str | None
+    scored: Any  # the chosen answer's ScoredAnswer (None with scoring off)
+    completion_tokens: int
+
+    @property
+    def hidden(self) -> bool:
+        return self.verdict is not None and self.verdict.action in HIDDEN
+
+
+class Engine:
+    """Model, guard and the request-to-choices logic of one server."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.guard: Any = None
+        self.model: Any = None
+        self._ids = itertools.count(1)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def attach(self, guard: Any, model: Any) -> None:
+        self.guard, self.model = guard, model
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    @property
+    def scoring(self) -> bool:
+        return self.guard is not None
+
+    @property
+    def model_name(self) -> str:
+        return self.model.loaded.name
+
+    @property
+    def streams_text(self) -> bool:
+        """Under ``Flag`` (or scoring off) text streams token by token; other policies may replace it,
+        so their streams carry energies first and the text with the verdict."""
+        return self.guard is None or isinstance(self.guard.policy, Flag)
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            raise OpenAIError(503, "the model is still loading; retry shortly (GET /readyz says when it is ready).",
+                              code="model_loading")
+
+    # -- requests -> rows --------------------------------------------------------------------
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise OpenAIError(404, f"model {name!r} is not served here; use {self.model_name!r} (GET /v1/models).",
+                              code="model_not_found", param="model")
+
+    def prepare(self, route: str, request: Any, prompts: list[Prompt], max_tokens: int | None) -> Prepared:
+        """Check limits and sampling of ``request`` and build its rows (``n`` per prompt)."""
+        refused = request.unsupported()
+        if refused is not None:
+            raise OpenAIError(400, refused[1], param=refused[0], code="unsupported_parameter")
+        s = self.settings
+        tokens = s.default_max_tokens if max_tokens is None else max_tokens
+        if tokens > s.max_tokens_limit:
+            raise OpenAIError(400, f"max_tokens={tokens} exceeds this server's limit of {s.max_tokens_limit}; "
+                                   "ask for fewer tokens.", param="max_tokens", code="max_tokens_too_large")
+        if request.n > s.max_n or request.n * len(prompts) > s.max_n * 4:
+            raise OpenAIError(400, f"n={request.n} for {len(prompts)} prompt(s) exceeds this server's limit of "
+                                   f"{s.max_n} choices per prompt; ask for fewer.", param="n", code="n_too_large")
+        window = self.model.loaded.context_window
+        for p in prompts:
+            if len(p.ids) + tokens + 1 > window:
+                raise OpenAIError(400, f"the prompt has {len(p.ids)} tokens; with max_tokens={tokens} it does not fit the "
+                                       f"model's context window of {window} (one position is kept to score the last "
+                                       "token). Shorten the prompt or lower max_tokens.", param="messages",
+                                  code="context_length_exceeded")
+        temperature = 0.0 if request.temperature is None else float(request.temperature)
+        top_p = 1.0 if request.top_p is None else float(request.top_p)
+        stops = request.stops()
+        if len(stops) > 4:
+            raise OpenAIError(400, f"at most 4 stop sequences are allowed, got {len(stops)}.", param="stop")
+        prepared = Prepared(route, prompts, request.n, tokens, stops, Sampling(temperature, top_p, request.seed),
+                            request_id=f"{next(self._ids)}-{uuid.uuid4().hex[:12]}")
+        prepared.rows = [Row(p.ids, tokens, stops) for p in prompts for _ in range(request.n)]
+        return prepared
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> Prompt:
+        """The chat template over the messages as given (no instruction added)."""
+        tok = self.model.tokenizer
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+        def reprompt(instruction: str) -> list[int]:
+            out = [dict(m) for m in messages]
+            last = max(i for i, m in enumerate(out) if m["role"] == "user")
+            out[last]["content"] = f"{out[last]['content'].rstrip()} {instruction}"
+            return chat_prompt_ids(tok, out)
+
+        return Prompt(chat_prompt_ids(tok, messages), question, reprompt)
+
+    def text_prompt(self, text: str) -> Prompt:
+        """A raw completion prompt: the text's tokens, no template."""
+        tok = self.model.tokenizer
+        if not text.strip():
+            raise OpenAIError(400, "the prompt is empty; send the text to complete.", param="prompt")
+        return Prompt(list(tok(text)["input_ids"]), text, lambda instruction: list(tok(f"{text} {instruction}")["input_ids"]))
+
+    # -- the worker thread -------------------------------------------------------------------
+    def run_batch(self, key: Hashable, rows: list[Row]) -> list[RowOutcome]:
+        """The batcher's callback: one generate for rows sharing ``key`` (whose second item is the sampling)."""
+        return self.generate(rows, key[1])
+
+    def generate(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
+        if self.guard is None:
+            return generate_plain(self.model, rows, sampling)
+        return generate_scored(self.model, rows, sampling, stats=self.guard.capture_stats,
+                               beta=self.guard.rule.spec.beta, early_stop=self.guard.early_stop)
+
+    def finish(self, prepared: Prepared, outcomes: list[RowOutcome], *,
+               tags: tuple[str, ...] = ("serve",)) -> list[ChoiceResult]:
+        """Decide and log every choice of one request (worker thread)."""
+        return [self._choice(prepared, i, out, tags) for i, out in enumerate(outcomes)]
+
+    def _choice(self, prepared: Prepared, index: int, outcome: RowOutcome, tags: tuple[str, ...]) -> ChoiceResult:
+        if self.guard is None:
+            text, matched = cut_at_stop(outcome.text, prepared.stops)
+            return ChoiceResult(index, text, _finish_reason(outcome.stopped_on_eos, matched), None, matched, None,
+                                len(outcome.answer_ids))
+        guard, prompt = self.guard, prepared.prompt_of(index)
+        first = assess(outcome.scored, prompt.question, guard.rule, guard.locator,
+                       strategy="greedy" if prepared.sampling.greedy else "sample", early_stopped=outcome.early_stopped)
+        decision = apply_policy(guard.policy, first, self._regenerator(prepared, prompt))
+        verdict = guard.verdict_from(decision, question=prompt.question)
+        guard.log(verdict, tags=tags, metadata={"request_id": prepared.request_id, "route": prepared.route,
+                                                "choice": index})
+        scored = verdict.scored
+        text, matched = verdict.answer, None
+        if verdict.action not in HIDDEN:
+            text, matched = cut_at_stop(verdict.answer, prepared.stops)
+        stopped = bool(scored is not None and scored.stopped_on_eos)
+        finish = "length" if verdict.early_stopped else _finish_reason(stopped, matched)
+        n_tokens = len(scored.answer_ids) if scored is not None else len(outcome.answer_ids)
+        return ChoiceResult(index, text, finish, verdict, matched, scored, n_tokens)
+
+    def _regenerator(self, prepared: Prepared, prompt: Prompt) -> Callable[[Any, int], Any]:
+        base_seed = prepared.sampling.seed or 0
+
+        def regenerate(strategy: Any, attempt: int) -> Any:
+            if isinstance(strategy, Resample):  # seeded by the request and attempt: a retried request repeats
+                ids, sampling = prompt.ids, Sampling(strategy.temperature, strategy.top_p, seed=base_seed + attempt)
+            elif isinstance(strategy, Reprompt):
+                ids, sampling = prompt.reprompt(strategy.instruction), Sampling()
+            else:
+                raise OpenAIError(500, f"unknown retry strategy {strategy!r}", code="internal_error")
+            [out] = self.generate([Row(ids, prepared.max_tokens, prepared.stops)], sampling)
+            return assess(out.scored, prompt.question, self.guard.rule, self.guard.locator,
+                          strategy=strategy.name, early_stopped=out.early_stopped)
+
+        return regenerate
+
+
+def _finish_reason(stopped_on_eos: bool, matched: str | None) -> str:
+    return "stop" if stopped_on_eos or matched is not None else "length"
