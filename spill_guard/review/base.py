@@ -12,7 +12,7 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-from spill_guard.review.errors import AmbiguousRecordIdError, NotARecordError, RecordNotFoundError
+from spill_guard.review.errors import AmbiguousRecordIdError, InvalidLabelError, NotARecordError, RecordNotFoundError
 from spill_guard.review.record import ReviewRecord, check_label, utc_now_iso
 
 Redactor = Callable[[ReviewRecord], ReviewRecord]
@@ -22,7 +22,11 @@ class ReviewSink(abc.ABC):
     """Append records, read them back with their latest label, label them.
 
     ``redact`` (optional) is applied to every record before it is stored, e.g.
-    :func:`spill_guard.review.redact_patterns`; the unredacted record never reaches disk.
+    :func:`spill_guard.review.redact_patterns`, and to the record carrying a new label note
+    before the note is stored: the unredacted text never reaches disk.
+
+    ``write`` and ``set_label`` raise :class:`~spill_guard.review.errors.ReviewLogWriteError`
+    (a ``ReviewLogError`` and an ``OSError``) when the log cannot store what was given.
     """
 
     def __init__(self, *, redact: Redactor | None = None) -> None:
@@ -65,9 +69,16 @@ class ReviewSink(abc.ABC):
             raise NotARecordError(f"write() takes a ReviewRecord, got {type(record).__name__}; "
                             "build one with ReviewRecord(...) or ReviewRecord.from_verdict(verdict).")
         if self.redact is not None:
-            record = self.redact(record)
+            record = self._redacted(record)
         self._append(record)
         return record.id
+
+    def _redacted(self, record: ReviewRecord) -> ReviewRecord:
+        redacted = self.redact(record)  # type: ignore[misc]
+        if not isinstance(redacted, ReviewRecord):
+            raise NotARecordError(f"the redact hook returned {type(redacted).__name__}, not a ReviewRecord; "
+                                  "it must return the (rewritten) record, e.g. record.model_copy(update=...).")
+        return redacted
 
     def get(self, id_or_prefix: str) -> ReviewRecord:
         """The record whose id equals or uniquely starts with ``id_or_prefix``."""
@@ -91,10 +102,17 @@ class ReviewSink(abc.ABC):
     def set_label(self, id_or_prefix: str, label: str, note: str | None = None) -> ReviewRecord:
         """Label a record ``correct`` or ``incorrect`` (the latest label wins); returns it labelled."""
         check_label(label)
-        full = self.get(id_or_prefix).id
+        if note is not None and not isinstance(note, str):
+            raise InvalidLabelError(f"note must be text or None, got {type(note).__name__} {note!r}; "
+                                    "pass the reason as a string.")
+        record = self.get(id_or_prefix)
         labelled_at = utc_now_iso()
-        self._append_label(full, label, note, labelled_at)
-        return self.get(full)
+        if note is not None and self.redact is not None:
+            # The hook works on records, so the note goes through it inside the labelled record:
+            # the same patterns that clean a record's fields clean the note.
+            note = self._redacted(record.with_label(label, note, labelled_at)).label_note
+        self._append_label(record.id, label, note, labelled_at)
+        return self.get(record.id)
 
     def labelled(self) -> list[ReviewRecord]:
         """Records that carry a human label."""

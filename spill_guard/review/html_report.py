@@ -17,7 +17,8 @@ from pathlib import Path
 
 from spill_guard.review.colors import hex_color, readable_text_rgb, risk_rgb, value_range
 from spill_guard.review.record import ACTIONS, ReviewRecord
-from spill_guard.review.terminal import visible
+from spill_guard.review.atomic_file import atomic_text_file
+from spill_guard.review.terminal import printable, visible
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
@@ -39,7 +40,9 @@ table.summary td,table.summary th{border:1px solid #ccc;padding:.25rem .6rem;tex
 
 
 def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # printable() first: control characters (and lone surrogates, which UTF-8 cannot encode)
+    # become visible escapes, bidi overrides cannot reorder the card a reviewer reads.
+    return html.escape(printable(str(value)), quote=True)
 
 
 def _summary(records: Sequence[ReviewRecord]) -> str:
@@ -112,8 +115,13 @@ def render_html(records: Sequence[ReviewRecord], *, title: str = "spill_guard re
 
 
 def write_html(records: Sequence[ReviewRecord], path: str | os.PathLike, *, title: str = "spill_guard review log") -> Path:
-    """Write :func:`render_html` to ``path`` (UTF-8) and return the path."""
+    """Write :func:`render_html` to ``path`` (UTF-8) atomically and return the path.
+
+    The page is complete before it replaces an older one (temporary file + rename).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(records, title=title), encoding="utf-8")
+    page = render_html(records, title=title)
+    with atomic_text_file(path) as f:
+        f.write(page)
     return path

@@ -17,17 +17,20 @@ Why each write is safe:
   terminates the torn line so its own record starts on a fresh line;
 * ``fsync`` (on by default) makes a returned ``write`` survive a power cut.
 
+* if a write fails half-way (full disk), the file is truncated back to where the line began,
+  so the log never keeps half a record; the failure is a :class:`ReviewLogWriteError`.
+
 Readers take the lock only to learn the current size, then parse that many bytes without
-blocking writers; unparseable lines are skipped with a :class:`ReviewLogWarning`.
+blocking writers. A line that is not a record or a well-formed label event (torn, not JSON,
+JSON of another shape) is skipped with a :class:`ReviewLogWarning` naming its line number,
+and reading goes on.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
-import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from spill_guard.review.base import Redactor, ReviewSink
-from spill_guard.review.errors import ReviewLogWarning
-from spill_guard.review.record import ReviewRecord
+from spill_guard.review.errors import NotAReviewLogError, ReviewLogError, ReviewLogWriteError
+from spill_guard.review.io_errors import read_error, write_error
+from spill_guard.review.jsontext import dumps_line, loads_strict
+from spill_guard.review.record import LabelEvent, ReviewRecord
+from spill_guard.review.skipped import SkipReport, first_problem, short_repr
+from spill_guard.review.sqlite_sink import SQLITE_HEADER
 
 LABEL_EVENT = "label"
 
@@ -85,31 +92,74 @@ class JsonlSink(ReviewSink):
     def _writer_fd(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                self._refuse_sqlite(os.pread(fd, len(SQLITE_HEADER), 0))
+            except NotAReviewLogError as exc:
+                os.close(fd)
+                raise ReviewLogWriteError(str(exc)) from exc
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
         return self._fd
 
-    def _append_line(self, obj: dict[str, Any] | str) -> None:
-        line = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        payload = line.encode("utf-8") + b"\n"
+    def _refuse_sqlite(self, head: bytes) -> None:
+        # Appending JSON lines to a SQLite database would damage it; reading it would print a
+        # warning per binary "line". Either way the user named the file with the wrong suffix.
+        if head == SQLITE_HEADER:
+            raise NotAReviewLogError(
+                f"{self.path} is a SQLite database, not a JSONL review log; open it with a .sqlite or .db "
+                "suffix (rename it, e.g. `mv guard.jsonl guard.sqlite`), or give another path for a JSONL log."
+            )
+
+    def _append_line(self, obj: dict[str, Any] | str, what: str) -> None:
+        try:
+            line = obj if isinstance(obj, str) else dumps_line(obj)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise write_error(self.path, exc, what=what) from exc
+        payload = line.encode("utf-8") + b"\n"  # dumps_line escaped any lone surrogate
         with self._lock:
-            fd = self._writer_fd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fd = self._writer_fd()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise write_error(self.path, exc, what=what) from exc
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     payload = b"\n" + payload  # terminate a line torn by a killed writer
-                _write_all(fd, payload)
-                if self.fsync:
-                    os.fsync(fd)
+                try:
+                    _write_all(fd, payload)
+                    if self.fsync:
+                        os.fsync(fd)
+                except OSError:
+                    self._truncate(fd, size)
+                    raise
+            except OSError as exc:
+                raise write_error(self.path, exc, what=what) from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
+    @staticmethod
+    def _truncate(fd: int, size: int) -> None:
+        # We hold the exclusive lock, so nothing after `size` is anyone else's: drop our
+        # partial line instead of leaving half a record. Shrinking needs no free space.
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass  # the reader's torn-line handling still copes
+
     def _append(self, record: ReviewRecord) -> None:
-        self._append_line(record.to_json())
+        try:
+            line = record.to_json()
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise write_error(self.path, exc) from exc
+        self._append_line(line, "record")
 
     def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
         self._append_line({"event": LABEL_EVENT, "id": record_id, "label": label, "note": note,
-                           "labelled_at": labelled_at})
+                           "labelled_at": labelled_at}, "label")
 
     def _stable_size(self, f: Any) -> int:
         """File size at a moment when no writer is mid-line (writers hold the lock per line)."""
@@ -126,51 +176,61 @@ class JsonlSink(ReviewSink):
             f = open(self.path, "rb")
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise read_error(self.path, exc) from exc
+        report = SkipReport(self.path)
         with f:
-            size = self._stable_size(f)
-            consumed = 0
-            for lineno, raw in enumerate(f, start=1):
-                if consumed >= size:
-                    break  # appended after we measured: not part of this snapshot
-                raw = raw[: size - consumed]
-                consumed += len(raw)
-                self._apply_line(by_id, raw, lineno)
+            try:
+                size = self._stable_size(f)
+                self._refuse_sqlite(os.pread(f.fileno(), len(SQLITE_HEADER), 0))
+                consumed = 0
+                for lineno, raw in enumerate(f, start=1):
+                    if consumed >= size:
+                        break  # appended after we measured: not part of this snapshot
+                    raw = raw[: size - consumed]
+                    consumed += len(raw)
+                    self._apply_line(by_id, raw, lineno, report)
+            except ReviewLogError:
+                raise
+            except OSError as exc:
+                raise read_error(self.path, exc) from exc
+        report.finish()
         return list(by_id.values())
 
-    def _apply_line(self, by_id: dict[str, ReviewRecord], raw: bytes, lineno: int) -> None:
+    def _apply_line(self, by_id: dict[str, ReviewRecord], raw: bytes, lineno: int, report: SkipReport) -> None:
         text = raw.strip()
         if not text:
             return
         where = f"{self.path}:{lineno}"
         try:
-            obj = json.loads(text, parse_constant=lambda _constant: None)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = loads_strict(text)
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting or digits
             torn = "" if raw.endswith(b"\n") else " (no newline: a writer was probably killed mid-write)"
-            warnings.warn(f"{where}: skipped a line that is not valid JSON{torn}", ReviewLogWarning, stacklevel=4)
+            report.skip(where, f"skipped a line that is not valid JSON{torn}")
             return
         if not isinstance(obj, dict):
-            warnings.warn(f"{where}: skipped a line that is not a JSON object", ReviewLogWarning, stacklevel=4)
+            report.skip(where, f"skipped a line that is a JSON {type(obj).__name__}, not an object")
             return
         event = obj.get("event")
         if event == LABEL_EVENT:
-            record = by_id.get(obj.get("id"))
-            if record is None:
-                warnings.warn(f"{where}: label for unknown record id {obj.get('id')!r} ignored",
-                              ReviewLogWarning, stacklevel=4)
-                return
             try:
-                by_id[record.id] = record.with_label(obj.get("label"), obj.get("note"), obj.get("labelled_at"))
-            except ValueError as exc:
-                warnings.warn(f"{where}: bad label event ignored: {exc}", ReviewLogWarning, stacklevel=4)
+                label = LabelEvent.model_validate(obj)
+            except ValidationError as exc:
+                report.skip(where, f"skipped a malformed label event: {first_problem(exc)}")
+                return
+            record = by_id.get(label.id)
+            if record is None:
+                report.skip(where, f"label for unknown record id {short_repr(label.id)} ignored")
+                return
+            by_id[record.id] = record.with_label(label.label, label.note, label.labelled_at)
             return
         if event is not None:
-            warnings.warn(f"{where}: unknown event {event!r} ignored", ReviewLogWarning, stacklevel=4)
+            report.skip(where, f"unknown event {short_repr(event)} ignored")
             return
         try:
             record = ReviewRecord.from_parsed(obj)
         except ValidationError as exc:
-            warnings.warn(f"{where}: skipped a line that is not a valid record: {exc.errors()[0]['msg']}",
-                          ReviewLogWarning, stacklevel=4)
+            report.skip(where, f"skipped a line that is not a valid record: {first_problem(exc)}")
             return
         by_id.pop(record.id, None)  # a rewrite of an id replaces it and moves it to the end
         by_id[record.id] = record
@@ -180,3 +240,4 @@ class JsonlSink(ReviewSink):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+

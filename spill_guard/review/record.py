@@ -11,7 +11,6 @@ serialising, so a record read back from a log equals the record that was written
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import uuid
@@ -21,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from spill_guard.review.errors import InvalidLabelError
+from spill_guard.review.jsontext import dumps_line, loads_strict
 
 RECORD_SCHEMA_VERSION = 1
 LABELS = ("correct", "incorrect")
@@ -69,6 +69,20 @@ def strict_json_value(value: Any) -> Any:
     # Anything else JSON cannot hold (a datetime, a set, a client object in run metadata) is
     # kept as its repr: a log line must never fail to serialise halfway through a request.
     return repr(value)
+
+
+class LabelEvent(BaseModel):
+    """A label as a log stores it (a JSONL ``label`` line, SQLite's label columns), checked on reading.
+
+    Strict types: a hand-edited ``"id": [1]`` or ``"note": 5`` is a malformed line, not a crash later.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str
+    label: Label
+    note: str | None = None
+    labelled_at: str | None = None
 
 
 def check_label(label: Any) -> str:
@@ -131,13 +145,17 @@ class ReviewRecord(BaseModel):
         return self
 
     def to_json(self) -> str:
-        """One line of strict JSON (no NaN/Infinity, no raw newlines)."""
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        """One line of strict JSON (no NaN/Infinity, no raw newlines; lone surrogates as escapes).
+
+        Dumped in Python mode: pydantic's JSON mode cannot hold a lone surrogate, and every
+        field is already a JSON type (the validators made it so).
+        """
+        return dumps_line(self.model_dump())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ReviewRecord":
-        """Parse one line; a stray ``NaN``/``Infinity`` token (non-strict writers) reads as ``None``."""
-        return cls.from_parsed(json.loads(text, parse_constant=lambda _constant: None))
+        """Parse one line; a stray ``NaN``/``Infinity`` token or ``1e400`` (non-strict writers) reads as ``None``."""
+        return cls.from_parsed(loads_strict(text))
 
     @classmethod
     def from_parsed(cls, obj: dict[str, Any]) -> "ReviewRecord":

@@ -1,8 +1,11 @@
 """Redaction hooks: rewrite a :class:`ReviewRecord` before any sink stores it.
 
-``redact_patterns`` replaces every match of the given regular expressions in the record's
-free text (question, context, answers, span text, attempt answers, tags, metadata strings,
-label note) and in its per-token texts. Tokens are redacted *together*: the answer's token
+``redact_patterns`` replaces every match of the given regular expressions in every piece of
+text a record holds: question, context, answers, span text, attempts, tags, model, spec,
+locator, metadata keys *and* values at any depth, the label note, and any field a later
+schema adds. Only the fields that are not free text are left alone: the id, the timestamps,
+``action``, ``label`` and the numbers. Sinks also run a label note given to ``set_label``
+through the same hook, so the note in a label event is redacted too. Tokens are redacted *together*: the answer's token
 texts are joined, matched as one string, and each match is replaced once in the token where
 it starts (the other tokens it covers become empty), so a phone number split across five
 tokens is still found and the heatmap keeps one entry per token score.
@@ -39,6 +42,10 @@ PHONE_PATTERN = (
 )
 DEFAULT_PII_PATTERNS = (EMAIL_PATTERN, PHONE_PATTERN)
 
+# Record fields that hold no caller text (generated ids and times, enums, numbers).
+NOT_FREE_TEXT = frozenset({"schema_version", "id", "created_at", "labelled_at", "action", "label", "flagged",
+                           "score", "threshold", "token_scores"})
+
 ScoredPolicy = Literal["drop_prompt", "drop", "keep"]
 _SCORED_POLICIES = ("drop_prompt", "drop", "keep")
 
@@ -58,6 +65,24 @@ def _compile(patterns: Iterable[str | re.Pattern[str]]) -> re.Pattern[str]:
     if not parts:
         raise InvalidParameterError("redact_patterns() needs at least one pattern, e.g. DEFAULT_PII_PATTERNS.")
     return re.compile("|".join(parts))
+
+
+def _redacted_dict(value: dict, deep: Callable[[Any], Any]) -> dict:
+    """``value`` with keys and values redacted; keys that redact to the same text stay apart.
+
+    ``{"bob@x.org": 1, "amy@y.org": 2}`` becomes ``{"[REDACTED]": 1, "[REDACTED] (2)": 2}``:
+    merging them would silently drop one of the caller's values.
+    """
+    out: dict = {}
+    for key, item in value.items():
+        new_key = deep(key) if isinstance(key, str) else key
+        if new_key in out:
+            n = 2
+            while f"{new_key} ({n})" in out:
+                n += 1
+            new_key = f"{new_key} ({n})"
+        out[new_key] = deep(item)
+    return out
 
 
 def redact_token_texts(tokens: list[str], regex: re.Pattern[str], replacement: str) -> list[str]:
@@ -103,8 +128,8 @@ def redact_patterns(
         if isinstance(value, str):
             return regex.sub(replacement, value)
         if isinstance(value, dict):
-            return {k: deep(v) for k, v in value.items()}
-        if isinstance(value, list):
+            return _redacted_dict(value, deep)
+        if isinstance(value, (list, tuple)):
             return [deep(v) for v in value]
         return value
 
@@ -124,18 +149,12 @@ def redact_patterns(
         return payload
 
     def redact(record: ReviewRecord) -> ReviewRecord:
-        return record.model_copy(update={
-            "question": text(record.question),
-            "context": text(record.context),
-            "answer": text(record.answer),
-            "original_answer": text(record.original_answer),
-            "span": deep(record.span),
-            "tokens": redact_token_texts(record.tokens, regex, replacement),
-            "attempts": deep(record.attempts),
-            "tags": deep(record.tags),
-            "metadata": deep(record.metadata),
-            "label_note": text(record.label_note),
-            "scored": scored_payload(record.scored),
-        })
+        # Every field except the few that cannot hold caller text, so a field added to the
+        # schema later is redacted by default instead of leaking by default.
+        update = {name: deep(getattr(record, name)) for name in ReviewRecord.model_fields
+                  if name not in NOT_FREE_TEXT and name not in ("tokens", "scored")}
+        update["tokens"] = redact_token_texts(record.tokens, regex, replacement)
+        update["scored"] = scored_payload(record.scored)
+        return record.model_copy(update=update)
 
     return redact

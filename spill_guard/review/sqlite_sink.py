@@ -8,19 +8,40 @@ Concurrency: the database runs in WAL mode (readers never block the writer), eve
 connection waits up to ``timeout`` seconds for a lock instead of failing with
 "database is locked", and each thread (and each process, after ``fork``) gets its own
 connection, because a ``sqlite3.Connection`` must not be shared across threads or forks.
+
+Failures: a write that cannot be stored (read-only file, full disk, lock timeout) is a
+:class:`ReviewLogWriteError` and leaves the database as it was (the transaction is rolled
+back); a file that is not a SQLite database, or a database of another application, is a
+:class:`NotAReviewLogError` before anything touches it; a row whose JSON is not a record is
+skipped with a :class:`ReviewLogWarning` naming its rowid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from spill_guard.review.base import Redactor, ReviewSink
-from spill_guard.review.errors import ReviewLogError
-from spill_guard.review.record import ReviewRecord
+from spill_guard.review.errors import (
+    NotAReviewLogError,
+    RecordNotFoundError,
+    ReviewLogError,
+    ReviewLogWriteError,
+)
+from spill_guard.review.io_errors import read_error, write_error
+from spill_guard.review.jsontext import loads_strict
+from spill_guard.review.record import LabelEvent, ReviewRecord
+from spill_guard.review.skipped import SkipReport, first_problem, short_repr
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -39,6 +60,30 @@ CREATE INDEX IF NOT EXISTS records_action ON records(action);
 CREATE INDEX IF NOT EXISTS records_flagged ON records(flagged);
 CREATE INDEX IF NOT EXISTS records_label ON records(label);
 """
+COLUMNS = ("id", "created_at", "action", "flagged", "score", "label", "label_note", "labelled_at", "data")
+_SELECT = "SELECT rowid, id, data, label, label_note, labelled_at FROM records"
+
+
+def sql_text(value: str | None) -> str | bytes | None:
+    """A text value as SQLite can bind it: a string with a lone surrogate (bytes that were
+    not UTF-8, e.g. from the command line) cannot be a TEXT value, so it is stored as a BLOB
+    of its ``surrogatepass`` UTF-8 bytes; :func:`from_sql_text` gives back the same string."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+
+
+def from_sql_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return value  # not ours: the label check below reports it
+    return value
 
 
 class SqliteSink(ReviewSink):
@@ -65,20 +110,43 @@ class SqliteSink(ReviewSink):
         self._all_lock = threading.Lock()
         self._all: list[tuple[int, sqlite3.Connection]] = []
 
+    # -- connections --------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         pid = os.getpid()
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == pid:
             return conn
+        self._refuse_foreign_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        self._initialise(conn)
-        conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            self._initialise(conn)
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
+        except BaseException:
+            conn.close()
+            raise
         self._local.conn, self._local.pid = conn, pid
         with self._all_lock:
             self._all.append((pid, conn))
         return conn
+
+    def _refuse_foreign_file(self) -> None:
+        """Check the file's first bytes before SQLite opens it (and maybe changes it)."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            return
+        if not head or head == SQLITE_HEADER:
+            return  # new (empty) or a SQLite database
+        looks_jsonl = head.lstrip()[:1] in (b"{", b"[")
+        raise NotAReviewLogError(
+            f"{self.path} is not a SQLite database"
+            + (" (it looks like a JSONL review log: rename it to *.jsonl)" if looks_jsonl else
+               "; point the log at the .sqlite file the guard wrote, or at a new path")
+            + "."
+        )
 
     def _initialise(self, conn: sqlite3.Connection) -> None:
         # Switching to WAL needs an exclusive moment; when several processes open a fresh
@@ -87,12 +155,13 @@ class SqliteSink(ReviewSink):
         deadline = time.monotonic() + self.timeout
         while True:
             try:
+                self._refuse_other_schema(conn)
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 conn.executescript(SCHEMA)
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise ReviewLogError(f"cannot open the review log {self.path}: {exc}") from exc
+                    raise
                 time.sleep(0.05)
         if str(mode).lower() != "wal":
             raise ReviewLogError(
@@ -100,54 +169,124 @@ class SqliteSink(ReviewSink):
                 "filesystem with shared memory for WAL: use a local path or a .jsonl log."
             )
 
-    def _append(self, record: ReviewRecord) -> None:
-        conn = self._connection()
-        with _transaction(conn):
-            conn.execute(
-                "INSERT OR REPLACE INTO records "
-                "(id, created_at, action, flagged, score, label, label_note, labelled_at, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, record.created_at, record.action, int(record.flagged), record.score,
-                 record.label, record.label_note, record.labelled_at, record.to_json()),
+    def _refuse_other_schema(self, conn: sqlite3.Connection) -> None:
+        # Another application's database must not get our table (and WAL mode) added to it.
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return
+        if "records" not in tables:
+            raise NotAReviewLogError(
+                f"{self.path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
+                "not a review log; point the log at the file the guard wrote, or at a new path."
             )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+        missing = [c for c in COLUMNS if c not in columns]
+        if missing:
+            raise NotAReviewLogError(
+                f"{self.path} has a 'records' table without the review-log columns {missing}; it is not a "
+                "review log: point the log at the file the guard wrote, or at a new path."
+            )
+
+    @contextlib.contextmanager
+    def _failures(self, what: str | None) -> Iterator[None]:
+        """Translate failures: ``what`` names the thing being written, ``None`` means reading."""
+        try:
+            yield
+        except ReviewLogWriteError:
+            raise
+        except ReviewLogError as exc:
+            if what is None:
+                raise
+            raise ReviewLogWriteError(f"could not write the {what} to the review log {str(self.path)!r}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            if what is None:
+                raise read_error(self.path, exc) from exc
+            raise write_error(self.path, exc, what=what) from exc
+        except (ValueError, TypeError, RecursionError) as exc:
+            if what is None:
+                raise
+            raise write_error(self.path, exc, what=what) from exc
+
+    # -- writing ------------------------------------------------------------------------
+    def _append(self, record: ReviewRecord) -> None:
+        with self._failures("record"):
+            data = record.to_json()
+            conn = self._connection()
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO records "
+                    "(id, created_at, action, flagged, score, label, label_note, labelled_at, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sql_text(record.id), sql_text(record.created_at), record.action, int(record.flagged),
+                     record.score, record.label, sql_text(record.label_note), sql_text(record.labelled_at), data),
+                )
 
     def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
-        conn = self._connection()
-        with _transaction(conn):
-            conn.execute(
-                "UPDATE records SET label = ?, label_note = ?, labelled_at = ? WHERE id = ?",
-                (label, note, labelled_at, record_id),
-            )
+        with self._failures("label"):
+            conn = self._connection()
+            with _transaction(conn):
+                changed = conn.execute(
+                    "UPDATE records SET label = ?, label_note = ?, labelled_at = ? WHERE id = ?",
+                    (label, sql_text(note), labelled_at, sql_text(record_id)),
+                ).rowcount
+        if changed == 0:
+            raise RecordNotFoundError(f"record {record_id!r} is no longer in {self.path} (removed while labelling); "
+                                      "nothing was labelled.")
+
+    # -- reading ------------------------------------------------------------------------
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        if not self.path.exists():
+            return []
+        with self._failures(None):
+            return self._connection().execute(sql, params).fetchall()
 
     def records(self) -> list[ReviewRecord]:
-        if not self.path.exists():
-            return []
-        rows = self._connection().execute(
-            "SELECT data, label, label_note, labelled_at FROM records ORDER BY rowid"
-        ).fetchall()
-        return [self._row_record(*row) for row in rows]
+        report = SkipReport(self.path)
+        rows = self._rows(f"{_SELECT} ORDER BY rowid")
+        records = [r for row in rows if (r := self._row_record(row, report)) is not None]
+        report.finish()
+        return records
 
-    @staticmethod
-    def _row_record(data: str, label: str | None, note: str | None, labelled_at: str | None) -> ReviewRecord:
-        record = ReviewRecord.from_json(data)
-        if label is not None:  # the label columns are the truth; the JSON keeps what was written
-            record = record.model_copy(update={"label": label, "label_note": note, "labelled_at": labelled_at})
-        return record
+    def _row_record(self, row: tuple, report: SkipReport) -> ReviewRecord | None:
+        """The record in one row, its label columns applied; ``None`` (reported) if the row is not a record."""
+        rowid, row_id, data, label, note, labelled_at = row
+        where = f"{self.path} rowid {rowid}"
+        if not isinstance(data, (str, bytes)):
+            report.skip(where, f"skipped a row whose data is {type(data).__name__}, not JSON text")
+            return None
+        try:
+            record = ReviewRecord.from_parsed(loads_strict(data))
+        except (ValueError, RecursionError) as exc:  # ValidationError is a ValueError
+            why = first_problem(exc) if isinstance(exc, ValidationError) else "not valid JSON"
+            report.skip(where, f"skipped a row whose data is not a valid record: {why}")
+            return None
+        if from_sql_text(row_id) != record.id:
+            report.skip(where, f"skipped a row whose id column {short_repr(row_id)} is not its record's id "
+                               f"{short_repr(record.id)}")
+            return None
+        if label is None:
+            return record
+        try:  # the label columns are the truth; the JSON keeps what was written
+            event = LabelEvent(id=record.id, label=label, note=from_sql_text(note),
+                               labelled_at=from_sql_text(labelled_at))
+        except ValidationError as exc:
+            report.skip(where, f"ignored malformed label columns: {first_problem(exc)}")
+            return record
+        return record.with_label(event.label, event.note, event.labelled_at)
 
     def _matching(self, prefix: str) -> list[ReviewRecord]:
-        if not self.path.exists():
-            return []
-        rows = self._connection().execute(
-            "SELECT data, label, label_note, labelled_at FROM records WHERE substr(id, 1, ?) = ? "
-            "ORDER BY id = ? DESC, rowid LIMIT 2", (len(prefix), prefix, prefix),
-        ).fetchall()
-        return [self._row_record(*row) for row in rows]
+        key = sql_text(prefix)
+        rows = self._rows(f"{_SELECT} WHERE substr(id, 1, ?) = ? ORDER BY id = ? DESC, rowid",
+                          (len(key), key, key))  # type: ignore[arg-type]
+        report = SkipReport(self.path)
+        found = [r for row in rows if (r := self._row_record(row, report)) is not None][:2]
+        report.finish()
+        return found
 
     def count(self) -> int:
-        """Number of records (cheap: no JSON is parsed)."""
-        if not self.path.exists():
-            return 0
-        return int(self._connection().execute("SELECT count(*) FROM records").fetchone()[0])
+        """Number of rows (cheap: no JSON is parsed)."""
+        rows = self._rows("SELECT count(*) FROM records")
+        return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:
         """Close this process's connections; a later call reconnects (like the JSONL sink)."""
@@ -162,7 +301,11 @@ class SqliteSink(ReviewSink):
 
 class _transaction:
     """``BEGIN IMMEDIATE`` … ``COMMIT``: takes the write lock up front, so two writers queue
-    on the busy timeout instead of one failing when it upgrades a read lock."""
+    on the busy timeout instead of one failing when it upgrades a read lock.
+
+    A failed statement or ``COMMIT`` (full disk) is rolled back, so the connection is usable
+    for the next write; a rollback that fails in turn never hides the original error.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -171,4 +314,18 @@ class _transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:  # SQLite may already have rolled back (e.g. SQLITE_FULL)
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

@@ -1,14 +1,21 @@
-"""Terminal views of review records: a per-token risk heatmap and a full record report.
+r"""Terminal views of review records: a per-token risk heatmap and a full record report.
 
 Colour follows the usual conventions: none when ``NO_COLOR`` is set (to anything non-empty,
 see no-color.org) or the output is not a terminal; 24-bit colour when ``COLORTERM`` says
 ``truecolor``/``24bit``; otherwise the 256-colour palette, which every modern terminal has.
 Without colour each token is printed as ``[token|value]`` so the numbers are still there.
+
+Questions, answers and notes are untrusted text: printed raw, an ``ESC`` sequence could
+clear the screen, retitle the window or fake lines of the report, and a bidi override could
+reorder what the reviewer reads. Every piece of record text goes through :func:`printable`
+(or :func:`visible` for tokens), which writes such characters as ``repr``-style escapes
+(``\x1b``, ``\u202e``); only the colour codes this module emits itself reach the terminal.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Literal, TextIO
@@ -35,11 +42,58 @@ def color_mode(stream: TextIO | None = None, env: Mapping[str, str] | None = Non
     return "256"
 
 
+# What a terminal acts on instead of showing: C0/C1 controls and DEL, line/paragraph
+# separators, bidi embedding/override/isolate marks, and lone surrogates (which cannot even
+# be encoded for output). Other invisible characters (zero-width joiners in emoji, NBSP)
+# are harmless and stay, so ordinary text in any script prints as it is.
+_BEYOND_C0 = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_CONTROL = re.compile(f"[\x00-\x1f{_BEYOND_C0}]")
+# In JSON text every C0 control inside a string is already escaped by json.dumps, and a raw
+# newline or tab is layout (indent=2), so only the others need escaping there.
+_JSON_UNSAFE = re.compile(f"[{_BEYOND_C0}]")
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    r"""``repr``-style escape of one character: ``\n``, ``\x1b``, ``\u202e``."""
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    r"""``text`` safe to print: every control character as a ``repr``-style escape (see module doc).
+
+    Newlines and tabs are escaped too (a newline shows as ``\n``), so a value can never start
+    a line that looks like part of the report.
+    """
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
+
+
+def json_for_terminal(text: str) -> str:
+    r"""JSON text with the control characters :func:`printable` escapes written as ``\uXXXX``.
+
+    Lossless: ``json.dumps`` already escapes C0 controls inside strings (a raw newline is
+    layout), and the others can only occur inside string literals, where ``\uXXXX`` means the same character; ``json.loads`` gives back the
+    same data.
+    """
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def visible(text: str) -> str:
-    """Token text with whitespace controls made visible; an empty (special) token as ``∅``."""
+    """Token text with whitespace controls made visible; an empty (special) token as ``∅``.
+
+    Stricter than :func:`printable`: a token is a few characters, and which ones matters, so
+    every non-printable character (NBSP, zero-width marks too) is shown as an escape.
+    """
     if text == "":
         return "∅"
-    return "".join(_VISIBLE.get(c, c if c.isprintable() or c == " " else f"\\x{ord(c):02x}") for c in text)
+    return "".join(_VISIBLE.get(c, c if c.isprintable() or c == " " else _escape(c)) for c in text)
 
 
 def _sgr_background(rgb: RGB, mode: ColorMode) -> str:
@@ -106,6 +160,9 @@ def _score_line(record: ReviewRecord) -> str:
 def render_record(record: ReviewRecord, *, mode: ColorMode = "none", vmin: float | None = None,
                   vmax: float | None = None) -> str:
     """Everything in a record a reviewer needs, with the answer's token heatmap."""
+    # Every line here carries record text: each goes through printable() at the end. The
+    # heatmap and legend are added after that, since they hold this module's colour codes
+    # around tokens that visible() already escaped.
     lines = [
         f"id        {record.id}",
         f"created   {record.created_at}",
@@ -138,9 +195,12 @@ def render_record(record: ReviewRecord, *, mode: ColorMode = "none", vmin: float
     if len(record.attempts) > 1 or (record.attempts and record.attempts[0].get("strategy") != "greedy"):
         lines += ["", "attempts:"]
         for n, a in enumerate(record.attempts, start=1):
+            # attempts are free-form dicts in the schema: format defensively, never crash a view
             sc = a.get("score")
-            lines.append(f"  {n}. {a.get('strategy', '?'):<14} score {'n/a' if sc is None else f'{sc:.4f}':>8}"
+            shown = f"{sc:.4f}" if isinstance(sc, (int, float)) and not isinstance(sc, bool) else "n/a"
+            lines.append(f"  {n}. {str(a.get('strategy', '?')):<14} score {shown:>8}"
                          f"  {'flagged' if a.get('flagged') else 'ok':<7}  {a.get('answer', '')!r}")
+    lines = [printable(line) for line in lines]
     if record.tokens:
         lo, hi = value_range(record.token_scores, vmin, vmax)
         lines += ["", "tokens (per-token Δ):",
