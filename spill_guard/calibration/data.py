@@ -24,13 +24,15 @@ import numpy as np
 from spill_guard.calibration.errors import CalibrationError
 from spill_guard.calibration.file import DataSource
 from spill_guard.errors import SpillGuardError
-from spill_guard.evaluation.cache import JsonlCache
-from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, SpanRange, generate_cached, score_ranges
+from spill_guard.evaluation.cache import JSON_ERRORS, JsonlCache, read_header
+from spill_guard.evaluation.runner import (
+    BENCH_EXTRA_BETAS, GENERATION_KEY, SpanRange, cached_answer, generate_cached, generation_keys, score_ranges,
+)
 from spill_guard.evaluation.splits import select
 from spill_guard.report import ScoredAnswer
 from spill_guard.scoring.specs import ScoreSpec
 from spill_guard.spans import SpanLocator, char_span_to_token_range, make_locator
-from spill_guard.tasks import TaskItem, judge, load_task
+from spill_guard.tasks import BUILTIN_TASKS, TaskItem, judge, load_task
 
 #: Generation settings of task-based calibration: the benchmark's, so caches are shared.
 CALIBRATION_MAX_NEW_TOKENS = 48
@@ -162,20 +164,68 @@ def from_task(
     return CalibrationSet(answers, DataSource(kind="task", detail=", ".join(map(str, tasks)), label_locator=label_locator, split=split))
 
 
-def read_bench_dir(path: str | os.PathLike) -> tuple[dict[str, Any], JsonlCache, dict[str, Any]]:
-    """``(generation header, generation cache, results.json or {})`` of a ``spill-guard bench`` folder."""
-    folder = Path(path)
+def read_bench_results(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``results.json`` of a bench folder as a dict (``{}`` when the folder has none)."""
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        return {}
+    try:
+        results = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, *JSON_ERRORS) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 JSON; truncated or not written by spill-guard bench"
+        raise CalibrationError(f"cannot read {os.fspath(path)!r} ({why}); re-run the bench, or delete results.json "
+                               "and pass the task as the TASK argument.") from None
+    if not isinstance(results, dict):
+        raise CalibrationError(f"{os.fspath(path)!r} holds a JSON {type(results).__name__}, not the object spill-guard "
+                               "bench writes; re-run the bench, or delete it and pass the task as the TASK argument.")
+    return results
+
+
+def bench_task(folder: str | os.PathLike, results: dict[str, Any], task: str | None) -> str:
+    """The task whose accepted answers label a bench folder: ``task`` (given by the user) if set,
+    else the built-in task named in its results.json.
+
+    A name read from the file is never used as a path: a crafted results.json must not make
+    spill_guard read (and echo in an error) an arbitrary file.
+    """
+    if task:
+        return task
+    named = results.get("task")
+    if named is None:
+        raise CalibrationError(f"bench folder {os.fspath(folder)!r} has no results.json naming its task; "
+                               "pass the task (TASK argument).")
+    if not isinstance(named, str) or named not in BUILTIN_TASKS:
+        raise CalibrationError(
+            f"bench folder {os.fspath(folder)!r}: its results.json names task {str(named)[:80]!r}, which is not a "
+            f"built-in task ({', '.join(BUILTIN_TASKS)}); pass the task file the bench ran on as the TASK argument."
+        )
+    return named
+
+
+def _bench_header(folder: Path) -> tuple[Path, dict[str, Any]]:
     gen = folder / "generations.jsonl"
     if not gen.is_file():
         raise CalibrationError(f"{folder} has no generations.jsonl; pass a folder written by spill-guard bench --out.")
     try:
-        with gen.open("r", encoding="utf-8") as fh:
-            header = json.loads(fh.readline())["header"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        return gen, read_header(gen)
+    except SpillGuardError:
         raise CalibrationError(f"{gen} does not start with a spill_guard cache header; is it a bench output?") from None
-    results_path = folder / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
-    return header, JsonlCache(gen, header), results
+
+
+def check_bench_dir(path: str | os.PathLike, task: str | None = None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """``(generation header, results.json or {}, task)`` of a bench folder, without reading its answers.
+
+    Cheap, so the CLI checks every ``--from-bench`` folder before loading the model.
+    """
+    _, header = _bench_header(Path(path))
+    results = read_bench_results(path)
+    return header, results, bench_task(path, results, task)
+
+
+def read_bench_dir(path: str | os.PathLike) -> tuple[dict[str, Any], JsonlCache, dict[str, Any]]:
+    """``(generation header, generation cache, results.json or {})`` of a ``spill-guard bench`` folder."""
+    gen, header = _bench_header(Path(path))
+    return header, JsonlCache(gen, header), read_bench_results(path)
 
 
 def from_bench(
@@ -186,24 +236,27 @@ def from_bench(
     The task (for its accepted answers) is ``task`` if given, else the ``task`` in each
     folder's results.json (built-in names only). The folder's model, instruction and system
     prompt must be those of ``spill_model``: a calibration is for the model that answered.
+    Answers are matched to the task's items by their exact prompt, never by item id.
     """
     answers: list[LabelledAnswer] = []
     splits = set()
     for d in dirs:
-        header, cache, results = read_bench_dir(d)
-        expected = {"model": spill_model.loaded.name, "instruction": spill_model.instruction, "system": spill_model.system}
+        header, results, name = check_bench_dir(d, task)
+        cache = JsonlCache(Path(d) / "generations.jsonl", header)
+        expected = {"entry_key": GENERATION_KEY, "model": spill_model.loaded.name,
+                    "instruction": spill_model.instruction, "system": spill_model.system}
         differ = {k: (header.get(k), v) for k, v in expected.items() if header.get(k) != v}
         if differ:
             listed = "; ".join(f"{k}: folder {a!r}, model {b!r}" for k, (a, b) in differ.items())
             raise CalibrationError(f"bench folder {d} was generated differently from the loaded model ({listed}); "
-                                   "pass the matching --model or re-run the bench.")
-        name = task or results.get("task")
-        if not name:
-            raise CalibrationError(f"bench folder {d} has no results.json naming its task; pass the task (TASK argument).")
-        items = [it for it in load_task(name) if it.id in cache]
+                                   "pass the matching --model or re-run the bench (older versions keyed answers "
+                                   "by item id: re-run those).")
+        items = load_task(name)
+        keys = generation_keys(spill_model, items)
+        items = [it for it in items if keys[it.id] in cache]
         if not items:
             raise CalibrationError(f"none of the answers in {d} belong to task {name!r}; pass the task the folder was run on.")
-        generated = {it.id: ScoredAnswer.from_record(cache[it.id]["record"]) for it in items}
+        generated = {it.id: cached_answer(cache, keys[it.id])[0] for it in items}
         splits.add(str(results.get("split", "unknown")))
         answers += label_answers(items, generated, label_locator, task_label(name))
     return CalibrationSet(

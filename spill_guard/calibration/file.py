@@ -25,6 +25,7 @@ from spill_guard.calibration.errors import CalibrationFileError, CalibrationMism
 from spill_guard.calibration.fingerprint import PromptInfo, TokenizerInfo, prompt_info, tokenizer_info
 from spill_guard.calibration.selection_report import SelectionReport
 from spill_guard.calibration.validation import ValidationMetrics
+from spill_guard.errors import SpillGuardError
 from spill_guard.scoring.specs import ScoreSpec
 
 SCHEMA_VERSION = 1
@@ -175,9 +176,16 @@ class Calibration(BaseModel):
         """Read a calibration file; any problem raises :class:`CalibrationFileError` naming it."""
         where = os.fspath(path)
         try:
-            text = Path(where).read_text(encoding="utf-8")
+            data = Path(where).read_bytes()
         except OSError as exc:
             raise CalibrationFileError(f"cannot read calibration file {where!r}: {exc.strerror or exc}; check the path.") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CalibrationFileError(
+                f"calibration file {where!r} is not UTF-8 text ({exc.reason} at byte {exc.start}), so not a "
+                "spill_guard calibration; check the path, or re-create it with spill-guard calibrate."
+            ) from None
         return cls.from_json(text, where)
 
     @classmethod
@@ -187,6 +195,11 @@ class Calibration(BaseModel):
         except json.JSONDecodeError as exc:
             raise CalibrationFileError(
                 f"calibration file {where!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "re-create it with spill-guard calibrate."
+            ) from None
+        except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit; absurd nesting
+            raise CalibrationFileError(
+                f"calibration file {where!r} is not a calibration JSON ({type(exc).__name__}: {str(exc)[:80]}); "
                 "re-create it with spill-guard calibrate."
             ) from None
         if not isinstance(data, dict):
@@ -204,7 +217,7 @@ class Calibration(BaseModel):
                 f"{SCHEMA_VERSION}; {hint}."
             )
         try:
-            return cls.model_validate(data)
+            cal = cls.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg'].lower()}" for err in exc.errors()[:8]
@@ -212,6 +225,11 @@ class Calibration(BaseModel):
             raise CalibrationFileError(
                 f"calibration file {where!r} is malformed ({problems}); re-create it with spill-guard calibrate."
             ) from None
+        try:  # an unknown scorer or pooling would otherwise fail only when the guard first scores
+            ScoreSpec(cal.scorer, cal.pooling, cal.beta)
+        except SpillGuardError as exc:
+            raise CalibrationFileError(f"calibration file {where!r} names an unusable score spec: {exc}") from None
+        return cal
 
 
 def _packaged_name(model_name: str) -> str:

@@ -30,15 +30,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def parse_locators(text: str | None) -> list[str]:
+    """``--locators`` as a list of names, each checked (the LLM extractor is built by the runner)."""
+    from spill_guard.evaluation.runner import DEFAULT_LOCATORS
+    from spill_guard.spans import make_locator
+
+    if text is None:
+        return list(DEFAULT_LOCATORS)
+    names = list(dict.fromkeys(s.strip() for s in text.split(",")))
+    for name in names:
+        if name != "llm_extractor":
+            make_locator(name)  # raises InvalidParameterError naming the bad locator
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
+    from spill_guard.cli.checks import model_options, output_folder
+    from spill_guard.errors import InvalidParameterError
     from spill_guard.evaluation.results import to_markdown
-    from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, DEFAULT_LOCATORS, run_bench
+    from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, check_run_options, run_bench
     from spill_guard.evaluation.splits import select
     from spill_guard.tasks import load_task
 
+    # Every argument is checked before the model loads: a bad one fails in well under a second.
+    model_options(args, BENCH_EXTRA_BETAS)
+    check_run_options(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, n_boot=args.bootstrap)
+    output_folder(args.out, "--out")
+    locators = parse_locators(args.locators)
     items = select(load_task(args.task), args.split, args.n)
+    if not items:
+        raise InvalidParameterError(f"task {args.task!r} has no items in split {args.split!r}; choose another --split.")
     sm = load_spill_model(args, extra_betas=BENCH_EXTRA_BETAS)
-    locators = [s.strip() for s in args.locators.split(",")] if args.locators else list(DEFAULT_LOCATORS)
     task_name = Path(args.task).stem if args.task.endswith(".jsonl") else args.task
     run_ = run_bench(
         sm, items, args.out, task=task_name, split=args.split, locators=locators,

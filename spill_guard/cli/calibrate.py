@@ -41,18 +41,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from spill_guard.calibration import calibrate, from_bench, from_review_log, from_task
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    """Check every argument before the model loads; returns the task names (TASK split on commas)."""
+    from spill_guard.calibration.calibrator import make_strategy
+    from spill_guard.calibration.data import check_bench_dir
     from spill_guard.calibration.data import CALIBRATION_EXTRA_BETAS
+    from spill_guard.cli.checks import existing_file, existing_folder, model_options, output_file, output_folder
+    from spill_guard.evaluation.runner import check_run_options
     from spill_guard.scoring.specs import ScoreSpec
     from spill_guard.spans import make_locator
+    from spill_guard.tasks import load_task
 
     spec = ScoreSpec.parse(args.spec)
-    make_locator(args.locator)  # fail on a bad name before loading anything
+    model_options(args, (*CALIBRATION_EXTRA_BETAS, spec.beta))
+    make_locator(args.locator)
     if args.task is None and not args.from_bench and args.from_log is None:
         raise InvalidParameterError("nothing to calibrate on: give a TASK, --from-bench DIR or --from-log PATH.")
     if args.from_log is not None and (args.task is not None or args.from_bench):
         raise InvalidParameterError("--from-log uses the log's labels alone; do not combine it with TASK or --from-bench.")
+    make_strategy(args.strategy, args.target)  # --target must lie strictly between 0 and 1
+    if args.folds < 2:
+        raise InvalidParameterError(f"--folds must be >= 2 (cross-validation needs two folds), got {args.folds}; e.g. --folds 5.")
+    if args.n is not None and args.n < 1:
+        raise InvalidParameterError(f"--n must be >= 1, got {args.n}; or leave it out to use every item.")
+    check_run_options(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    output_file(args.output, "-o/--output")
+    if args.cache is not None:
+        output_folder(args.cache, "--cache")
+    if args.from_log is not None:
+        existing_file(args.from_log, "--from-log")
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()] if args.task is not None else []
+    if args.task is not None and not tasks:
+        raise InvalidParameterError(f"TASK {args.task!r} names no task; give e.g. capitals or my_questions.jsonl.")
+    for d in args.from_bench or ():
+        existing_folder(d, "--from-bench")
+        check_bench_dir(d, task=args.task)
+    if not args.from_bench:
+        for task in tasks:
+            load_task(task)  # a bad name or a malformed file fails now, not after the model load
+    return tasks
+
+
+def run(args: argparse.Namespace) -> int:
+    from spill_guard.calibration import calibrate, from_bench, from_review_log, from_task
+    from spill_guard.calibration.data import CALIBRATION_EXTRA_BETAS
+    from spill_guard.scoring.specs import ScoreSpec
+
+    tasks = check_arguments(args)
+    spec = ScoreSpec.parse(args.spec)
     betas = tuple(dict.fromkeys((*CALIBRATION_EXTRA_BETAS, spec.beta)))
     sm = load_spill_model(args, extra_betas=tuple(b for b in betas if b != args.beta))
     if args.from_log is not None:
@@ -60,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.from_bench:
         cset = from_bench(sm, args.from_bench, task=args.task, label_locator=args.locator)
     else:
-        tasks = [t.strip() for t in args.task.split(",") if t.strip()]
         cset = from_task(sm, tasks, split=args.split, n=args.n, cache_dir=args.cache, label_locator=args.locator,
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
     with warnings.catch_warnings(record=True) as caught:

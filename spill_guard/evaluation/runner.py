@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from spill_guard.errors import InvalidInputError, InvalidParameterError, NonFiniteLogitsError
-from spill_guard.evaluation.cache import JsonlCache
+from spill_guard.evaluation.cache import JsonlCache, content_key
 from spill_guard.evaluation.metrics import DegenerateLabelsError, evaluate
 from spill_guard.evaluation.results import BenchReport, ConfigResult, LocatorSummary
 from spill_guard.report import ScoredAnswer
@@ -60,8 +60,30 @@ def bench_specs() -> list[ScoreSpec]:
     return catalogue() + extra
 
 
+#: Recorded in each cache header: how entries are keyed. A cache keyed another way (older
+#: versions keyed by item id, which let a second task read the first one's answers) is refused.
+GENERATION_KEY = "sha256 of the prompt token ids"
+EXTRACTION_KEY = "sha256 of the extraction prompt"
+
+
+def check_run_options(*, batch_size: int, max_new_tokens: int | None = None, n_boot: int | None = None) -> None:
+    """Refuse out-of-range run settings before anything slow happens (``None``: not used here).
+
+    Messages name the CLI option too, as the CLI calls this before loading the model.
+    """
+    given = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "n_boot": n_boot}
+    options = {"batch_size": ("--batch-size", 8), "max_new_tokens": ("--max-new-tokens", 48), "n_boot": ("--bootstrap", 1000)}
+    for name, value in given.items():
+        if value is None and name != "batch_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            option, example = options[name]
+            raise InvalidParameterError(f"{name} ({option}) must be an integer >= 1, got {value!r}; e.g. {option} {example}.")
+
+
 def fill_cache(
     cache: JsonlCache,
+    keys: dict[str, str],
     items: Sequence[TaskItem],
     compute: Callable[[list[TaskItem]], list[Any]],
     *,
@@ -71,9 +93,11 @@ def fill_cache(
 ) -> None:
     """Compute the entries of ``items`` missing from ``cache``, a batch at a time, durably.
 
+    ``keys`` maps each item id to its cache key; items sharing a key are computed once.
     ``compute`` maps a batch of items to one JSON value each. A progress bar goes to stderr.
     """
-    missing = [it for it in items if it.id not in cache]
+    check_run_options(batch_size=batch_size)
+    missing = list({keys[it.id]: it for it in items if keys[it.id] not in cache}.values())
     if not missing:
         return
     from tqdm.auto import tqdm  # ships with transformers' dependencies
@@ -81,8 +105,49 @@ def fill_cache(
     with tqdm(total=len(missing), desc=label, unit="item", file=sys.stderr, leave=False, disable=not progress) as bar:
         for i in range(0, len(missing), batch_size):
             batch = missing[i : i + batch_size]
-            cache.put_many({it.id: value for it, value in zip(batch, compute(batch))})
+            cache.put_many({keys[it.id]: value for it, value in zip(batch, compute(batch))})
             bar.update(len(batch))
+
+
+def generation_header(sm: SpillModel, max_new_tokens: int) -> dict[str, Any]:
+    """The settings a generation cache is pinned to (besides the per-entry prompt key)."""
+    return {
+        "kind": "generations",
+        "entry_key": GENERATION_KEY,
+        "model": sm.loaded.name,
+        "dtype": str(sm.loaded.dtype).removeprefix("torch."),
+        "max_new_tokens": max_new_tokens,
+        "instruction": sm.instruction,
+        "system": sm.system,
+        "betas": list(sm.betas),
+    }
+
+
+def generation_keys(sm: SpillModel, items: Sequence[TaskItem]) -> dict[str, str]:
+    """Cache key of each item's answer, by item id: a digest of the exact prompt token ids.
+
+    The ids carry the question, the context, the instruction, the system message, the chat
+    template and the tokenizer, i.e. everything but the model and generation settings, which
+    the cache header pins.
+    """
+    return {it.id: content_key(sm.prompt_ids(it.question, context=it.context)) for it in items}
+
+
+def cached_answer(cache: JsonlCache, key: str) -> tuple[ScoredAnswer, float]:
+    """``(answer, generation seconds)`` of one generation-cache entry, checked."""
+    entry = cache[key]
+    try:
+        seconds = entry["seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError("seconds is not a number")
+        return ScoredAnswer.from_record(entry["record"]), float(seconds)
+    except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError):
+        # A record edited or written elsewhere fails inside pydantic (ValidationError is a
+        # ValueError) or numpy (TypeError, OverflowError for huge ints, ValueError for ragged rows).
+        raise InvalidInputError(
+            f"{cache.path}: the cached answer with key {key[:12]}... is malformed (edited by hand, or written "
+            "by another program); delete the cache file to regenerate."
+        ) from None
 
 
 def generate_cached(
@@ -92,15 +157,9 @@ def generate_cached(
 
     Returns the answers by item id and the mean generation seconds per item.
     """
-    header = {
-        "kind": "generations",
-        "model": sm.loaded.name,
-        "max_new_tokens": max_new_tokens,
-        "instruction": sm.instruction,
-        "system": sm.system,
-        "betas": list(sm.betas),
-    }
-    cache = JsonlCache(out_dir / "generations.jsonl", header)
+    check_run_options(batch_size=batch_size, max_new_tokens=max_new_tokens)
+    cache = JsonlCache(Path(out_dir) / "generations.jsonl", generation_header(sm, max_new_tokens))
+    keys = generation_keys(sm, items)
 
     def answer(batch: list[TaskItem]) -> list[dict]:
         start = time.perf_counter()
@@ -108,9 +167,10 @@ def generate_cached(
         per_item = (time.perf_counter() - start) / len(batch)
         return [{"record": a.to_record(), "seconds": per_item} for a in out]
 
-    fill_cache(cache, items, answer, batch_size=batch_size, label="generating", progress=progress)
-    answers = {it.id: ScoredAnswer.from_record(cache[it.id]["record"]) for it in items}
-    seconds = float(np.mean([cache[it.id]["seconds"] for it in items])) if items else 0.0
+    fill_cache(cache, keys, items, answer, batch_size=batch_size, label="generating", progress=progress)
+    read = {it.id: cached_answer(cache, keys[it.id]) for it in items}
+    answers = {item_id: ans for item_id, (ans, _) in read.items()}
+    seconds = float(np.mean([s for _, s in read.values()])) if items else 0.0
     return answers, seconds
 
 
@@ -120,15 +180,20 @@ def llm_extractor_cached(
     """The paper's LLM extractor, with its completions batched and cached on disk."""
     probe = LLMExtractorLocator(lambda prompt: "")
     prompts = {it.id: probe.prompt(answers[it.id].answer, it.question) for it in items}
-    header = {"kind": "extractions", "model": sm.loaded.name, "max_new_tokens": probe.max_new_tokens,
+    header = {"kind": "extractions", "entry_key": EXTRACTION_KEY, "model": sm.loaded.name, "max_new_tokens": probe.max_new_tokens,
               "few_shot": hashlib.sha256(json.dumps([str(ex) for ex in probe.few_shot]).encode()).hexdigest()[:16]}
     cache = JsonlCache(out_dir / "extractions.jsonl", header)
+    keys = {item_id: content_key(prompt) for item_id, prompt in prompts.items()}
     fill_cache(
-        cache, items,
+        cache, keys, items,
         lambda batch: plain_completions(sm, [prompts[it.id] for it in batch], max_new_tokens=probe.max_new_tokens),
         batch_size=batch_size, label="extracting", progress=progress,
     )
-    completions = {prompts[it.id]: cache[it.id] for it in items}
+    completions = {prompts[it.id]: cache[keys[it.id]] for it in items}
+    bad = next((p for p, c in completions.items() if not isinstance(c, str)), None)
+    if bad is not None:
+        raise InvalidInputError(f"{cache.path}: a cached extraction is not a string ({completions[bad]!r:.60}); "
+                                "delete the cache file to regenerate.")
     return LLMExtractorLocator(lambda prompt: completions[prompt])
 
 
@@ -213,6 +278,7 @@ def run_bench(
     """Run the benchmark on ``items``; the report plus what plots need (files: see the CLI)."""
     if not items:
         raise InvalidParameterError("no task items to run; check --task, --split and --n.")
+    check_run_options(batch_size=batch_size, max_new_tokens=max_new_tokens, n_boot=n_boot)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     answers, gen_seconds = generate_cached(sm, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)

@@ -104,9 +104,9 @@ def _describe(error: ValidationError) -> str:
             # Our own validators already echo the value and suggest the fix.
             parts.append(f"{field!r} {err['msg'].removeprefix('Value error, ')}")
         elif err["type"] == "string_type":
-            parts.append(f"{field!r} must be a string, got {err.get('input')!r}; put it in quotes")
+            parts.append(f"{field!r} must be a string, got {_shorten(repr(err.get('input')))}; put it in quotes")
         else:
-            parts.append(f"{field!r}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {err.get('input')!r})")
+            parts.append(f"{field!r}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {_shorten(repr(err.get('input')))})")
     return "; ".join(parts)
 
 
@@ -135,9 +135,12 @@ def parse_jsonl_lines(lines: Iterable[bytes | str], source: str) -> list[TaskIte
             continue
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
+            # JSONDecodeError, or a ValueError for an integer past Python's digit limit, or
+            # RecursionError for absurdly deep nesting: all mean "not a task line".
+            why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)[:80]
             raise TaskFormatError(
-                f"{where}: invalid JSON ({exc.msg} at column {exc.colno}) in {_clip(text)}; "
+                f"{where}: invalid JSON ({why}) in {_clip(text)}; "
                 'each line must be one JSON object like {"question": "...", "answers": ["..."]}.',
                 path=source,
                 line=lineno,
@@ -178,8 +181,12 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[TaskItem]:
             f"task file {str(p)!r} does not exist (or is not a file); check the path."
         )
     # Read bytes so that a decoding error can still be pinned to its line.
-    with p.open("rb") as fh:
-        return parse_jsonl_lines(fh, str(p))
+    try:
+        with p.open("rb") as fh:
+            return parse_jsonl_lines(fh, str(p))
+    except OSError as exc:
+        raise TaskFormatError(f"cannot read task file {str(p)!r}: {exc.strerror or exc}; check its permissions.",
+                              path=str(p)) from None
 
 
 def save_jsonl(items: Iterable[TaskItem], path: str | os.PathLike[str]) -> None:
@@ -191,5 +198,9 @@ def save_jsonl(items: Iterable[TaskItem], path: str | os.PathLike[str]) -> None:
             fh.write(json.dumps(item.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
 
 
+def _shorten(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _clip(text: str, width: int = 80) -> str:
-    return repr(text if len(text) <= width else text[: width - 3] + "...")
+    return repr(_shorten(text, width))

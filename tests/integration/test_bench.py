@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from spill_guard.errors import InvalidInputError
+
 pytestmark = pytest.mark.model
 
 ITEMS = [
@@ -63,3 +65,39 @@ def test_bench_on_user_jsonl_and_resume(tmp_path):
 def test_bench_rejects_unknown_task(tmp_path):
     proc = run_bench("--task", "no-such-task", "--out", str(tmp_path))
     assert proc.returncode == 2 and "arithmetic" in proc.stderr
+
+
+def test_stale_cache_other_task_same_out_dir_regenerates(spill_model, tmp_path):
+    """Task B written to task A's --out folder, with the same item ids: B's questions are answered,
+    not judged against A's cached answers (before: every B item read A's answer, accuracy 0.000)."""
+    from spill_guard.evaluation.runner import run_bench
+    from spill_guard.tasks import TaskItem
+
+    task_a = [TaskItem(id="q1", question="What is 2 + 2?", answers=["4"]),
+              TaskItem(id="q2", question="What is the capital of Italy?", answers=["Rome"])]
+    task_b = [TaskItem(id="q1", question="What is the capital of France?", answers=["Paris"]),
+              TaskItem(id="q2", question="What is the chemical symbol of gold?", answers=["Au"])]
+    opts = dict(locators=["full", "llm_extractor"], max_new_tokens=6, batch_size=2, n_boot=20, progress=False)
+    first = run_bench(spill_model, task_a, tmp_path, task="a", **opts)
+    second = run_bench(spill_model, task_b, tmp_path, task="b", **opts)
+    for item in task_b:
+        assert item.question in second.answers[item.id].prompt
+        assert second.answers[item.id].prompt != first.answers[item.id].prompt
+    # Both tasks' answers now live in the cache; re-running A generates nothing and reads A's answers.
+    lines = (tmp_path / "generations.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 4
+    again = run_bench(spill_model, task_a, tmp_path, task="a", **opts)
+    assert (tmp_path / "generations.jsonl").read_text().splitlines() == lines
+    assert {k: a.answer for k, a in again.answers.items()} == {k: a.answer for k, a in first.answers.items()}
+    assert len((tmp_path / "extractions.jsonl").read_text().splitlines()) == 1 + 4
+
+
+def test_cache_written_by_an_older_version_keyed_by_item_id_is_refused(spill_model, tmp_path):
+    from spill_guard.evaluation.runner import generation_header, run_bench
+    from spill_guard.tasks import TaskItem
+
+    old = {k: v for k, v in generation_header(spill_model, 6).items() if k not in ("entry_key", "dtype")}
+    (tmp_path / "generations.jsonl").write_text(json.dumps({"header": old}) + "\n")
+    with pytest.raises(InvalidInputError, match="entry_key"):
+        run_bench(spill_model, [TaskItem(id="q1", question="What is 2 + 2?", answers=["4"])], tmp_path, task="a",
+                  locators=["full"], max_new_tokens=6, n_boot=20, progress=False)

@@ -96,16 +96,18 @@ def test_calibrate_errors_exit_2_with_a_message(task_file, tmp_path):
     assert proc.returncode == 2 and "no generations.jsonl" in proc.stderr
 
 
-def test_calibrate_from_a_labelled_review_log(cached_run, task_file, tmp_path):
+def test_calibrate_from_a_labelled_review_log(cached_run, task_file, tmp_path, spill_model):
     """Answers logged with their trace and labelled by a human give the same fit as the judge's labels."""
     from spill_guard.calibration.data import label_answers, read_bench_dir
-    from spill_guard.report import ScoredAnswer
+    from spill_guard.evaluation.runner import cached_answer, generation_keys
     from spill_guard.review import JsonlSink, ReviewRecord
 
     _, cache_dir, first = cached_run
     _, cache, _ = read_bench_dir(cache_dir)
-    items = [it for it in load_task(str(task_file)) if it.id in cache]
-    answers = {it.id: ScoredAnswer.from_record(cache[it.id]["record"]) for it in items}
+    items = load_task(str(task_file))
+    keys = generation_keys(spill_model, items)
+    items = [it for it in items if keys[it.id] in cache]
+    answers = {it.id: cached_answer(cache, keys[it.id])[0] for it in items}
     judged = {a.group: a for a in label_answers(items, answers, "full", "t")}
     log = tmp_path / "review.jsonl"
     with JsonlSink(log) as sink:
@@ -123,3 +125,43 @@ def test_calibrate_from_a_labelled_review_log(cached_run, task_file, tmp_path):
     a, b = Calibration.load(first), Calibration.load(out)
     assert b.data_source.kind == "review-log" and b.data_source.label_locator is None
     assert (a.threshold, a.direction, a.sample) == (b.threshold, b.direction, b.sample)
+
+
+def test_stale_cache_same_task_file_name_other_folder_regenerates(spill_model, tmp_path, monkeypatch):
+    """v1/questions.jsonl then v2/questions.jsonl share the default cache folder (named after the file
+    stem): v2's answers must be v2's (before: v2 was labelled with v1's cached answers)."""
+    from spill_guard.calibration import from_task
+
+    monkeypatch.setenv("SPILL_GUARD_CACHE", str(tmp_path / "cache"))  # the model is already loaded
+    versions = {
+        "v1": [{"id": "1", "question": "What is 2 + 2?", "answers": ["4"]},
+               {"id": "2", "question": "What is the capital of Italy?", "answers": ["Rome"]}],
+        "v2": [{"id": "1", "question": "What is the capital of France?", "answers": ["Paris"]},
+               {"id": "2", "question": "What is the chemical symbol of gold?", "answers": ["Au"]}],
+    }
+    sets = {}
+    for version, items in versions.items():
+        path = tmp_path / version / "questions.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(json.dumps(i) for i in items) + "\n", encoding="utf-8")
+        sets[version] = from_task(spill_model, [str(path)], split="all", max_new_tokens=6, progress=False)
+    for item, labelled in zip(versions["v2"], sorted(sets["v2"].answers, key=lambda a: a.group)):
+        assert labelled.question == item["question"] and item["question"] in labelled.answer.prompt
+    cache_files = list((tmp_path / "cache").rglob("generations.jsonl"))
+    assert len(cache_files) == 1 and len(cache_files[0].read_text().splitlines()) == 1 + 4
+
+
+def test_from_bench_does_not_read_a_path_named_in_results_json(spill_model, tmp_path):
+    """A crafted results.json naming a file as its task must not make calibrate read (and echo) it."""
+    from spill_guard.calibration import CalibrationError, from_bench
+    from spill_guard.evaluation.runner import generation_header
+
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text("TOP-SECRET first line\n")
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "generations.jsonl").write_text(json.dumps({"header": generation_header(spill_model, 48)}) + "\n")
+    (folder / "results.json").write_text(json.dumps({"task": str(secret), "split": "dev"}))
+    with pytest.raises(CalibrationError) as caught:
+        from_bench(spill_model, [folder])
+    assert "TOP-SECRET" not in str(caught.value) and "not a built-in task" in str(caught.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spill_guard.errors import InvalidInputError
-from spill_guard.evaluation.cache import JsonlCache
+from spill_guard.evaluation.cache import JsonlCache, content_key
 from spill_guard.evaluation.splits import select, split_of
 
 
@@ -33,6 +33,49 @@ def test_torn_last_line_is_dropped_and_later_appends_survive(tmp_path):
     assert "b" not in cache
     cache.put_many({"c": 3})
     assert JsonlCache(path, {"k": 1})["c"] == 3
+
+
+@pytest.mark.parametrize("line", ['{"event": "label", "id": [1]}', '[1, 2]', '"text"', '{"key": 7, "value": 1}', '{"key": "a"}'])
+def test_cache_line_of_wrong_shape_is_a_clear_error_naming_file_and_line(tmp_path, line):
+    path = tmp_path / "c.jsonl"
+    JsonlCache(path, {"k": 1}).put_many({"a": 1})
+    with path.open("a") as fh:
+        fh.write(line + "\n")
+    with pytest.raises(InvalidInputError, match=rf"c\.jsonl:3: not a cache entry.*delete the cache"):
+        JsonlCache(path, {"k": 1})
+
+
+@pytest.mark.parametrize("first", [b'["header"]\n', b'"header"\n', b'{"header": [1]}\n', b"\xff\xfe\n", b"{" * 5000 + b"\n"])
+def test_cache_header_of_wrong_shape_or_encoding_is_a_clear_error_naming_the_file(tmp_path, first):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(first)
+    with pytest.raises(InvalidInputError, match=r"c\.jsonl.*not a spill_guard cache"):
+        JsonlCache(path, {"k": 1})
+
+
+def test_cache_entry_line_that_is_not_utf8_is_skipped_like_a_torn_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    JsonlCache(path, {"k": 1}).put_many({"a": 1})
+    with path.open("ab") as fh:
+        fh.write(b'{"key": "b", "value": "\xff"}\n')
+    cache = JsonlCache(path, {"k": 1})
+    assert "a" in cache and "b" not in cache
+
+
+def test_malformed_cached_answer_is_a_clear_error_naming_the_file(tmp_path):
+    from spill_guard.evaluation.runner import cached_answer
+
+    path = tmp_path / "generations.jsonl"
+    JsonlCache(path, {"k": 1}).put_many({"a": {"record": {"answer": "x"}, "seconds": 0.1}, "b": {"seconds": "slow"}})
+    cache = JsonlCache(path, {"k": 1})
+    for key in ("a", "b"):
+        with pytest.raises(InvalidInputError, match=r"generations\.jsonl.*malformed.*delete the cache file"):
+            cached_answer(cache, key)
+
+
+def test_content_key_is_stable_and_sensitive_to_every_element():
+    assert content_key([1, 2, 3]) == content_key([1, 2, 3])
+    assert len({content_key([1, 2, 3]), content_key([1, 2]), content_key([1, 3, 2]), content_key("123")}) == 4
 
 
 def test_split_is_stable_and_balanced():

@@ -133,6 +133,27 @@ def test_wrong_type_unknown_field_non_object_and_missing_file_are_rejected(tmp_p
         Calibration.load(tmp_path / "nowhere.json")
 
 
+def test_non_utf8_calibration_file_is_a_calibration_file_error_naming_it(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(make_calibration().to_json().replace('"detail"', '"d\u00e9tail"').encode("latin-1"))
+    with pytest.raises(CalibrationFileError, match=r"latin1\.json.*not UTF-8"):
+        Calibration.load(path)
+
+
+def test_calibration_file_nested_too_deep_or_with_a_huge_integer_is_a_calibration_file_error(tmp_path):
+    with pytest.raises(CalibrationFileError, match="cal.json"):
+        Calibration.load(write(tmp_path, "[" * 100_000 + "]" * 100_000))
+    with pytest.raises(CalibrationFileError, match="cal.json"):
+        Calibration.load(write(tmp_path, '{"schema_version": ' + "9" * 5000 + "}"))
+
+
+def test_calibration_file_with_an_unknown_scorer_is_rejected_at_load(tmp_path):
+    data = json.loads(make_calibration().to_json())
+    data["scorer"] = "no_such_scorer"
+    with pytest.raises(CalibrationFileError, match="unknown scorer 'no_such_scorer'"):
+        Calibration.load(write(tmp_path, json.dumps(data)))
+
+
 def test_compatible_model_spec_and_locator_pass():
     cal = make_calibration()
     assert cal.check_compatible(fake_model(), "spilled_energy:mean", "full") == {}
