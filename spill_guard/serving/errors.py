@@ -1,8 +1,8 @@
 """Every error a client sees, in OpenAI's format: ``{"error": {"message", "type", "param", "code"}}``.
 
 FastAPI's own 422 validation shape and Starlette's plain-text 404/405 are replaced, library
-errors (:class:`~spill_guard.errors.SpillGuardError`) become 400s that keep their message
-(it says what to fix), and anything unexpected becomes a generic 500 whose traceback is
+errors about the input (:class:`~spill_guard.errors.SpillGuardError` that are ``ValueError`` s)
+become 400s that keep their message (it says what to fix), and anything else becomes a generic 500 whose traceback is
 logged on the server, never sent.
 """
 
@@ -93,7 +93,9 @@ def install_error_handlers(app: Any, on_error: Any = None) -> None:
 
     @app.exception_handler(SpillGuardError)
     async def _library(request: Any, exc: SpillGuardError) -> JSONResponse:
-        return respond(OpenAIError(400, str(exc), code=type(exc).__name__))
+        if isinstance(exc, ValueError):  # bad input or parameter: the message says what to fix
+            return respond(OpenAIError(400, str(exc), code=type(exc).__name__))
+        return await _unexpected(request, exc)  # e.g. the review log failed: the server's problem, not the client's
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Any, exc: Exception) -> JSONResponse:

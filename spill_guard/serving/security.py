@@ -1,4 +1,4 @@
-"""API-key check and request-body size limit, as plain ASGI middleware (outermost layers).
+"""API-key check and request-body size limit, as plain ASGI middleware (outer layers).
 
 Both answer in OpenAI's error format before any route code runs. The key is compared in
 constant time; health probes stay open so orchestrators can check liveness and readiness
@@ -64,28 +64,24 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _send_error(send, self._error(), self.on_error)
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        if length is not None:  # the HTTP server holds the client to its declared length
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await _send_error(send, self._error(), self.on_error)
+            return await self.app(scope, receive, send)
+        # Chunked body of unknown length: read it here, at most max_bytes, then replay it to the app.
+        body, messages = 0, []
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self._error()  # inside the app: its OpenAIError handler answers 413
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += len(message.get("body", b""))
+            if body > self.max_bytes:
+                return await _send_error(send, self._error(), self.on_error)
+            messages.append(message)
+            if not message.get("more_body"):
+                break
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay() -> dict:
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except OpenAIError as error:  # raised where no handler runs (e.g. a body read by middleware)
-            if not started:
-                await _send_error(send, error, self.on_error)
+        await self.app(scope, replay, send)
