@@ -12,3 +12,28 @@ def spill_model():
 
     quiet_transformers()
     return SpillModel.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session (tests/postgres_support.py).
+
+    Skips, with the reason, where no server can run (binaries missing, no unprivileged user).
+    """
+    import contextlib
+
+    from postgres_support import PostgresUnavailable, running_postgres
+
+    stack = contextlib.ExitStack()
+    try:
+        server = stack.enter_context(running_postgres())
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    with stack:
+        yield server
+
+
+@pytest.fixture
+def postgres_log_url(postgres_server):
+    """``postgresql://…#t_<random>``: a review log in a table no other test uses."""
+    return postgres_server.fresh_log_url()

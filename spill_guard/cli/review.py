@@ -17,6 +17,7 @@ from pathlib import Path
 from spill_guard.review import ReviewLogError, ReviewLogNotFoundError, ReviewRecord, open_log
 from spill_guard.review.base import ReviewSink
 from spill_guard.review.html_report import write_html
+from spill_guard.review.postgres_sink import is_postgres_url
 from spill_guard.review.record import ACTIONS, LABELS
 from spill_guard.review.terminal import color_mode, render_record
 
@@ -78,7 +79,7 @@ def open_existing_log(args: argparse.Namespace) -> ReviewSink:
     if not path:
         raise ReviewLogError(f"no review log given: pass --log PATH or set {LOG_ENV}=PATH "
                              "(the file the guard writes with SpillGuard(..., log=PATH)).")
-    if not Path(path).is_file():
+    if not is_postgres_url(path) and not Path(path).is_file():  # a postgresql:// log is a table, not a file
         raise ReviewLogNotFoundError(f"review log {path!r} does not exist; check the path, or run the guard "
                                      "with log=PATH first so it has records to review.")
     return open_log(path)

@@ -9,6 +9,7 @@ from typing import Any
 from spill_guard.review.base import Redactor, ReviewSink
 from spill_guard.review.errors import UnsupportedLogFormatError
 from spill_guard.review.jsonl_sink import JsonlSink
+from spill_guard.review.postgres_sink import PostgresSink, is_postgres_url
 from spill_guard.review.record import ReviewRecord
 from spill_guard.review.sqlite_sink import SqliteSink
 
@@ -22,6 +23,8 @@ def open_log(path: str | os.PathLike, *, redact: Redactor | None = None, **optio
     ``options`` go to the sink (``fsync=``, and ``timeout=`` for SQLite). The file is created
     on the first write; reading a missing log gives no records.
     """
+    if is_postgres_url(path):  # postgresql://user@host:5432/db[#table] -> PostgresSink
+        return PostgresSink(path, redact=redact, **options)
     suffix = Path(path).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return JsonlSink(path, redact=redact, **options)
