@@ -42,20 +42,26 @@ class GuardedOutput:
 
 
 class _VerdictCollector(BaseCallbackHandler):
-    """Per-call handler: the verdicts of the SpillChatModel answers inside one chain run, in order."""
+    """Per-call handler: the generations of one chain run, read for verdicts once the run is over.
+
+    Read late on purpose: a drop-in :class:`SpillCallbackHandler` (``model=ChatHuggingFace``)
+    attaches its verdict to the generation in its own ``on_llm_end``, which may run after
+    this handler's (a model's own callbacks come after the inherited ones).
+    """
 
     raise_error = True  # a failure here must surface: the guard's decision depends on it
 
     def __init__(self) -> None:
         super().__init__()
-        self.verdicts: list[Verdict] = []
+        self.generations: list[Any] = []
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         for generations in response.generations:
-            for generation in generations:
-                verdict = verdict_of(generation)
-                if verdict is not None:
-                    self.verdicts.append(verdict)
+            self.generations.extend(generations)
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return [v for v in map(verdict_of, self.generations) if v is not None]
 
 
 class SpillGuardedRunnable(Runnable):
@@ -143,7 +149,9 @@ class SpillGuardedRunnable(Runnable):
         if not collector.verdicts:
             raise NoSpillReportError(
                 f"the chain {self.chain.get_name()!r} produced no spill report: its answer must come from a "
-                "SpillChatModel (spill_guard_langchain.SpillChatModel), e.g. prompt | SpillChatModel(...) | parser."
+                "SpillChatModel (spill_guard_langchain.SpillChatModel), e.g. prompt | SpillChatModel(...) | parser, "
+                "or from a ChatHuggingFace / HuggingFacePipeline watched by SpillCallbackHandler(model=...) in the "
+                "call's callbacks."
             )
         verdict = collector.verdicts[-1]
         strategy = settings.strategy if settings is not None else verdict.attempts[0].strategy if verdict.attempts else "greedy"
