@@ -6,6 +6,8 @@ cause and the fix, with the original exception chained by the caller (``raise ..
 from __future__ import annotations
 
 import errno as errnos
+import os
+from pathlib import Path
 
 from spill_guard.review.errors import ReviewLogReadError, ReviewLogWriteError
 
@@ -48,10 +50,23 @@ def _cause(exc: BaseException) -> str:
     return f"{exc} ({name})" if name else f"{type(exc).__name__}: {exc}"
 
 
-def _fix(exc: BaseException) -> str:
+def on_read_only_filesystem(path: object) -> bool:
+    """Whether the filesystem holding ``path`` (or its nearest existing parent) is mounted read-only."""
+    where = Path(str(path)).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        return bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _fix(exc: BaseException, location: object) -> str:
     if isinstance(exc, OSError) and exc.errno in _FIX_BY_ERRNO:
         return _FIX_BY_ERRNO[exc.errno]
     name = getattr(exc, "sqlite_errorname", None) or ""
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")) and on_read_only_filesystem(location):
+        return _FIX_BY_ERRNO[errnos.EROFS]  # SQLite only says "unable to open" / "readonly"
     for code, fix in _FIX_BY_SQLITE_CODE.items():  # extended codes: SQLITE_READONLY_DBMOVED, ...
         if name == code or name.startswith(code + "_"):
             return fix
@@ -70,13 +85,13 @@ def _with_errno(error: OSError, exc: BaseException) -> OSError:
 def write_error(location: object, exc: BaseException, *, what: str = "record") -> ReviewLogWriteError:
     """The error to raise (``from exc``) when storing a ``what`` in the log at ``location`` failed."""
     message = (f"could not write the {what} to the review log {str(location)!r}: {_cause(exc)}; "
-               f"{_fix(exc)}. Nothing was stored for this {what}; earlier records are unaffected.")
+               f"{_fix(exc, location)}. Nothing was stored for this {what}; earlier records are unaffected.")
     return _with_errno(ReviewLogWriteError(message), exc)  # type: ignore[return-value]
 
 
 def read_error(location: object, exc: BaseException) -> ReviewLogReadError:
     """The error to raise (``from exc``) when reading the log at ``location`` failed."""
-    fix = _fix(exc)
+    fix = _fix(exc, location)
     if fix is _FIX_BY_ERRNO.get(errnos.EACCES):
         fix = "make the file (and, for SQLite, its folder) readable by this user"
     message = f"could not read the review log {str(location)!r}: {_cause(exc)}; {fix}."

@@ -36,7 +36,7 @@ from spill_guard.review.errors import (
     ReviewLogError,
     ReviewLogWriteError,
 )
-from spill_guard.review.io_errors import read_error, write_error
+from spill_guard.review.io_errors import on_read_only_filesystem, read_error, write_error
 from spill_guard.review.jsontext import loads_strict
 from spill_guard.review.record import LabelEvent, ReviewRecord
 from spill_guard.review.skipped import SkipReport, first_problem, short_repr
@@ -238,7 +238,34 @@ class SqliteSink(ReviewSink):
         if not self.path.exists():
             return []
         with self._failures(None):
-            return self._connection().execute(sql, params).fetchall()
+            try:
+                conn = self._connection()
+            except sqlite3.OperationalError as exc:
+                conn = self._read_only_connection(exc)
+            return conn.execute(sql, params).fetchall()
+
+    def _read_only_connection(self, failure: sqlite3.OperationalError) -> sqlite3.Connection:
+        """Read a log on a read-only filesystem (a mounted backup, an image layer).
+
+        WAL readers need to create the -shm file, which a read-only filesystem refuses; SQLite's
+        ``immutable`` mode reads without it. That is only safe because nothing can write there,
+        and only when no non-empty -wal holds commits that immutable mode would not see;
+        otherwise the original failure stands.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not on_read_only_filesystem(self.path) or (wal.exists() and wal.stat().st_size > 0):
+            raise failure
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                               check_same_thread=False)
+        try:
+            self._refuse_other_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._all_lock:
+            self._all.append((os.getpid(), conn))
+        return conn
 
     def records(self) -> list[ReviewRecord]:
         report = SkipReport(self.path)
