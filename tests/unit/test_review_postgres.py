@@ -9,6 +9,7 @@ connections, a server that is down, the review CLI on a URL, and a guard on the 
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import sys
 import threading
@@ -333,3 +334,34 @@ def test_guard_on_the_real_model_logs_to_postgres(spill_model, postgres_log_url)
     for r, v in zip(records, verdicts):
         assert (r.question, r.answer, r.score, r.action) == (v.question, v.answer, v.score, v.action.value)
         assert r.tokens == list(v.tokens) and r.scored is not None  # re-scorable later
+
+
+def test_a_thread_that_ends_closes_its_connection(sink):
+    sink.write(record("main thread"))
+    used = []
+
+    def write_once(i: int) -> None:
+        sink.write(record(f"thread {i}"))
+        used.append(sink._connection())  # this thread's connection (private: what this test is about)
+
+    for i in range(5):  # one after another, like a pool whose idle workers exit
+        t = threading.Thread(target=write_once, args=(i,))
+        t.start()
+        t.join()
+    gc.collect()
+    assert len(used) == 5 and all(conn.closed for conn in used)
+    assert not sink._connection().closed  # the main thread's, still in use
+    assert len(sink.records()) == 6
+
+
+def test_a_read_only_reviewer_can_list_but_not_label(sink, postgres_server, capsys):
+    r = record()
+    sink.write(r)
+    sql(postgres_server, "DO $$ BEGIN CREATE ROLE reviewer LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    sql(postgres_server, f"GRANT SELECT ON {sink.table}, {sink.table}_labels, spill_guard_schema TO reviewer")
+    url = f"postgresql://reviewer@{postgres_server.host}:{postgres_server.port}/{postgres_server.database}#{sink.table}"
+    code, out, _ = run(capsys, "review", "list", "--log", url)
+    assert code == 0 and out.splitlines()[-1] == "1 record(s)"
+    code, _, err = run(capsys, "review", "label", "--log", url, r.id[:8], "correct")
+    assert code == 2 and "could not write the label" in err and "grant this user" in err
+    assert sink.get(r.id).label is None
