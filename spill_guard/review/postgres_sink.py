@@ -206,13 +206,13 @@ class PostgresSink(ReviewSink):
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=self.connect_timeout,
                                    application_name="spill_guard")
-            if not self.fsync:
-                conn.execute("SET synchronous_commit = off")
         except psycopg.Error as exc:
             raise _ConnectionFailed(exc) from exc
-        self._local.held = held = _Held(conn, pid)
+        self._local.held = held = _Held(conn, pid)  # from here on, its finalizer closes conn
         with self._lock:
             self._held.add(held)
+        if not self.fsync:
+            conn.execute("SET synchronous_commit = off")
         return conn
 
     def _forget_parent_state(self) -> None:
