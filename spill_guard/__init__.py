@@ -15,12 +15,21 @@ from spill_guard.errors import (
     CaptureError,
     InvalidInputError,
     InvalidParameterError,
+    ModelLoadError,
     ModelNotFoundError,
     NonFiniteLogitsError,
     PromptTooLongError,
     SpillGuardError,
 )
-from spill_guard.guard import EarlyStop, HallucinationDetected, SpillGuard, TokenEvent, Verdict
+from spill_guard.guard import (
+    EarlyStop,
+    HallucinationDetected,
+    SpillGuard,
+    TokenEvent,
+    Verdict,
+    VerdictNotLoggedError,
+    VerdictNotLoggedWarning,
+)
 from spill_guard.models import DEFAULT_MODEL, LoadedModel, load_model
 from spill_guard.policy import Abstain, Action, Flag, Raise, Reprompt, Resample, Retry
 from spill_guard.report import ScoredAnswer, TokenRecord
@@ -43,12 +52,15 @@ __all__ = [
     "SpillGuard",
     "TokenEvent",
     "Verdict",
+    "VerdictNotLoggedError",
+    "VerdictNotLoggedWarning",
     "CaptureError",
     "DEFAULT_MODEL",
     "DEFAULT_SPEC",
     "InvalidInputError",
     "InvalidParameterError",
     "LoadedModel",
+    "ModelLoadError",
     "ModelNotFoundError",
     "NonFiniteLogitsError",
     "PromptTooLongError",

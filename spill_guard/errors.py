@@ -43,3 +43,7 @@ class NonFiniteLogitsError(SpillGuardError, ArithmeticError):
 
 class CaptureError(SpillGuardError, RuntimeError):
     """The logit capture was used in a way that cannot give aligned per-token values."""
+
+
+class ModelLoadError(SpillGuardError, ValueError):
+    """A model file exists but cannot be read (a corrupt or truncated ``.gguf`` / ``.safetensors``)."""

@@ -18,7 +18,8 @@ from spill_guard.capture.streaming import generate_with_capture
 from spill_guard.capture.teacher_forced import teacher_forced_traces
 from spill_guard.errors import InvalidInputError, InvalidParameterError, PromptTooLongError
 from spill_guard.models.loader import LoadedModel, load_model
-from spill_guard.models.prompting import DEFAULT_INSTRUCTION, prompt_ids
+from spill_guard.models.prompting import DEFAULT_INSTRUCTION, check_text, prompt_ids
+from spill_guard.models.seeding import seeded_rng
 from spill_guard.report import ScoredAnswer, build_scored_answer
 
 
@@ -112,9 +113,9 @@ class SpillModel:
         if not do_sample:  # greedy: drop sampling knobs so generate() does not warn about them
             generate_kwargs.pop("temperature", None)
             generate_kwargs.pop("top_p", None)
-        with torch.random.fork_rng(devices=self._cuda_devices(), enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}.")
+        with seeded_rng(seed):  # a per-call generator: repeatable even while other threads sample
             captured = generate_with_capture(
                 self.loaded.model,
                 input_ids,
@@ -135,6 +136,7 @@ class SpillModel:
         """Score an answer produced elsewhere for ``question`` (one teacher-forced pass)."""
         if not isinstance(answer, str) or not answer:
             raise InvalidInputError(f"the answer is empty ({answer!r}); pass the text to score.")
+        check_text(answer, "answer")
         answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
         return self.score_ids([self.prompt_ids(question, context=context)], [answer_ids])[0]
 
@@ -176,7 +178,3 @@ class SpillModel:
         if max_new_tokens > room:
             warnings.warn(f"max_new_tokens={max_new_tokens} cut to {room} to fit the context window.", stacklevel=3)
         return min(max_new_tokens, room)
-
-    def _cuda_devices(self) -> list[int]:
-        dev = self.loaded.device
-        return [dev.index or 0] if dev.type == "cuda" else []

@@ -252,7 +252,7 @@ class StreamingCapture:
         self,
         sequences: torch.Tensor,
         prompt_attention_mask: torch.Tensor,
-        past_key_values: Any = None,
+        cache: Any = None,
     ) -> None:
         """Run the one extra forward step that yields ``z_{T+1}``, if generation did not.
 
@@ -271,12 +271,12 @@ class StreamingCapture:
         )
         mask = torch.cat([prompt_attention_mask, new], dim=-1)
         positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-        if past_key_values is not None:
+        if cache is not None:
             self.model(
                 input_ids=sequences[:, -1:],
                 attention_mask=mask,
                 position_ids=positions[:, -1:],
-                past_key_values=past_key_values,
+                cache=cache,  # transformers 5.x name; `past_key_values` is deprecated (FutureWarning)
                 cache_position=torch.tensor([sequences.shape[1] - 1], device=sequences.device),
                 use_cache=True,
             )
@@ -333,7 +333,7 @@ def generate_with_capture(
             return_dict_in_generate=True,
             **generate_kwargs,
         )
-        capture.ensure_final_step(out.sequences, attention_mask, getattr(out, "past_key_values", None))
+        capture.ensure_final_step(out.sequences, attention_mask, getattr(out, "cache", None))
     prompt_len = int(input_ids.shape[1])
     generated = out.sequences[:, prompt_len:]
     lengths, stopped = stop_lengths(generated, stop_token_ids)

@@ -134,7 +134,11 @@ def _scripted(guard, mode: str) -> None:
 
 
 def _chat(guard, mode: str) -> None:
+    from spill_guard.errors import SpillGuardError
+
     print("Ask anything; an empty line or Ctrl-D ends the session.")
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 reach the guard, which refuses them clearly
+        sys.stdin.reconfigure(errors="surrogateescape")
     while True:
         try:
             question = input("\nyou> ").strip()
@@ -143,6 +147,10 @@ def _chat(guard, mode: str) -> None:
             return
         if not question or question.lower() in ("exit", "quit"):
             return
-        verdict = guard.ask(question, tags=["demo", "chat"])
+        try:
+            verdict = guard.ask(question, tags=["demo", "chat"])
+        except SpillGuardError as exc:  # one bad question (too long, not UTF-8 ...) must not end the session
+            print(f"error: {exc}\nAsk another question.", file=sys.stderr)
+            continue
         print(f"bot> {verdict.answer.strip()}")
         _show(0, None, verdict, mode, None)

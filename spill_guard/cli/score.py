@@ -11,6 +11,7 @@ import argparse
 
 from spill_guard.cli.common import add_model_options, load_spill_model
 from spill_guard.errors import NonFiniteLogitsError
+from spill_guard.models.prompting import check_text
 from spill_guard.report import ScoredAnswer
 from spill_guard.scoring.specs import BASELINES, DEFAULT_SPEC, ScoreSpec
 
@@ -27,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for what in ("question", "answer", "context"):  # before the slow model load
+        check_text(getattr(args, what), what)
     model = load_spill_model(args)
     if args.answer is not None:
         result = model.score_answer(args.question, args.answer, context=args.context)

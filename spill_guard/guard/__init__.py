@@ -4,11 +4,20 @@ from spill_guard.guard.early_stop import EarlyStop
 from spill_guard.guard.guard import SpillGuard
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.guard.stream import stream_generation
-from spill_guard.guard.verdict import AnswerSpan, Attempt, HallucinationDetected, TokenEvent, Verdict, attach_scored
+from spill_guard.guard.verdict import (
+    AnswerSpan,
+    Attempt,
+    HallucinationDetected,
+    TokenEvent,
+    Verdict,
+    VerdictNotLoggedError,
+    VerdictNotLoggedWarning,
+    attach_scored,
+)
 
 # stream_generation and attach_scored are public for integrations that run their own
 # generation (e.g. a framework's chat model) but want the guard's streaming and verdicts.
 __all__ = [
     "AnswerSpan", "Attempt", "EarlyStop", "HallucinationDetected", "RiskRule", "SpillGuard", "TokenEvent",
-    "Verdict", "attach_scored", "stream_generation",
+    "Verdict", "VerdictNotLoggedError", "VerdictNotLoggedWarning", "attach_scored", "stream_generation",
 ]

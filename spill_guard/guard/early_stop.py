@@ -13,12 +13,14 @@ Used both as a capture listener (``on_step``) and as a ``transformers`` stopping
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
 import torch
 from transformers import StoppingCriteria
 
+from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.pooling import POOLINGS
@@ -34,16 +36,20 @@ class EarlyStop:
             threshold unless you want "stop at the first doubt".
         pooling: ``mean``, ``max`` or ``sum`` (``min`` never rises, so it cannot abort early).
         min_tokens: number of scored tokens required before stopping.
-        beta: the β of Δ (must be captured by the model).
+        beta: the β of Δ: finite and > 0 (checked here), and captured by the model (checked
+            when the guard is created, so a wrong β never fails half-way through a generation).
     """
 
     def __init__(self, abort_threshold: float, *, pooling: str = "mean", min_tokens: int = 3, beta: float = 1.0):
-        if not isinstance(abort_threshold, (int, float)) or math.isnan(abort_threshold):
+        if isinstance(abort_threshold, bool) or not isinstance(abort_threshold, numbers.Real) or math.isnan(abort_threshold):
             raise InvalidParameterError(f"abort_threshold must be a number, got {abort_threshold!r}.")
-        if pooling not in ("mean", "max", "sum"):
+        if not isinstance(pooling, str) or pooling not in ("mean", "max", "sum"):
             raise InvalidParameterError(f"EarlyStop pooling must be mean, max or sum, got {pooling!r}.")
-        if not isinstance(min_tokens, int) or min_tokens < 1:
+        if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 1:
             raise InvalidParameterError(f"min_tokens must be an integer >= 1, got {min_tokens!r}.")
+        if isinstance(beta, bool):
+            raise InvalidParameterError(f"EarlyStop beta must be a finite number > 0, got {beta!r}.")
+        validate_betas((beta,))  # β > 0 and finite; whether the model captures it is checked by SpillGuard
         self.abort_threshold = float(abort_threshold)
         self.pooling = pooling
         self.min_tokens = min_tokens

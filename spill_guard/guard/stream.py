@@ -2,7 +2,8 @@
 
 Generation runs in a worker thread; a capture listener turns each :class:`TokenStep` into a
 :class:`TokenEvent` on a queue, which the caller's thread yields from. Errors raised in the
-worker are re-raised in the caller's thread.
+worker are re-raised in the caller's thread. A :class:`StreamCancel` passed to ``generate``
+as a stopping criterion lets the caller end the generation when its consumer stops reading.
 """
 
 from __future__ import annotations
@@ -11,10 +12,26 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
+import torch
+from transformers import StoppingCriteria
+
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.guard.verdict import TokenEvent
 
 _DONE = object()
+
+
+class StreamCancel(StoppingCriteria):
+    """Stopping criterion that ends every row once :meth:`set` is called (from any thread)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class TextIncrements:

@@ -108,6 +108,32 @@ class HallucinationDetected(SpillGuardError):
         self.verdict = verdict
 
 
+class VerdictNotLoggedError(SpillGuardError, RuntimeError):
+    """The guard decided, but writing the review record failed (read-only log, full disk ...).
+
+    ``.verdict`` is the verdict that was not logged (its ``record_id`` is ``None``); after
+    :meth:`SpillGuard.ask_batch`, ``.verdicts`` holds every verdict of the batch, logged or
+    not, in order. The sink's exception is chained as ``__cause__``. Pass
+    ``SpillGuard(..., on_log_error="warn")`` to get the verdicts back with a warning instead.
+    """
+
+    def __init__(self, verdict: Verdict, cause: BaseException, *, verdicts: list[Verdict] | None = None):
+        self.verdict = verdict
+        self.verdicts = verdicts if verdicts is not None else [verdict]
+        self.cause = cause
+        unlogged = sum(v.record_id is None for v in self.verdicts)
+        super().__init__(
+            f"the review log could not record the verdict on {verdict.question!r} ({type(cause).__name__}: {cause}); "
+            f"{unlogged} of {len(self.verdicts)} verdict(s) unlogged. The decided verdicts are on this exception's "
+            ".verdict / .verdicts; fix the log (permissions, free space, metadata that is not JSON/UTF-8) or pass "
+            "on_log_error='warn' to continue without logging."
+        )
+
+
+class VerdictNotLoggedWarning(UserWarning):
+    """Warned (with ``on_log_error="warn"``) when a verdict is returned without its review record."""
+
+
 def attach_scored(verdict: Verdict, scored: ScoredAnswer | None) -> Verdict:
     verdict._scored = scored
     return verdict

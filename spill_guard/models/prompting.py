@@ -14,10 +14,31 @@ from spill_guard.errors import InvalidInputError
 DEFAULT_INSTRUCTION = "Answer briefly."
 
 
+def check_text(text: str | None, what: str) -> None:
+    """Refuse text the tokenizer cannot encode: lone surrogates, e.g. undecodable bytes that
+    Python smuggled in from argv or stdin (``surrogateescape``); tokenizers raise a bare
+    TypeError on them."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"the {what} is not valid Unicode text: character {text[exc.start]!r} at position {exc.start} of "
+            f"{text[max(0, exc.start - 20):exc.start + 20]!r} is a lone surrogate (typically bytes that are not "
+            "UTF-8, e.g. from a terminal or file in another encoding); pass UTF-8 text."
+        ) from None
+
+
 def format_question(question: str, *, context: str | None = None, instruction: str | None = DEFAULT_INSTRUCTION) -> str:
     """The user turn: optional context passage, the question, then the instruction."""
     if not isinstance(question, str) or not question.strip():
         raise InvalidInputError(f"the question is empty ({question!r}); pass the text you want answered.")
+    if context is not None and not isinstance(context, str):
+        raise InvalidInputError(f"the context must be text or None, got {context!r}.")
+    check_text(question, "question")
+    check_text(context, "context")
+    check_text(instruction, "instruction")
     parts = []
     if context:
         parts.append(f"Context:\n{context.strip()}\n")
@@ -41,6 +62,7 @@ def prompt_ids(
     ``use_chat_template=None`` uses the tokenizer's chat template when it has one.
     """
     user = format_question(question, context=context, instruction=instruction)
+    check_text(system, "system message")
     if _uses_template(tokenizer, use_chat_template):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return _template_ids(tokenizer, messages)
@@ -72,6 +94,7 @@ def chat_prompt_ids(
             raise InvalidInputError(f"chat message role {m.get('role')!r} is not one of {CHAT_ROLES}; map it first.")
         if not isinstance(m.get("content"), str):
             raise InvalidInputError(f"chat message content must be text, got {m.get('content')!r}.")
+        check_text(m["content"], f"{m['role']} message")
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
         raise InvalidInputError("the chat messages have no non-empty user message; add the user's question.")
     if _uses_template(tokenizer, use_chat_template):

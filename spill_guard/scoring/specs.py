@@ -77,9 +77,17 @@ class ScoreSpec:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
+        for field, value in (("scorer", self.scorer), ("pooling", self.pooling)):
+            if not isinstance(value, str):
+                raise InvalidParameterError(f"ScoreSpec {field} must be a name (a string), got {value!r}.")
+        if isinstance(self.beta, bool):
+            raise InvalidParameterError(f"beta must be a finite number > 0, got {self.beta!r}.")
         validate_betas((self.beta,))  # for every scorer, even those that ignore beta
         make_scorer(self.scorer, self.beta)  # validates the name
         check_pooling(self.pooling)
+        # Only energy scorers read beta, and ``name`` omits it for the others: store 1.0 so that
+        # equal scores compare equal and parse(spec.name) gives spec back.
+        object.__setattr__(self, "beta", float(self.beta) if self.scorer in ENERGY_SCORERS else 1.0)
 
     @property
     def name(self) -> str:
@@ -91,6 +99,10 @@ class ScoreSpec:
     @classmethod
     def parse(cls, text: str) -> "ScoreSpec":
         """Parse ``scorer:pooling[@beta]`` or a baseline name such as ``g_nll``."""
+        if not isinstance(text, str):
+            raise InvalidParameterError(
+                f"a score spec is text like 'spilled_energy:mean' or 'spilled_energy:min@0.5', got {text!r}."
+            )
         if text in BASELINES:
             return cls(*BASELINES[text])
         head, _, beta = text.partition("@")

@@ -353,7 +353,7 @@ def test_capture_holds_only_constant_vocab_rows(model, batch, max_new_tokens):
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                 eos_token_id=[NO_STOP], pad_token_id=PAD, return_dict_in_generate=True,
             )
-            cap.ensure_final_step(out.sequences, mask, out.past_key_values)
+            cap.ensure_final_step(out.sequences, mask, out.cache)
         finally:
             handle.remove()
         assert cap.steps == max_new_tokens + 1

@@ -61,3 +61,17 @@ def test_non_finite_deltas_are_ignored_in_the_running_score():
 def test_bad_configuration(kwargs, match):
     with pytest.raises(InvalidParameterError, match=match):
         EarlyStop(**kwargs)
+
+
+@pytest.mark.parametrize("beta", [0, -1.0, float("nan"), float("inf"), "1", None, True])
+def test_early_stop_beta_out_of_range_was_not_validated(beta):
+    """Issue 11: a β <= 0 (or not a finite number) only failed mid-generation with a raw ValueError."""
+    with pytest.raises(InvalidParameterError, match="beta"):
+        EarlyStop(1.0, beta=beta)
+
+
+@pytest.mark.parametrize("kwargs", [{"abort_threshold": True}, {"abort_threshold": "1"},
+                                    {"min_tokens": True}, {"pooling": ["mean"]}])
+def test_early_stop_wrong_types_are_refused(kwargs):
+    with pytest.raises(InvalidParameterError):
+        EarlyStop(**{"abort_threshold": 1.0, **kwargs})
