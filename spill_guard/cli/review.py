@@ -3,23 +3,33 @@
 Every subcommand takes ``--log PATH`` (a ``.jsonl`` or ``.sqlite``/``.db`` log written by the
 guard), or reads the path from ``$SPILL_GUARD_LOG``. Record ids may be shortened to any
 unique prefix (``list`` shows 8 characters).
+
+Everything printed from a record goes through ``printable`` (control characters as escapes);
+``export`` and ``html`` never write over the log they read, and replace their output file
+atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from spill_guard.review import ReviewLogError, ReviewLogNotFoundError, ReviewRecord, open_log
+from spill_guard.review import ReviewLogError, ReviewLogNotFoundError, ReviewLogWarning, ReviewRecord, open_log
+from spill_guard.review.atomic_file import atomic_text_file
 from spill_guard.review.base import ReviewSink
+from spill_guard.review.errors import OutputIsTheLogError
 from spill_guard.review.html_report import write_html
 from spill_guard.review.postgres_sink import is_postgres_url
 from spill_guard.review.record import ACTIONS, LABELS
-from spill_guard.review.terminal import color_mode, render_record
+from spill_guard.review.redaction import redact_patterns
+from spill_guard.review.terminal import color_mode, json_for_terminal, printable, render_record
 
 LOG_ENV = "SPILL_GUARD_LOG"
 CSV_COLUMNS = (
@@ -42,30 +52,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--unlabelled", action="store_true", help="only records without a human label")
     ls.add_argument("--action", choices=ACTIONS, default=None, help="only records with this action")
     ls.add_argument("--limit", type=int, default=None, help="only the N most recent matching records")
-    ls.set_defaults(run=run_list)
+    ls.set_defaults(run=_reporting_skips(run_list))
 
     show = commands.add_parser("show", parents=[log_option], help="one record in full, with its token heatmap")
     show.add_argument("id", help="record id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print the record as JSON instead")
-    show.set_defaults(run=run_show)
+    show.set_defaults(run=_reporting_skips(run_show))
 
     label = commands.add_parser("label", parents=[log_option], help="mark a record's answer correct or incorrect")
     label.add_argument("id", help="record id or a unique prefix of it")
     label.add_argument("label", choices=LABELS)
-    label.add_argument("--note", default=None, help="why (kept with the label)")
-    label.set_defaults(run=run_label)
+    label.add_argument("--note", default=None,
+                       help="why (kept with the label; e-mail addresses and phone numbers in it are redacted)")
+    label.add_argument("--keep-pii", action="store_true",
+                       help="store the note exactly as typed (no e-mail / phone redaction)")
+    label.set_defaults(run=_reporting_skips(run_label))
 
     export = commands.add_parser("export", parents=[log_option], help="write records as JSONL or CSV")
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
     export.add_argument("--labelled-only", action="store_true", help="only records with a human label")
-    export.set_defaults(run=run_export)
+    export.set_defaults(run=_reporting_skips(run_export))
 
     report = commands.add_parser("html", parents=[log_option], help="write a self-contained HTML report")
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
     report.add_argument("--flagged", action="store_true", help="only flagged records")
     report.add_argument("--title", default=None)
-    report.set_defaults(run=run_html)
+    report.set_defaults(run=_reporting_skips(run_html))
+
+
+def _reporting_skips(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a subcommand with each skipped log line shown as one ``warning: ...`` line on stderr
+    (instead of Python's ``file:line: ReviewLogWarning:`` format with a source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {printable(str(message))}", file=sys.stderr)
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ReviewLogWarning)
+            warnings.showwarning = show
+            return run(args)
+
+    return wrapped
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -86,7 +116,7 @@ def open_existing_log(args: argparse.Namespace) -> ReviewSink:
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -115,8 +145,8 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"{'id':<8}  {'time (UTC)':<19}  {'action':<9}  {'score/threshold':>17}  {'label':<9}  question")
     for r in records:
         when = r.created_at[:19].replace("T", " ")
-        print(f"{r.short_id:<8}  {when:<19}  {r.action:<9}  {_score_cell(r):>17}  {r.label or '-':<9}  "
-              f"{_clip(r.question, 60)}")
+        print(printable(f"{r.short_id:<8}  {when:<19}  {r.action:<9}  {_score_cell(r):>17}  {r.label or '-':<9}  ")
+              + _clip(r.question, 60))
     print(f"{len(records)} record(s)")
     return 0
 
@@ -125,7 +155,8 @@ def run_show(args: argparse.Namespace) -> int:
     with open_existing_log(args) as log:
         record = log.get(args.id)
     if args.json:
-        print(json.dumps(record.model_dump(mode="json"), ensure_ascii=False, allow_nan=False, indent=2))
+        # Python-mode dump: JSON mode cannot hold a lone surrogate; the escapes keep the data exact.
+        print(json_for_terminal(json.dumps(record.model_dump(), ensure_ascii=False, allow_nan=False, indent=2)))
     else:
         print(render_record(record, mode=color_mode(sys.stdout)))
     return 0
@@ -133,8 +164,12 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_label(args: argparse.Namespace) -> int:
     with open_existing_log(args) as log:
+        if not args.keep_pii and log.redact is None:
+            # The CLI cannot know the hook the guard wrote the log with, so a note typed here
+            # gets at least the default e-mail / phone redaction before it reaches the log.
+            log.redact = redact_patterns()
         record = log.set_label(args.id, args.label, note=args.note)
-    print(f"{record.id}: {record.label}" + (f" ({record.label_note})" if record.label_note else ""))
+    print(printable(f"{record.id}: {record.label}" + (f" ({record.label_note})" if record.label_note else "")))
     return 0
 
 
@@ -150,34 +185,72 @@ def _csv_row(record: ReviewRecord) -> dict:
         # formula in a spreadsheet (CSV injection), so such text gets a leading apostrophe.
         if isinstance(row[key], str) and row[key][:1] in ("=", "+", "-", "@", "\t", "\r"):
             row[key] = "'" + row[key]
+    for key, value in row.items():
+        if isinstance(value, str):
+            # A lone surrogate cannot be written as UTF-8: show it as its \udcff escape.
+            row[key] = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return row
+
+
+def _refuse_output_over_log(output: str, log: ReviewSink) -> None:
+    """Refuse ``-o`` naming the log itself (or its SQLite -wal/-shm/-journal files): writing the
+    report there would destroy what it reports on. Same file by inode (symlinks, hard links,
+    relative paths), or the same resolved path for a file that does not exist yet."""
+    log_path = getattr(log, "path", None)
+    if not isinstance(log_path, Path):
+        return  # not a file (e.g. a database URL): nothing -o could overwrite
+    candidates = [log_path] + [log_path.with_name(log_path.name + s) for s in ("-wal", "-shm", "-journal")]
+    target = Path(output)
+    for candidate in candidates:
+        same = (os.path.samefile(target, candidate) if target.exists() and candidate.exists()
+                else os.path.realpath(target) == os.path.realpath(candidate))
+        if same:
+            raise OutputIsTheLogError(
+                f"-o {output!r} is the review log {str(candidate)!r} this command reads"
+                f"{'' if candidate == log_path else ' (its SQLite side file)'}; writing there would destroy the "
+                "log. Choose another output path, e.g. -o review-export.jsonl."
+            )
+
+
+def _cannot_write(output: str, exc: OSError) -> ReviewLogError:
+    return ReviewLogError(f"cannot write {output!r}: {exc.strerror or exc}; choose a writable path with -o "
+                          "(nothing was written; an existing file there is unchanged).")
+
+
+def _write_records(out, records: list[ReviewRecord], fmt: str, *, to_terminal: bool) -> None:
+    if fmt == "jsonl":
+        for r in records:
+            line = r.to_json()
+            out.write((json_for_terminal(line) if to_terminal else line) + "\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for r in records:
+        row = _csv_row(r)
+        writer.writerow({k: printable(v) if to_terminal and isinstance(v, str) else v for k, v in row.items()})
 
 
 def run_export(args: argparse.Namespace) -> int:
     with open_existing_log(args) as log:
+        if args.output != "-":
+            _refuse_output_over_log(args.output, log)
         records = log.labelled() if args.labelled_only else log.records()
+    if args.output == "-":
+        # JSON escapes are lossless; CSV on a terminal shows control characters as escapes.
+        _write_records(sys.stdout, records, args.format, to_terminal=args.format == "jsonl" or sys.stdout.isatty())
+        return 0
     try:
-        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
+        with atomic_text_file(args.output, newline="") as out:
+            _write_records(out, records, args.format, to_terminal=False)
     except OSError as exc:
-        raise ReviewLogError(f"cannot write {args.output!r}: {exc.strerror}; choose a writable path with -o.") from exc
-    try:
-        if args.format == "jsonl":
-            for r in records:
-                out.write(r.to_json() + "\n")
-        else:
-            writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(_csv_row(r) for r in records)
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    if out is not sys.stdout:
-        print(f"wrote {len(records)} record(s) to {args.output}", file=sys.stderr)
+        raise _cannot_write(args.output, exc) from exc
+    print(f"wrote {len(records)} record(s) to {printable(args.output)}", file=sys.stderr)
     return 0
 
 
 def run_html(args: argparse.Namespace) -> int:
     with open_existing_log(args) as log:
+        _refuse_output_over_log(args.output, log)
         records = log.records()
         title = args.title or f"spill_guard review log: {log.location}"
     if args.flagged:
@@ -185,6 +258,6 @@ def run_html(args: argparse.Namespace) -> int:
     try:
         path = write_html(records, args.output, title=title)
     except OSError as exc:
-        raise ReviewLogError(f"cannot write {args.output!r}: {exc.strerror}; choose a writable path with -o.") from exc
-    print(f"wrote {len(records)} record(s) to {path}", file=sys.stderr)
+        raise _cannot_write(args.output, exc) from exc
+    print(f"wrote {len(records)} record(s) to {printable(str(path))}", file=sys.stderr)
     return 0
