@@ -1,7 +1,7 @@
 """The review log: every guarded answer stored for humans to list, inspect, label and export.
 
     >>> from spill_guard.review import open_log, labelled_records
-    >>> with open_log("guard.jsonl") as log:          # or guard.sqlite
+    >>> with open_log("guard.jsonl") as log:          # or guard.sqlite, or postgresql://host/db
     ...     log.write(record)                          # a ReviewRecord (ReviewRecord.from_verdict(v))
     ...     log.set_label(record.id[:8], "incorrect", note="wrong year")
     >>> labelled_records("guard.jsonl")              # feeds calibration
@@ -25,6 +25,7 @@ from spill_guard.review.errors import (
 )
 from spill_guard.review.jsonl_sink import JsonlSink
 from spill_guard.review.opening import as_sink, labelled_records, open_log
+from spill_guard.review.postgres_sink import PostgresNotInstalledError, PostgresSink
 from spill_guard.review.record import LABELS, ReviewRecord
 from spill_guard.review.redaction import DEFAULT_PII_PATTERNS, EMAIL_PATTERN, PHONE_PATTERN, redact_patterns
 from spill_guard.review.sqlite_sink import SqliteSink
@@ -40,6 +41,8 @@ __all__ = [
     "NotAReviewLogError",
     "OutputIsTheLogError",
     "PHONE_PATTERN",
+    "PostgresNotInstalledError",
+    "PostgresSink",
     "RecordNotFoundError",
     "ReviewLogError",
     "ReviewLogNotFoundError",
