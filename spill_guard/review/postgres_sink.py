@@ -25,6 +25,7 @@ Writing the same id again is idempotent, so re-running an insert is safe.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -180,6 +181,13 @@ class PostgresSink(ReviewSink):
     @property
     def location(self) -> str:
         return f"{mask_password(self._conninfo)}#{self.table}"
+
+    def __reduce__(self) -> tuple:
+        # Connections cannot cross processes: a copy (e.g. shipped to a Ray replica on another
+        # machine) keeps the URL and options only, and connects on first use.
+        rebuild = functools.partial(PostgresSink, table=self.table, fsync=self.fsync,
+                                    connect_timeout=self.connect_timeout, redact=self.redact)
+        return (rebuild, (self._conninfo,))
 
     # -- SQL names -----------------------------------------------------------------------
     def _sql(self, template: str) -> Any:

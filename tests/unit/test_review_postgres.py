@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import pickle
 import sys
 import threading
 import traceback
@@ -365,3 +366,12 @@ def test_a_read_only_reviewer_can_list_but_not_label(sink, postgres_server, caps
     code, _, err = run(capsys, "review", "label", "--log", url, r.id[:8], "correct")
     assert code == 2 and "could not write the label" in err and "grant this user" in err
     assert sink.get(r.id).label is None
+
+
+def test_a_pickled_sink_reconnects_where_it_is_unpickled(sink):
+    sink.write(record("before"))
+    copy = pickle.loads(pickle.dumps(sink))  # what a process pool or a Ray replica receives
+    assert (copy.location, copy.table, copy.fsync) == (sink.location, sink.table, sink.fsync)
+    copy.write(record("after"))
+    assert [r.question for r in sink.records()] == ["before", "after"]
+    copy.close()
