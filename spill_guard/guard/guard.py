@@ -9,6 +9,9 @@ record in a review-log sink.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
+import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
 from spill_guard.capture.streaming import CAPTURE_STATS
@@ -17,8 +20,16 @@ from spill_guard.guard.assess import Assessed, assess
 from spill_guard.guard.early_stop import EarlyStop
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.guard.rule_from_calibration import resolve_rule
-from spill_guard.guard.stream import stream_generation
-from spill_guard.guard.verdict import Attempt, HallucinationDetected, TokenEvent, Verdict, attach_scored
+from spill_guard.guard.stream import StreamCancel, stream_generation
+from spill_guard.guard.verdict import (
+    Attempt,
+    HallucinationDetected,
+    TokenEvent,
+    Verdict,
+    VerdictNotLoggedError,
+    VerdictNotLoggedWarning,
+    attach_scored,
+)
 from spill_guard.models.prompting import prompt_ids as build_prompt_ids
 from spill_guard.policy.base import Action, Candidate, Decision, Policy, RetryStrategy, apply_policy
 from spill_guard.policy.flag import Flag
@@ -31,6 +42,9 @@ from spill_guard.spill_model import SpillModel
 
 #: Scorers that read the per-step softmax (entropy, JSD), so need a "full" capture.
 DISTRIBUTION_SCORERS = frozenset({"entropy", "instability"})
+
+#: What the guard does when the review log cannot record a verdict (see :meth:`SpillGuard.log`).
+ON_LOG_ERROR = ("raise", "warn")
 
 
 class SpillGuard:
@@ -55,6 +69,10 @@ class SpillGuard:
         capture_stats: ``"auto"`` (default) captures energies and likelihoods only when the
             rule's score needs nothing else (the cheaper capture), else everything; or force
             ``"full"`` (e.g. to keep entropy baselines in ``verdict.scored.pooled``) or ``"energy"``.
+        on_log_error: when the review log cannot write a verdict (read-only file, full disk,
+            metadata it cannot encode): ``"raise"`` (default) a :class:`VerdictNotLoggedError`
+            carrying the verdict(s), or ``"warn"`` and return the verdict unlogged
+            (``record_id=None``).
     """
 
     def __init__(
@@ -72,7 +90,10 @@ class SpillGuard:
         early_stop: EarlyStop | None = None,
         override: bool = False,
         capture_stats: str = "auto",
+        on_log_error: str = "raise",
     ):
+        _check_types(model=model, threshold=threshold, spec=spec, locator=locator, log_all=log_all,
+                     override=override, on_log_error=on_log_error)
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidParameterError(
                 f"policy must be Flag(), Abstain(...), Retry(...) or Raise() from spill_guard.policy, got {policy!r}."
@@ -86,11 +107,13 @@ class SpillGuard:
         self.rule: RiskRule = resolve_rule(self.model, threshold=threshold, calibration=calibration,
                                            spec=spec, locator=locator_name, override=override)
         self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(self.rule.locator)
-        if self.rule.spec.beta not in self.model.betas:
-            raise InvalidParameterError(
-                f"the rule's spec {self.rule.spec.name} needs beta {self.rule.spec.beta}, which this SpillModel does "
-                f"not capture (betas {list(self.model.betas)}); load it with extra_betas=({self.rule.spec.beta},)."
-            )
+        for needs, beta in (("the rule's spec " + self.rule.spec.name, self.rule.spec.beta),
+                            ("early_stop", early_stop.beta if early_stop else 1.0)):
+            if beta not in self.model.betas:  # else the first generation would fail half-way
+                raise InvalidParameterError(
+                    f"{needs} needs beta {beta}, which this SpillModel does not capture (betas "
+                    f"{list(self.model.betas)}); load it with extra_betas=({beta},)."
+                )
         if capture_stats not in ("auto", *CAPTURE_STATS):
             raise InvalidParameterError(f"capture_stats must be 'auto', 'full' or 'energy', got {capture_stats!r}.")
         needs_full = self.rule.spec.scorer in DISTRIBUTION_SCORERS
@@ -104,6 +127,7 @@ class SpillGuard:
         self.log_all = log_all
         self.max_new_tokens = max_new_tokens
         self.early_stop = early_stop
+        self.on_log_error = on_log_error
         self._seeds = itertools.count(1)
 
     # -- public API ----------------------------------------------------------------------
@@ -121,7 +145,10 @@ class SpillGuard:
         """Answer several questions in one batched generation; one verdict each, in order.
 
         Under ``Raise()``, every verdict is decided and logged first, then the first raised
-        one is raised.
+        one is raised. If the review log fails on any of them (``on_log_error="raise"``),
+        every verdict is still decided and the rest still logged, then one
+        :class:`VerdictNotLoggedError` carrying all of them (``.verdicts``) is raised; it
+        takes precedence over ``HallucinationDetected`` (the verdicts show ``action``).
         """
         questions = _check_questions(questions)
         contexts = list(contexts) if contexts is not None else [None] * len(questions)
@@ -129,10 +156,18 @@ class SpillGuard:
             raise InvalidInputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
         prompts = [self.model.prompt_ids(q, context=c) for q, c in zip(questions, contexts)]
         answers, cut = self._generate(prompts)
-        verdicts = [
-            self._decide(ans, q, c, tags, metadata, regenerate=self._regenerator(q, c), early_stopped=stopped)
-            for ans, q, c, stopped in zip(answers, questions, contexts, cut)
-        ]
+        verdicts: list[Verdict] = []
+        not_logged: list[VerdictNotLoggedError] = []
+        for ans, q, c, stopped in zip(answers, questions, contexts, cut):
+            try:
+                verdicts.append(self._decide(ans, q, c, tags, metadata, regenerate=self._regenerator(q, c),
+                                             early_stopped=stopped))
+            except VerdictNotLoggedError as exc:  # keep deciding (and logging) the rest of the batch
+                verdicts.append(exc.verdict)
+                not_logged.append(exc)
+        if not_logged:
+            first = not_logged[0]
+            raise VerdictNotLoggedError(first.verdict, first.cause, verdicts=verdicts) from first.cause
         _raise_first(verdicts)
         return verdicts
 
@@ -158,20 +193,35 @@ class SpillGuard:
 
         Events are those of the first answer; if the policy retries, the verdict (last item)
         carries the answer finally chosen.
+
+        A consumer that stops early (``break``, ``close()``) ends the generation at its next
+        step; the answer generated so far is then judged without retries and logged, with
+        ``stream_closed_after_tokens`` in the record's metadata.
         """
         [question] = _check_questions([question])
         prompt = self.model.prompt_ids(question, context=context)
-        items = stream_generation(lambda listener: self._generate([prompt], listeners=[listener]),
+        cancel = StreamCancel()
+        items = stream_generation(lambda listener: self._generate([prompt], listeners=[listener], stopping=[cancel]),
                                   self.model.tokenizer, self.rule.spec.beta)
-        for item in items:
-            if isinstance(item, TokenEvent):
-                yield item
-                continue
-            answers, cut = item
-            verdict = self._decide(answers[0], question, context, tags, metadata,
-                                   regenerate=self._regenerator(question, context), early_stopped=cut[0])
-            _raise_first([verdict])
-            yield verdict
+        sent = 0
+        decided = False
+        try:
+            for item in items:
+                if isinstance(item, TokenEvent):
+                    sent += 1  # counted before the yield: a consumer may stop at any yield
+                    yield item
+                    continue
+                answers, cut = item
+                decided = True
+                verdict = self._decide(answers[0], question, context, tags, metadata,
+                                       regenerate=self._regenerator(question, context), early_stopped=cut[0])
+                _raise_first([verdict])
+                yield verdict
+        except GeneratorExit:
+            if not decided:
+                cancel.set()
+                self._log_abandoned(items, question, context, tags, {**(metadata or {}), "stream_closed_after_tokens": sent})
+            raise
 
     def assess(self, scored: ScoredAnswer, question: str, *, strategy: str = "greedy") -> Candidate:
         """The policy candidate for ``scored`` (for integrations that run their own policy loop)."""
@@ -182,13 +232,26 @@ class SpillGuard:
         return _verdict(decision, question, context, self.rule, self.model.loaded.name)
 
     def log(self, verdict: Verdict, *, tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None) -> str | None:
-        """Write ``verdict`` to the review log (if any); returns the record id and stores it on the verdict."""
+        """Write ``verdict`` to the review log (if any); returns the record id and stores it on the verdict.
+
+        If the sink fails: raises :class:`VerdictNotLoggedError` (``.verdict`` is this verdict), or
+        with ``on_log_error="warn"`` warns :class:`VerdictNotLoggedWarning` and returns ``None``.
+        """
         if self.sink is None or not (self.log_all or verdict.flagged):
             return None
         from spill_guard.review import ReviewRecord
 
-        record = ReviewRecord.from_verdict(verdict, model=verdict.model, tags=tuple(tags), metadata=dict(metadata or {}))
-        self.sink.write(record)
+        try:
+            record = ReviewRecord.from_verdict(verdict, model=verdict.model, tags=tuple(tags),
+                                               metadata=dict(metadata or {}))
+            self.sink.write(record)
+        except Exception as exc:  # any sink (custom ones too) may fail; the decided verdict must survive it
+            verdict.record_id = None
+            if self.on_log_error == "warn":
+                warnings.warn(f"verdict on {verdict.question!r} returned without a review record: "
+                              f"{type(exc).__name__}: {exc}", VerdictNotLoggedWarning, stacklevel=3)
+                return None
+            raise VerdictNotLoggedError(verdict, exc) from exc
         verdict.record_id = record.id
         return record.id
 
@@ -207,14 +270,30 @@ class SpillGuard:
                 f"locator={self.rule.locator!r}, threshold={self.rule.threshold:.4g}, policy={self.policy!r})")
 
     # -- internals -----------------------------------------------------------------------
-    def _generate(self, prompts: list[list[int]], *, listeners: Sequence[Any] = (), **kwargs: Any
-                  ) -> tuple[list[ScoredAnswer], list[bool]]:
+    def _log_abandoned(self, items: Iterator[Any], question: str, context: str | None, tags: Sequence[str],
+                       metadata: Mapping[str, Any]) -> None:
+        """Judge and log what a stream generated before its consumer left (no retries, nothing raised).
+
+        Runs while the stream generator is being closed, where raising would only reach a
+        garbage collector, so failures become warnings.
+        """
+        try:
+            for item in items:  # the cancelled generation ends at its next step
+                if not isinstance(item, TokenEvent):
+                    answers, cut = item
+                    self._decide(answers[0], question, context, tags, metadata, regenerate=None, early_stopped=cut[0])
+        except Exception as exc:
+            warnings.warn(f"stream on {question!r} closed early; its partial answer was not logged: "
+                          f"{type(exc).__name__}: {exc}", VerdictNotLoggedWarning, stacklevel=2)
+
+    def _generate(self, prompts: list[list[int]], *, listeners: Sequence[Any] = (), stopping: Sequence[Any] = (),
+                  **kwargs: Any) -> tuple[list[ScoredAnswer], list[bool]]:
         session = None
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"stopping_criteria": list(stopping)} if stopping else {}
         if self.early_stop is not None:
             session = self.early_stop.session(len(prompts), self.model.loaded.stop_token_ids)
             listeners = [*listeners, session.on_step]
-            extra = {"stopping_criteria": [session], "length_limits": session.limits}
+            extra = {"stopping_criteria": [*stopping, session], "length_limits": session.limits}
         answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens,
                                                listeners=listeners, stats=self.capture_stats, **extra, **kwargs)
         cut = [limit is not None for limit in session.limits()] if session else [False] * len(prompts)
@@ -280,3 +359,26 @@ def _raise_first(verdicts: Sequence[Verdict]) -> None:
     for verdict in verdicts:
         if verdict.action is Action.RAISED:
             raise HallucinationDetected(verdict)
+
+
+def _check_types(**given: Any) -> None:
+    """Refuse wrong types up front, with the value, instead of a raw error deep in the set-up."""
+    model = given["model"]
+    if model is not None and not isinstance(model, SpillModel):
+        hint = f"SpillModel.load({model!r})" if isinstance(model, str) else "SpillModel.load(...)"
+        raise InvalidParameterError(f"model must be a SpillModel (e.g. {hint}) or None, got {model!r}.")
+    threshold = given["threshold"]
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
+                                  or math.isnan(threshold)):
+        raise InvalidParameterError(f"threshold must be a number (a risk score), got {threshold!r}.")
+    spec = given["spec"]
+    if spec is not None and not isinstance(spec, (str, ScoreSpec)):
+        raise InvalidParameterError(f"spec must be a 'scorer:pooling[@beta]' string or a ScoreSpec, got {spec!r}.")
+    locator = given["locator"]
+    if locator is not None and not isinstance(locator, (str, SpanLocator)):
+        raise InvalidParameterError(f"locator must be a locator name such as 'full' or a SpanLocator, got {locator!r}.")
+    for flag in ("log_all", "override"):
+        if not isinstance(given[flag], bool):
+            raise InvalidParameterError(f"{flag} must be True or False, got {given[flag]!r}.")
+    if given["on_log_error"] not in ON_LOG_ERROR:
+        raise InvalidParameterError(f"on_log_error must be 'raise' or 'warn', got {given['on_log_error']!r}.")
