@@ -44,8 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """Check every argument before the model loads; returns the task names (TASK split on commas)."""
     from spill_guard.calibration.calibrator import make_strategy
-    from spill_guard.calibration.data import check_bench_dir
-    from spill_guard.calibration.data import CALIBRATION_EXTRA_BETAS
+    from spill_guard.calibration.data import CALIBRATION_EXTRA_BETAS, check_bench_dir
     from spill_guard.cli.checks import existing_file, existing_folder, model_options, output_file, output_folder
     from spill_guard.evaluation.runner import check_run_options
     from spill_guard.scoring.specs import ScoreSpec
@@ -76,9 +75,9 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     for d in args.from_bench or ():
         existing_folder(d, "--from-bench")
         check_bench_dir(d, task=args.task)
-    if not args.from_bench:
-        for task in tasks:
-            load_task(task)  # a bad name or a malformed file fails now, not after the model load
+    # A bad name or a malformed file fails now, not after the model load (--from-bench takes TASK whole).
+    for task in ([args.task] if args.from_bench and args.task is not None else tasks):
+        load_task(task)
     return tasks
 
 
