@@ -89,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
     tasks = check_arguments(args)
     spec = ScoreSpec.parse(args.spec)
     betas = tuple(dict.fromkeys((*CALIBRATION_EXTRA_BETAS, spec.beta)))
+    # A review log needs no model to read: read it first, so a bad log fails before the load.
+    cset = from_review_log(args.from_log) if args.from_log is not None else None
     sm = load_spill_model(args, extra_betas=tuple(b for b in betas if b != args.beta))
-    if args.from_log is not None:
-        cset = from_review_log(args.from_log)
-    elif args.from_bench:
+    if cset is None and args.from_bench:
         cset = from_bench(sm, args.from_bench, task=args.task, label_locator=args.locator)
-    else:
+    elif cset is None:
         cset = from_task(sm, tasks, split=args.split, n=args.n, cache_dir=args.cache, label_locator=args.locator,
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
     with warnings.catch_warnings(record=True) as caught:

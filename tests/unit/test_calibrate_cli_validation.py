@@ -110,3 +110,10 @@ def test_from_bench_task_name_from_results_json_must_be_a_string(no_model_load, 
     folder = bench_folder(tmp_path, json.dumps({"task": ["capitals"]}).encode())
     assert main(calibrate("--from-bench", folder, "-o", str(tmp_path / "c.json"))) == 2
     assert "not a built-in task" in capsys.readouterr().err
+
+
+def test_calibrate_from_a_log_with_no_labelled_trace_fails_before_the_model_loads(no_model_load, tmp_path, capsys):
+    log = tmp_path / "review.jsonl"
+    log.write_text("")
+    assert main(calibrate("--from-log", str(log), "-o", str(tmp_path / "c.json"))) == 2
+    assert "no labelled records" in capsys.readouterr().err
