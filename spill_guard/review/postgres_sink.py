@@ -41,10 +41,17 @@ from spill_guard.review.errors import (
     NotAReviewLogError,
     RecordNotFoundError,
     ReviewLogError,
-    ReviewLogReadError,
     ReviewLogWriteError,
 )
 from spill_guard.review.jsontext import loads_strict
+from spill_guard.review.postgres_errors import (
+    CONNECT_FIX,
+    LOST_FIX,
+    PostgresNotInstalledError,
+    chainable,
+    failure,
+    fix_for,
+)
 from spill_guard.review.postgres_schema import (
     COLUMNS,
     INDEXED,
@@ -61,17 +68,12 @@ from spill_guard.review.postgres_url import (
     is_postgres_url,
     mask_password,
     passwords_in,
-    scrub,
     split_table,
 )
 from spill_guard.review.record import LabelEvent, ReviewRecord
 from spill_guard.review.skipped import SkipReport, first_problem, short_repr
 
 T = TypeVar("T")
-
-
-class PostgresNotInstalledError(ReviewLogError, ImportError):
-    """A ``postgresql://`` log was asked for but psycopg is not installed."""
 
 
 def _psycopg() -> Any:
@@ -124,20 +126,6 @@ def _reset_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-# How to fix a failure, by SQLSTATE class or code (https://www.postgresql.org/docs/15/errcodes-appendix.html).
-_FIX_BY_SQLSTATE = {
-    "42501": "grant this user SELECT, INSERT and UPDATE on the log's tables (and CREATE on the schema, for "
-             "a new log)",
-    "25006": "the server is a read-only standby: point the URL at the primary",
-    "3D000": "create the database first (createdb), or fix the database name in the URL",
-    "53300": "the server has no free connection slots: raise max_connections or put a pooler in front",
-    "57P01": "the server is shutting down or restarting: retry when it is back",
-    "53100": "the server's disk is full: free space on the database server",
-}
-_CONNECT_FIX = "check that the server is running and reachable, and the URL's host, port, database, user and password"
-_GENERIC_FIX = "see the PostgreSQL server's log for the cause"
 
 
 class PostgresSink(ReviewSink):
@@ -253,35 +241,18 @@ class PostgresSink(ReviewSink):
                 with attempt:
                     return attempt_once()
         except _ConnectionLost as lost:
-            cause, fix = lost.__cause__, "the server closed the connection twice in a row: check that it is up"
+            cause, fix = lost.__cause__, LOST_FIX
         except _ConnectionFailed as failed:
-            cause, fix = failed.cause, _CONNECT_FIX
+            cause, fix = failed.cause, CONNECT_FIX
         except psycopg.Error as exc:
-            cause, fix = exc, _FIX_BY_SQLSTATE.get(getattr(exc, "sqlstate", None) or "", _GENERIC_FIX)
+            cause, fix = exc, fix_for(exc)
         except ReviewLogWriteError:
             raise
         except ReviewLogError as exc:  # e.g. a newer schema: on a write, still a failed write
             if what is None:
                 raise
             raise ReviewLogWriteError(f"could not write the {what} to the review log {self.location!r}: {exc}") from exc
-        raise self._error(what, cause, fix) from self._chainable(cause)
-
-    def _error(self, what: str | None, cause: BaseException | None, fix: str) -> ReviewLogError:
-        detail = " ".join(self._scrub(str(cause)).split()) or type(cause).__name__
-        state = getattr(cause, "sqlstate", None)
-        detail = f"{type(cause).__name__}{f' ({state})' if state else ''}: {detail}"
-        if what is None:
-            return ReviewLogReadError(f"could not read the review log {self.location!r}: {detail}; {fix}.")
-        again = " Writing the same record again is safe: it replaces, never duplicates." if what == "record" else ""
-        return ReviewLogWriteError(f"could not write the {what} to the review log {self.location!r}: {detail}; "
-                                   f"{fix}.{again}")
-
-    def _scrub(self, text: str) -> str:
-        return scrub(text, self._secrets)
-
-    def _chainable(self, exc: BaseException | None) -> BaseException | None:
-        """The cause to chain, unless its message echoes the password (libpq quotes bad URL parts)."""
-        return None if exc is None or self._scrub(str(exc)) != str(exc) else exc
+        raise failure(self.location, what, cause, fix, self._secrets) from chainable(cause, self._secrets)
 
     # -- schema --------------------------------------------------------------------------
     def _tables_ready(self, conn: Any, *, create: bool) -> bool:
