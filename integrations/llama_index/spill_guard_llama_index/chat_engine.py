@@ -28,10 +28,11 @@ class GuardedChatEngine(BaseChatEngine):
 
     Args:
         chat_engine: e.g. ``index.as_chat_engine(chat_mode="context", llm=llm)``.
-        llm, guard, policy: as for :class:`~spill_guard_llama_index.GuardedQueryEngine`.
+        llm, guard, policy: as for :class:`~spill_guard_llama_index.GuardedQueryEngine` (a SpillLLM,
+            or an instrumented HuggingFaceLLM / its scorer).
     """
 
-    def __init__(self, chat_engine: BaseChatEngine, llm: SpillLLM | None = None, *,
+    def __init__(self, chat_engine: BaseChatEngine, llm: Any = None, *,
                  guard: SpillGuard | None = None, policy: Policy | None = None):
         if not isinstance(chat_engine, BaseChatEngine):
             raise InvalidParameterError(f"chat_engine must be a LlamaIndex BaseChatEngine, got {chat_engine!r}.")

@@ -6,9 +6,11 @@ against the *user's* query (the LLM saw the whole RAG prompt), the guard's polic
 and a retry re-asks the model the very same conversation — retrieved context included —
 without running retrieval again. The verdict goes to the guard's review log.
 
-When the engine's LLM is not a SpillLLM (no generation collected), the engine's answer is
-scored with one teacher-forced pass of the guard's model over (query, answer, retrieved
-context); no new answer can be made then, so ``Retry`` falls back.
+When the generation was scored by an instrumented ``HuggingFaceLLM`` (see
+:mod:`~spill_guard_llama_index.huggingface_llm`), it is judged as it was scored; that LLM
+cannot be asked for a different answer, so ``Retry`` falls back. When no generation was
+collected at all (another LLM), the engine's answer is scored with one teacher-forced pass
+of the guard's model over (query, answer, retrieved context), and ``Retry`` falls back too.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def nodes_context(source_nodes: Sequence[Any]) -> str | None:
 
 
 def enforce(
-    llm: SpillLLM | None,
+    llm: Any,
     guard: SpillGuard,
     policy: Policy,
     *,
@@ -46,7 +48,7 @@ def enforce(
 ) -> Verdict:
     """Decide on an engine's answer; log the verdict; raise under ``Raise()``."""
     context = nodes_context(source_nodes)
-    if generations and llm is not None:
+    if generations and isinstance(llm, SpillLLM):
         last = generations[-1]
         first = guard.assess(last.scored, query, strategy=last.strategy)
 
@@ -55,6 +57,9 @@ def enforce(
             return guard.assess(fresh.scored, query, strategy=strategy.name)
 
         decision = apply_policy(policy, first, regenerate)
+    elif generations:  # scored where it was made (an instrumented HuggingFaceLLM); it cannot be re-asked
+        last = generations[-1]
+        decision = apply_policy(policy, guard.assess(last.scored, query, strategy=last.strategy))
     else:  # not our LLM: judge the text it produced, teacher-forced, grounded on the same passages
         scored = guard.model.score_answer(query, answer, context=context)
         decision = apply_policy(policy, guard.assess(scored, query))

@@ -4,7 +4,8 @@ Every answer a :class:`~spill_guard_llama_index.SpillLLM` generates is announced
 dispatcher of this module, which propagates to the root dispatcher; register a handler with
 ``llama_index.core.instrumentation.get_dispatcher().add_event_handler(handler)``.
 LlamaIndex swallows exceptions raised in handlers, so a handler can observe and log but can
-never block an answer: enforcement lives in the guarded engines.
+never block an answer: enforcement lives in the guarded engines. Each event is mirrored as
+an OpenTelemetry ``gen_ai.evaluation.result`` event on the current span (docs/observability.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from pydantic import ConfigDict, Field
 
 from spill_guard.guard.verdict import Verdict
+from spill_guard.observability.otel import emit_evaluation
 
 dispatcher = get_dispatcher(__name__)
 
@@ -51,8 +53,12 @@ class SpillScoredEvent(BaseEvent):
         )
 
 
-def emit(verdict: Verdict, *, strategy: str = "greedy", **kwargs: Any) -> SpillScoredEvent:
-    """Build and dispatch the event for ``verdict``; returns it."""
+def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = None, **kwargs: Any) -> SpillScoredEvent:
+    """Build and dispatch the event for ``verdict`` (``span_id``: the LLM call's span, default the
+    active one); also emit its OpenTelemetry ``gen_ai.evaluation.result`` event. Returns it."""
     event = SpillScoredEvent.of(verdict, strategy=strategy)
+    if span_id is not None:
+        event.span_id = span_id
     dispatcher.event(event, **kwargs)
+    emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
     return event

@@ -21,6 +21,7 @@ from spill_guard.errors import InvalidParameterError
 from spill_guard.policy.base import Policy
 from spill_guard_llama_index.enforce import enforce, with_report
 from spill_guard_llama_index.generation import collect
+from spill_guard_llama_index.huggingface_llm import HuggingFaceLLMScorer, scorer_of
 from spill_guard_llama_index.llm import SpillLLM
 
 
@@ -28,10 +29,18 @@ class GuardedStreamingError(InvalidParameterError):
     """A guarded engine was given a streaming engine: a policy needs the whole answer first."""
 
 
-def _engine_parts(llm: SpillLLM | None, guard: SpillGuard | None, policy: Policy | None) -> tuple[SpillGuard, Policy]:
+def _engine_parts(llm: Any, guard: SpillGuard | None, policy: Policy | None) -> tuple[SpillGuard, Policy]:
+    """The guard and policy of an engine whose LLM is ``llm``: a SpillLLM, or an instrumented
+    HuggingFaceLLM (or its :class:`HuggingFaceLLMScorer`)."""
+    owner = llm
     if llm is not None and not isinstance(llm, SpillLLM):
-        raise InvalidParameterError(f"llm must be the SpillLLM the wrapped engine uses, got {llm!r}.")
-    guard = guard if guard is not None else (llm.guard if llm is not None else None)
+        owner = llm if isinstance(llm, HuggingFaceLLMScorer) else scorer_of(llm)
+        if owner is None:
+            raise InvalidParameterError(
+                f"llm must be the engine's SpillLLM, or a HuggingFaceLLM scored with instrument(llm, ...) "
+                f"(or that scorer), got a {type(llm).__name__} that is neither."
+            )
+    guard = guard if guard is not None else (owner.guard if owner is not None else None)
     if guard is None:
         raise InvalidParameterError("pass llm= (the engine's SpillLLM) or guard= (a SpillGuard to judge another LLM's answers).")
     if policy is not None and not isinstance(policy, Policy):
@@ -44,13 +53,16 @@ class GuardedQueryEngine(BaseQueryEngine):
 
     Args:
         query_engine: e.g. ``index.as_query_engine(llm=llm)``; must not stream.
-        llm: the SpillLLM the engine uses (its guard supplies threshold, policy and log).
+        llm: the SpillLLM the engine uses (its guard supplies threshold, policy and log), or
+            an unmodified ``HuggingFaceLLM`` scored with :func:`instrument` (or its scorer):
+            its answers are judged as they were scored; ``Retry`` then falls back, since a
+            HuggingFaceLLM's generation settings are fixed on the object.
         guard: judge with this guard instead (needed when the engine's LLM is not a SpillLLM:
             answers are then scored teacher-forced and cannot be retried).
         policy: override the guard's policy.
     """
 
-    def __init__(self, query_engine: BaseQueryEngine, llm: SpillLLM | None = None, *,
+    def __init__(self, query_engine: BaseQueryEngine, llm: Any = None, *,
                  guard: SpillGuard | None = None, policy: Policy | None = None,
                  callback_manager: CallbackManager | None = None):
         if not isinstance(query_engine, BaseQueryEngine):
