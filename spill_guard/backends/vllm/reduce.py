@@ -1,0 +1,96 @@
+"""Per-step reductions for the vLLM capture: the core's formulas, laid out as ring columns.
+
+Columns of one captured step (float32): ``logsumexp(β z_t)`` for each captured β, then a
+non-finite flag, then entropy and the JSD to the same request's previous step (NaN unless
+the request asked for ``stats="full"``). The maths is :mod:`spill_guard.capture.step_stats`,
+the same functions the transformers backend calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from spill_guard.capture.step_stats import (
+    StepDistribution,
+    js_from_distributions,
+    log_partition,
+    summarize,
+    validate_betas,
+)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where each statistic sits in a ring row."""
+
+    betas: tuple[float, ...]
+
+    @property
+    def nonfinite(self) -> int:
+        return len(self.betas)
+
+    @property
+    def entropy(self) -> int:
+        return len(self.betas) + 1
+
+    @property
+    def jsd_prev(self) -> int:
+        return len(self.betas) + 2
+
+    @property
+    def width(self) -> int:
+        return len(self.betas) + 3
+
+    @classmethod
+    def for_betas(cls, betas: tuple[float, ...] | list[float]) -> "Columns":
+        return cls(validate_betas(tuple(betas)))
+
+
+@dataclass(frozen=True)
+class Previous:
+    """A request's distribution at its previous step, kept on the device for the JSD."""
+
+    step: int
+    probs: torch.Tensor  # [V]
+    entropy: torch.Tensor  # []
+
+
+@torch.no_grad()
+def reduce_step(
+    z: torch.Tensor,
+    columns: Columns,
+    full_rows: list[int],
+    previous: list[Previous | None],
+) -> tuple[torch.Tensor, list[Previous]]:
+    """Reduce raw logits ``z`` ``[R, V]`` to ring rows ``[R, columns.width]``.
+
+    ``full_rows`` are the row indices that want entropy/JSD; ``previous[j]`` is the previous
+    distribution of ``full_rows[j]`` (None at a request's first step). Returns the values and,
+    for each full row, its distribution to keep as the next step's ``previous``.
+    """
+    lp = log_partition(z, columns.betas)  # [nβ, R]
+    lse = lp[columns.betas.index(1.0)]
+    values = torch.full((z.shape[0], columns.width), float("nan"), dtype=torch.float32, device=z.device)
+    values[:, : len(columns.betas)] = lp.T
+    values[:, columns.nonfinite] = (~torch.isfinite(lse)).float()
+    kept: list[Previous] = []
+    if full_rows:
+        index = torch.tensor(full_rows, dtype=torch.long, device=z.device)
+        current = summarize(z.index_select(0, index), columns.betas)
+        values[index, columns.entropy] = current.entropy.float()
+        paired = [j for j, p in enumerate(previous) if p is not None]
+        if paired:
+            before = StepDistribution(
+                log_partition=current.log_partition[:, paired],  # unused by the JSD
+                probs=torch.stack([previous[j].probs for j in paired]),
+                entropy=torch.stack([previous[j].entropy for j in paired]),
+                nonfinite=current.nonfinite[paired],
+            )
+            now = StepDistribution(current.log_partition[:, paired], current.probs[paired],
+                                   current.entropy[paired], current.nonfinite[paired])
+            jsd = js_from_distributions(before, now)
+            values[index[paired], columns.jsd_prev] = jsd.float()
+        kept = [Previous(-1, current.probs[j], current.entropy[j]) for j in range(len(full_rows))]
+    return values, kept

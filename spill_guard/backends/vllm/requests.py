@@ -1,0 +1,86 @@
+"""Which vLLM requests can be captured exactly, and how a request asks for capture.
+
+A request opts in through ``SamplingParams.extra_args["spill_guard"]`` (its capture key and
+statistics mode); requests without it run as plain vLLM traffic. Settings that change the
+logits *before* the capture processor sees them would make the "raw" values something else,
+so such requests are refused, both in the client (before submission) and in the engine
+(``validate_params``), with the reason. Pure Python: imported on both sides, needs no vllm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spill_guard.errors import InvalidParameterError
+
+EXTRA_ARGS_KEY = "spill_guard"
+
+#: Capture statistics on vLLM: "energy" (log-partitions; chosen logits come from raw logprobs)
+#: or "full" (plus entropy and the JSD to the previous step).
+VLLM_STATS = ("energy", "full")
+
+
+class UnsupportedSamplingError(InvalidParameterError):
+    """A vLLM request setting would alter the logits before capture, so its scores would not be raw."""
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """What the capture processor reads from a request's ``extra_args``."""
+
+    key: str
+    stats: str = "energy"
+    #: key of the request this one continues (the 1-token follow-up for z_(T+1)), for the JSD.
+    continues: str | None = None
+
+    def as_extra_args(self) -> dict[str, Any]:
+        return {EXTRA_ARGS_KEY: {"key": self.key, "stats": self.stats, "continues": self.continues}}
+
+    @classmethod
+    def from_params(cls, params: Any) -> "CaptureRequest | None":
+        extra = getattr(params, "extra_args", None) or {}
+        spec = extra.get(EXTRA_ARGS_KEY)
+        if not spec:
+            return None
+        return cls(key=str(spec["key"]), stats=str(spec.get("stats", "energy")), continues=spec.get("continues"))
+
+
+def compromising_settings(params: Any, *, runner: str = "v1") -> list[str]:
+    """Reasons why ``params`` (a ``SamplingParams``) would change logits before the capture.
+
+    V1 runner order: allowed-token mask, bad words, min_tokens and logit_bias processors, then
+    custom processors (ours), then penalties and temperature. V2 applies bias, penalties and
+    bad words before custom processors, so penalties compromise the capture there too.
+    """
+    reasons = []
+    if getattr(params, "logit_bias", None):
+        reasons.append(f"logit_bias={params.logit_bias!r} is added to the logits before capture")
+    if getattr(params, "allowed_token_ids", None):
+        reasons.append("allowed_token_ids masks the logits before capture")
+    if getattr(params, "bad_words", None):
+        reasons.append(f"bad_words={params.bad_words!r} masks the logits before capture")
+    if (getattr(params, "min_tokens", 0) or 0) > 0:
+        reasons.append(f"min_tokens={params.min_tokens} masks stop tokens before capture")
+    if runner == "v2":
+        if getattr(params, "repetition_penalty", 1.0) not in (None, 1.0):
+            reasons.append(f"repetition_penalty={params.repetition_penalty} is applied before capture on the V2 runner")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(params, name, 0.0) not in (None, 0.0):
+                reasons.append(f"{name}={getattr(params, name)} is applied before capture on the V2 runner")
+    if getattr(params, "logprobs", None) is None:
+        reasons.append("logprobs is None; captured requests need logprobs>=0 (the sampled token's raw logprob)")
+    return reasons
+
+
+def check_capturable(params: Any, *, runner: str = "v1") -> None:
+    """Raise :class:`UnsupportedSamplingError` naming every setting that compromises the capture."""
+    spec = CaptureRequest.from_params(params)
+    if spec is not None and spec.stats not in VLLM_STATS:
+        raise UnsupportedSamplingError(f"spill_guard stats={spec.stats!r} is not one of {list(VLLM_STATS)}.")
+    reasons = compromising_settings(params, runner=runner)
+    if reasons:
+        raise UnsupportedSamplingError(
+            "this request cannot be scored from raw logits: " + "; ".join(reasons)
+            + ". Drop these settings for guarded requests (or send them without spill_guard capture)."
+        )

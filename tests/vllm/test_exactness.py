@@ -1,0 +1,74 @@
+"""E, F, Δ (and entropy, JSD) from the vLLM backend equal a transformers teacher-forced pass.
+
+Same weights, same tokens: vLLM generates (greedy, or sampled with temperature, top-p and a
+repetition penalty — applied after the capture, so the captured values stay raw); the
+reference re-scores vLLM's own answer tokens in one forward pass. Tolerance 1e-4 (fp32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import requires_vllm
+
+pytestmark = [requires_vllm, pytest.mark.model]
+
+QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "How many legs does a spider have?"]
+TOL = 1e-4
+
+
+def assert_same(answer, reference):
+    assert answer.answer_ids == reference.answer_ids and answer.prompt_ids == reference.prompt_ids
+    for field in ("token_energy", "marginal_energy", "spilled_energy"):
+        got, want = np.array(getattr(answer, field)), np.array(getattr(reference, field))
+        assert got.shape == want.shape and np.max(np.abs(got - want)) <= TOL, (field, got - want)
+    a, r = answer.trace, reference.trace
+    assert np.max(np.abs(a.log_partition_at(0.5) - r.log_partition_at(0.5))) <= TOL  # every captured β
+    assert np.max(np.abs(a.entropy - r.entropy)) <= TOL
+    assert np.max(np.abs(a.jsd_next - r.jsd_next)) <= TOL  # includes JSD(p_T, p_(T+1)) via the follow-up
+
+
+def reference_of(reference_model, answers):
+    return reference_model.score_ids([a.prompt_ids for a in answers], [a.answer_ids for a in answers])
+
+
+def test_greedy_answers_match_teacher_forcing_including_last_token(vllm_model, reference_model):
+    answers = vllm_model.generate(QUESTIONS, max_new_tokens=24)
+    assert any(a.stopped_on_eos for a in answers)  # the last token's Δ is then the stop token's
+    for answer, reference in zip(answers, reference_of(reference_model, answers)):
+        assert_same(answer, reference)
+
+
+def test_greedy_answers_equal_the_transformers_backend_generation(vllm_model, reference_model):
+    """Greedy decoding picks the same tokens on both backends, so the whole contract matches."""
+    [ours] = vllm_model.generate(QUESTIONS[:1], max_new_tokens=16)
+    [theirs] = reference_model.generate(QUESTIONS[:1], max_new_tokens=16)
+    assert ours.answer == theirs.answer
+    assert_same(ours, theirs)
+
+
+def test_sampled_answers_with_penalty_match_teacher_forcing(vllm_model, reference_model):
+    answers = vllm_model.generate(QUESTIONS, max_new_tokens=24, do_sample=True, temperature=0.9, top_p=0.9,
+                                  repetition_penalty=1.3, seed=7)
+    for answer, reference in zip(answers, reference_of(reference_model, answers)):
+        assert_same(answer, reference)
+
+
+def test_energy_stats_skip_entropy_but_keep_energies(vllm_model, reference_model):
+    [answer] = vllm_model.generate(QUESTIONS[:1], max_new_tokens=12, stats="energy")
+    assert not answer.trace.distribution_stats and np.isnan(answer.trace.entropy).all()
+    [reference] = reference_of(reference_model, [answer])
+    assert np.max(np.abs(np.array(answer.spilled_energy) - np.array(reference.spilled_energy))) <= TOL
+
+
+def test_answer_cut_by_max_new_tokens_still_gets_its_last_delta(vllm_model, reference_model):
+    [answer] = vllm_model.generate(["Describe the history of Rome in detail."], max_new_tokens=5)
+    assert not answer.stopped_on_eos and len(answer.answer_ids) == 5
+    [reference] = reference_of(reference_model, [answer])
+    assert abs(answer.spilled_energy[-1] - reference.spilled_energy[-1]) <= TOL
+
+
+def test_store_holds_nothing_after_calls(vllm_model):
+    vllm_model.generate(QUESTIONS[:2], max_new_tokens=8)
+    assert vllm_model.store_stats()["holding"] == 0
