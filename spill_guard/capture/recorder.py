@@ -256,7 +256,7 @@ class GenerationRecorder:
             try:
                 out = self._original(*args, **{**kwargs, "return_dict_in_generate": True})
                 try:
-                    capture.ensure_final_step(out.sequences, mask, getattr(out, "past_key_values", None))
+                    capture.ensure_final_step(out.sequences, mask, _returned_cache(out))
                 except Exception as exc:  # noqa: BLE001 - the caller's generation already succeeded
                     capture.failure = capture.failure or exc
             finally:
@@ -355,3 +355,9 @@ class GenerationRecorder:
         if not ids and getattr(self.tokenizer, "eos_token_id", None) is not None:
             ids = [self.tokenizer.eos_token_id]
         return [int(i) for i in ids]
+
+
+def _returned_cache(out: Any) -> Any:
+    """The KV cache ``generate`` returned (``cache`` in newer transformers, ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)

@@ -28,6 +28,7 @@ from spill_guard.models.prompting import chat_prompt_ids
 from spill_guard.policy import Flag, apply_policy
 
 from spill_guard_langchain.attempt import current_attempt
+from spill_guard_langchain.logprobs import LOGPROBS_KEY, openai_logprobs, top_logprobs
 from spill_guard_langchain.messages import last_user_text, to_role_dicts
 from spill_guard_langchain.report import REPORT_KEY, TOKENS_KEY, VERDICT_KEY, build_report, token_entry
 
@@ -60,6 +61,8 @@ class SpillChatModel(BaseChatModel):
     seed: int | None = None
     stop: list[str] | None = None
     streaming: bool = False
+    logprobs: bool = Field(default=False, description="add OpenAI-format logprobs to response_metadata (UQLM reads them)")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="also the k most likely tokens per step")
 
     _rule_guard: SpillGuard = PrivateAttr()
 
@@ -156,7 +159,7 @@ class SpillChatModel(BaseChatModel):
     ) -> ChatResult:
         prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
         scored = self._generate_one(prompt, options)
-        message, info = self._finish(scored, question, strategy, options)
+        message, info = self._finish(scored, question, strategy, options, self._logprobs_wanted(kwargs))
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
     def _stream(
@@ -180,7 +183,7 @@ class SpillChatModel(BaseChatModel):
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
                 continue
-            message, info = self._finish(item, question, strategy, options)
+            message, info = self._finish(item, question, strategy, options, self._logprobs_wanted(kwargs))
             tail = message.content[visible.emitted:]  # text held back as a possible stop-sequence prefix
             yield ChatGenerationChunk(
                 message=AIMessageChunk(content=tail, response_metadata=message.response_metadata,
@@ -200,10 +203,11 @@ class SpillChatModel(BaseChatModel):
         """Prompt ids, the question (last user text), the attempt's strategy name and generate() options."""
         if kwargs.get("tools") or kwargs.get("functions"):
             raise InvalidInputError("SpillChatModel does not support tool calling; use it without tools.")
-        unknown = set(kwargs) - {"temperature", "top_p", "seed", "max_tokens", "stop"}
+        unknown = set(kwargs) - {"temperature", "top_p", "seed", "max_tokens", "stop", "logprobs", "top_logprobs"}
         if unknown:
             raise InvalidParameterError(
-                f"unknown generation option(s) {sorted(unknown)}; SpillChatModel accepts temperature, top_p, seed, max_tokens, stop."
+                f"unknown generation option(s) {sorted(unknown)}; SpillChatModel accepts temperature, top_p, seed, "
+                "max_tokens, stop, logprobs, top_logprobs."
             )
         attempt = current_attempt()
         roles = to_role_dicts(messages)
@@ -225,8 +229,17 @@ class SpillChatModel(BaseChatModel):
         strategy = attempt.strategy if attempt is not None else ("sample" if options.get("do_sample") else "greedy")
         return prompt, question, strategy, options
 
+    def _logprobs_wanted(self, kwargs: dict[str, Any]) -> int | None:
+        """``None``: no logprobs; else how many top alternatives per token (0 = none)."""
+        top = kwargs.get("top_logprobs", self.top_logprobs)
+        if not kwargs.get("logprobs", self.logprobs) and not top:
+            return None
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20):
+            raise InvalidParameterError(f"top_logprobs must be an integer from 0 to 20, got {top!r}.")
+        return int(top or 0)
+
     def _finish(
-        self, scored: ScoredAnswer, question: str, strategy: str, options: dict[str, Any]
+        self, scored: ScoredAnswer, question: str, strategy: str, options: dict[str, Any], top_k: int | None = None
     ) -> tuple[AIMessage, dict[str, Any]]:
         """The answer message with its report, and the generation info with the live verdict."""
         candidate = self._rule_guard.assess(scored, question, strategy=strategy)
@@ -236,6 +249,9 @@ class SpillChatModel(BaseChatModel):
         finish = "stop" if scored.stopped_on_eos or matched else "length"
         metadata = {REPORT_KEY: report, "model_name": self.model_name, "finish_reason": finish,
                     "model_provider": "spill_guard"}
+        if top_k is not None:
+            top = top_logprobs(self.spill_model.loaded.model, scored.prompt_ids, scored.answer_ids, top_k) if top_k else None
+            metadata[LOGPROBS_KEY] = openai_logprobs(scored, self.spill_model.tokenizer, top)
         usage = {"input_tokens": len(scored.prompt_ids), "output_tokens": len(scored.answer_ids),
                  "total_tokens": len(scored.prompt_ids) + len(scored.answer_ids)}
         message = AIMessage(content=content, response_metadata=metadata, usage_metadata=usage)

@@ -1,0 +1,187 @@
+"""Cost of the LangChain drop-in: unmodified ChatHuggingFace / HuggingFacePipeline, plain vs scored.
+
+Both arms call the same langchain-huggingface object on the same prompts, greedy:
+
+  plain         the model's own ``generate`` (no recorder installed), no callback
+  instrumented  ``SpillCallbackHandler(model=chat)`` in the call's callbacks: the recorder's wrapped
+                ``generate`` (forward hook, per-step log-partitions, the extra step for z_(T+1)),
+                the start/end callbacks, building the ScoredAnswer, the verdict and the report
+
+Call styles: ``chat.invoke(question)`` (batch 1) and ``llm.generate(prompts)`` on a
+``HuggingFacePipeline`` whose transformers pipeline batches all prompts into one padded
+``generate`` call. Arms are interleaved, the order reversed every repeat (AB BA AB ...), after a
+warm-up round; outputs are checked to be identical in both arms. Clocks: wall
+(``time.perf_counter``) and the process's CPU time (``time.process_time``; with one torch thread
+it is much less sensitive to other processes on a shared machine). The overhead is the ratio of
+medians minus one; the paired ratios (each instrumented call / the plain call next to it) show the spread.
+
+    python bench/dropin_overhead.py --out bench/results/dropin_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+TARGET_OVERHEAD_PCT = 3.0
+QUESTIONS = ["What is the capital of France?", "Who wrote the play Hamlet?", "What is the boiling point of water?",
+             "Name the largest planet of the solar system."]
+PROMPTS = ["The capital of France is", "The play Hamlet was written by", "Water boils at a temperature of",
+           "The largest planet of the solar system is"]
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def _summary(plain: list[float], inst: list[float]) -> dict[str, Any]:
+    paired = [i / p for p, i in zip(plain, inst)]
+    ratio = statistics.median(inst) / statistics.median(plain)
+    return {"plain_median_s": statistics.median(plain), "instrumented_median_s": statistics.median(inst),
+            "ratio_of_medians": ratio, "overhead_pct": 100 * (ratio - 1), "paired_ratio_median": statistics.median(paired),
+            "paired_ratio_min": min(paired), "paired_ratio_max": max(paired), "plain_s": plain, "instrumented_s": inst}
+
+
+def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[], None],
+              make_handler: Callable[[], Any], repeats: int, warmup: int, log: Callable[[str], None]) -> dict[str, Any]:
+    times: dict[str, dict[str, list[float]]] = {arm: {"wall": [], "cpu": []} for arm in ("plain", "instrumented")}
+    outputs: dict[str, set] = {"plain": set(), "instrumented": set()}
+    scored = 0
+
+    def once(arm: str, record: bool) -> None:
+        nonlocal scored
+        if arm == "plain":
+            recorder_off()  # the model's own generate: nothing installed
+            callbacks: list = []
+        else:
+            handler = make_handler()  # built outside the timed call; installs the recorder
+            callbacks = [handler]
+        wall, cpu, out = _timed(lambda: call(callbacks))
+        if record:
+            times[arm]["wall"].append(wall)
+            times[arm]["cpu"].append(cpu)
+            outputs[arm].add(json.dumps(out))
+            if arm == "instrumented":
+                scored += handler.counts["answers"]
+        log(f"  {name} {arm:<12} wall {wall:7.3f} s  cpu {cpu:7.3f} s")
+
+    for _ in range(warmup):
+        once("plain", False)
+        once("instrumented", False)
+    for r in range(repeats):
+        for arm in (("plain", "instrumented") if r % 2 == 0 else ("instrumented", "plain")):
+            once(arm, True)
+    recorder_off()
+    return {
+        "wall": _summary(times["plain"]["wall"], times["instrumented"]["wall"]),
+        "cpu": _summary(times["plain"]["cpu"], times["instrumented"]["cpu"]),
+        "identical_outputs": outputs["plain"] == outputs["instrumented"] and len(outputs["plain"]) == 1,
+        "answers_scored": scored,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/dropin_overhead.json"))
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=6, help="timed calls per arm and style")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import langchain_huggingface
+    import transformers
+    from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+
+    from spill_guard.capture.recorder import GenerationRecorder
+    from spill_guard.cli.common import quiet_transformers
+    from spill_guard.models import load_model
+    from spill_guard_langchain import SpillCallbackHandler
+
+    quiet_transformers()
+    loaded = load_model(device="cpu")
+    common = dict(model=loaded.model, tokenizer=loaded.tokenizer, max_new_tokens=args.max_new_tokens, do_sample=False,
+                  return_full_text=False)
+    chat = ChatHuggingFace(llm=HuggingFacePipeline(pipeline=transformers.pipeline("text-generation", **common)))
+    batched = HuggingFacePipeline(pipeline=transformers.pipeline("text-generation", batch_size=len(PROMPTS), **common),
+                                  batch_size=len(PROMPTS))
+
+    def recorder_off() -> None:
+        GenerationRecorder.for_model(loaded.model, loaded.tokenizer).uninstall()
+
+    def make_handler() -> SpillCallbackHandler:
+        return SpillCallbackHandler(model=chat, threshold=0.0)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    started = time.perf_counter()
+    meta = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "langchain_huggingface": getattr(langchain_huggingface, "__version__", "?"), "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(), "loadavg_start": list(os.getloadavg()),
+        "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "warmup": args.warmup,
+        "target_overhead_pct": TARGET_OVERHEAD_PCT, "model": loaded.name,
+    }
+    styles = {
+        "chat.invoke (B=1)": lambda cbs: chat.invoke(QUESTIONS[0], config={"callbacks": cbs}).content,
+        f"llm.generate ({len(PROMPTS)} prompts, one padded generate)":
+            lambda cbs: [g[0].text for g in batched.generate(PROMPTS, callbacks=cbs).generations],
+    }
+    results = {name: run_style(name, call, recorder_off, make_handler, args.repeats, args.warmup, log)
+               for name, call in styles.items()}
+    meta["loadavg_end"] = list(os.getloadavg())
+    meta["total_s"] = round(time.perf_counter() - started, 1)
+    report = {"meta": meta, "styles": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(args.out.with_suffix(".md").read_text())
+    return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["meta"]
+    lines = [
+        "# Drop-in overhead: unmodified ChatHuggingFace / HuggingFacePipeline, plain vs SpillCallbackHandler(model=...)",
+        "",
+        f"- date: {m['date']}",
+        f"- command: `{m['command']}`",
+        f"- python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"langchain-huggingface {m['langchain_huggingface']}; model {m['model']}",
+        f"- {m['cpu_count']} CPU cores, torch threads {m['torch_num_threads']}; load average (1/5/15 min) at start "
+        f"{[round(x, 2) for x in m['loadavg_start']]}, at end {[round(x, 2) for x in m['loadavg_end']]}",
+        f"- greedy, max_new_tokens {m['max_new_tokens']}; {m['repeats']} timed calls per arm after {m['warmup']} "
+        f"warm-up round(s), interleaved, order reversed every repeat; total {m['total_s']} s",
+        f"- target: instrumented ≤ {m['target_overhead_pct']} % over plain",
+        "",
+        "| call | clock | plain median | instrumented median | overhead (ratio of medians) | paired ratio median [min, max] | identical outputs | answers scored |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["styles"].items():
+        for clock in ("cpu", "wall"):
+            s = r[clock]
+            lines.append(
+                f"| {name} | {clock} | {s['plain_median_s']:.3f} s | {s['instrumented_median_s']:.3f} s | "
+                f"{s['overhead_pct']:+.2f} % | {s['paired_ratio_median']:.4f} [{s['paired_ratio_min']:.4f}, "
+                f"{s['paired_ratio_max']:.4f}] | {r['identical_outputs']} | {r['answers_scored']} |")
+    lines += ["", "cpu = `time.process_time` of the benchmark process; wall = `time.perf_counter`.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
