@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="a guarded OpenAI-compatible HTTP server (needs spill-guard[serve])",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_server_options(p)
+    r = p.add_argument_group("Ray Serve (needs spill-guard[ray])")
+    r.add_argument("--ray", action="store_true", help="serve the same app as Ray Serve replicas instead of one uvicorn")
+    r.add_argument("--replicas", type=int, default=1, help="replicas with --ray (default 1), each loads the model")
+    r.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster ('auto' for one `ray start` runs here); default: start a local one")
+    r.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="logical CPUs each replica reserves")
     p.set_defaults(run=run)
 
 
@@ -79,6 +85,10 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     guard, settings = configs_from_args(args)
+    if args.ray:
+        return run_on_ray(args, guard, settings)
+    if args.replicas != 1 or args.ray_address:
+        raise InvalidParameterError("--replicas and --ray-address need --ray; add --ray or drop them.")
     try:
         import uvicorn
     except ImportError as exc:
@@ -92,4 +102,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"spill-guard serve: http://{args.host}:{args.port}/v1 (model loads in the background; "
           f"GET /readyz says when it is ready)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace, guard: Any, settings: Any) -> int:
+    """``serve --ray``: the same app as Ray Serve replicas (checks first, then the cluster starts)."""
+    from spill_guard.serving.ray_app import require_ray_extra, run_ray
+
+    if args.replicas < 1:
+        raise InvalidParameterError(f"--replicas must be an integer >= 1, got {args.replicas}.")
+    if not args.num_cpus_per_replica > 0:
+        raise InvalidParameterError(f"--num-cpus-per-replica must be > 0, got {args.num_cpus_per_replica}.")
+    require_ray_extra()
+    print(f"spill-guard serve --ray: {args.replicas} replica(s) at http://{args.host}:{args.port}/v1 "
+          "(ready once every replica has loaded the model)", file=sys.stderr, flush=True)
+    run_ray(guard, settings, host=args.host, port=args.port, replicas=args.replicas, address=args.ray_address,
+            num_cpus_per_replica=args.num_cpus_per_replica)
     return 0

@@ -202,3 +202,14 @@ def test_app_builder_rejects_unknown_and_malformed_arguments():
         app_builder({"replicas": "0"})
     with pytest.raises(InvalidParameterError, match="policy must be one of"):
         app_builder({"policy": "ignore"})
+
+
+def test_serve_cli_checks_ray_options_before_starting_anything(capsys):
+    from spill_guard.cli.main import main
+
+    assert main(["serve", "--ray", "--replicas", "0"]) == 2
+    assert "--replicas must be an integer >= 1" in capsys.readouterr().err
+    assert main(["serve", "--replicas", "2"]) == 2
+    assert "need --ray" in capsys.readouterr().err
+    assert main(["serve", "--ray", "--num-cpus-per-replica", "0"]) == 2
+    assert "--num-cpus-per-replica must be > 0" in capsys.readouterr().err
