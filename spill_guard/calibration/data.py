@@ -172,7 +172,7 @@ def read_bench_results(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         results = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, *JSON_ERRORS) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 JSON; truncated or not written by spill-guard bench"
+        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 JSON; truncated or not written by spill-guard bench"
         raise CalibrationError(f"cannot read {os.fspath(path)!r} ({why}); re-run the bench, or delete results.json "
                                "and pass the task as the TASK argument.") from None
     if not isinstance(results, dict):

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from spill_guard.evaluation.results import to_markdown
     from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, check_run_options, run_bench
     from spill_guard.evaluation.splits import select
+    from spill_guard.review.atomic_file import atomic_text_file
     from spill_guard.tasks import load_task
 
     # Every argument is checked before the model loads: a bad one fails in well under a second.
@@ -69,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     report = run_.report
-    (out / "results.json").write_text(report.model_dump_json(indent=1), encoding="utf-8")
-    (out / "results.md").write_text(to_markdown(report), encoding="utf-8")
+    # Atomic, so a killed run leaves the previous results.json (which calibrate --from-bench reads), not half of one.
+    for name, text in (("results.json", report.model_dump_json(indent=1)), ("results.md", to_markdown(report))):
+        with atomic_text_file(out / name) as fh:
+            fh.write(text)
     plots = write_plots(run_, out)
     d = report.default
     print(f"{report.task}: n={report.n}, accuracy ({d.locator}) {d.accuracy:.3f}")
