@@ -177,7 +177,7 @@ TEXT_COLUMNS = ("model", "tags", "question", "context", "answer", "original_answ
 
 
 def _csv_row(record: ReviewRecord) -> dict:
-    data = record.model_dump(mode="json")
+    data = record.model_dump()  # Python mode: JSON mode cannot hold a lone surrogate
     row = {k: data[k] for k in CSV_COLUMNS}
     row["tags"] = ";".join(record.tags)
     for key in TEXT_COLUMNS:

@@ -48,10 +48,20 @@ def _finite_or_none(literal: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _none(_constant: str) -> None:
+    return None
+
+
+# Built once: json.loads(..., parse_float=...) would build a new decoder (and its scanner) per line.
+_DECODER = json.JSONDecoder(parse_constant=_none, parse_float=_finite_or_none)
+
+
 def loads_strict(text: str | bytes) -> Any:
     """Parse JSON with every non-finite number read as ``None``.
 
     Raises ``ValueError`` (bad JSON, bad UTF-8, an integer of more than 4300 digits) or
     ``RecursionError`` (absurdly deep nesting); callers turn both into a skipped line.
     """
-    return json.loads(text, parse_constant=lambda _constant: None, parse_float=_finite_or_none)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads does
+    return _DECODER.decode(text)

@@ -241,3 +241,19 @@ def test_a_log_of_the_wrong_format_is_exit_2_with_what_to_do(tmp_path, capsys, n
     code, _, err = run(capsys, "review", "list", "--log", str(tmp_path / name))
     assert code == 2 and message in err and name in err
     assert (tmp_path / name).read_bytes() == content
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_export_of_a_lone_surrogate_crashed_with_unicode_encode_error(tmp_path, capsys, monkeypatch, fmt):
+    monkeypatch.delenv("SPILL_GUARD_LOG", raising=False)
+    log = tmp_path / "guard.jsonl"
+    with open_log(log) as sink:
+        sink.write(_record(1, question="caf\udce9", metadata={"k": "\udcff"}))
+    out = tmp_path / f"out.{fmt}"
+    code, _, err = run(capsys, "review", "export", "--log", str(log), "--format", fmt, "-o", str(out))
+    assert code == 0, err
+    text = out.read_text(encoding="utf-8")
+    if fmt == "jsonl":
+        assert ReviewRecord.from_json(text).question == "caf\udce9"  # exact
+    else:
+        assert "caf\\udce9" in text  # shown as its escape

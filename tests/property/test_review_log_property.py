@@ -40,10 +40,15 @@ BASE_LABEL = {"event": "label", "id": BASE_RECORD["id"], "label": "correct", "no
               "labelled_at": "2026-01-02T00:00:00+00:00"}
 
 
+# Text with lone surrogates and control characters, which JSON escapes can carry into a log.
+awkward_text = st.text(alphabet=st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+                                          st.sampled_from("\x1b\x07\x9b\u202e\n\r")), max_size=12)
+
+
 def mutated(base: dict) -> st.SearchStrategy[dict]:
-    """``base`` with one nested element replaced by arbitrary JSON, or deleted."""
+    """``base`` with one nested element replaced by arbitrary JSON or awkward text, or deleted."""
     return st.builds(lambda path, new: replace_at(base, path, new) if path else ({} if new is DELETE else new),
-                     st.sampled_from(list(paths_of(base))), st.one_of(json_values, st.just(DELETE)))
+                     st.sampled_from(list(paths_of(base))), st.one_of(json_values, awkward_text, st.just(DELETE)))
 
 
 def dumped(value) -> bytes:
