@@ -237,3 +237,37 @@ def test_handler_rule_options_need_a_model():
         SpillCallbackHandler(threshold=0.5)
     with pytest.raises(InvalidParameterError, match="not a local HuggingFace"):
         SpillCallbackHandler(model=object(), threshold=0.5)
+
+
+def test_readme_dropin_snippet_runs():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("### Drop-in: an existing ChatHuggingFace chain"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert code.count("handler") >= 3 and "ChatHuggingFace(llm=" in code
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer, verdict = done.stdout.strip().splitlines()[-1].split(" | ")
+    assert "Paris" in answer
+    action, score, _, threshold, n, _ = verdict.split()
+    assert action in ("passed", "flagged") and float(threshold) == -0.43 and int(n) >= 1
+    assert (action == "flagged") == (float(score) > -0.43)
+
+
+def test_agent_middleware_enforces_on_unmodified_chat_huggingface(hf):
+    pytest.importorskip("langchain.agents.middleware", reason="needs langchain v1: pip install 'langchain>=1'")
+    from langchain.agents import create_agent
+
+    from spill_guard_langchain import SpillGuardMiddleware
+
+    middleware = SpillGuardMiddleware(Abstain("Not sure."))
+    agent = create_agent(hf["chat"], tools=[], middleware=[middleware])
+    ask = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    last = agent.invoke(ask, config={"callbacks": [_handler(hf, threshold=-100.0)]})["messages"][-1]
+    assert last.content == "Not sure." and middleware.verdicts[-1].action.value == "abstained"
+    assert middleware.verdicts[-1].question == "What is the capital of France?" and middleware.verdicts[-1].token_scores
