@@ -73,7 +73,8 @@ class ServerState:
         self.metrics.errors.labels(type=code).inc()
 
     def close(self) -> None:
-        if self.engine.guard is not None:
+        """Close the review log of a guard this app built (a guard passed in belongs to the caller)."""
+        if self.config is not None and self.engine.guard is not None:
             self.engine.guard.close()
 
 

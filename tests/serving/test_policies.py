@@ -26,19 +26,22 @@ def records(path):
 
 @pytest.fixture(scope="module")
 def servers(spill_model, tmp_path_factory):
+    from spill_guard.guard import EarlyStop
     from spill_guard.policy import Abstain, Flag, Raise, Resample, Retry
 
     root = tmp_path_factory.mktemp("policies")
     policies = {
         "flag": (Flag(), ALL_RISKY), "pass": (Flag(), 1e6), "abstain": (Abstain("I can't vouch for that."), ALL_RISKY),
-        "raise": (Raise(), ALL_RISKY),
+        "raise": (Raise(), ALL_RISKY), "early_stop": (Flag(), 1e6),
         "retry": (Retry(attempts=3, strategy=Resample(temperature=0.7), fallback=Abstain("No reliable answer.")), ALL_RISKY),
     }
+    early = {"early_stop": EarlyStop(-1e6, min_tokens=2)}  # stops every answer after its third token
     started, stack = {}, []
     try:
         for name, (policy, threshold) in policies.items():
             log = str(root / f"{name}.jsonl")
-            ctx = running(guarded_app(spill_model, policy=policy, threshold=threshold, log=log))
+            ctx = running(guarded_app(spill_model, policy=policy, threshold=threshold, log=log,
+                                      **(early if name == "early_stop" else {})))
             started[name] = (ctx.__enter__(), log)
             stack.append(ctx)
         yield started
@@ -120,3 +123,17 @@ def test_retry_resamples_then_falls_back(servers):
     again = post(srv).json()["choices"][0]["spill_guard"]  # resamples are seeded per request: the same again
     assert [a["score"] for a in again["attempts"]] == pytest.approx([a["score"] for a in sg["attempts"]], abs=1e-5)
     assert len(records(log)) == 2  # one record per request, whatever the attempts
+
+
+def test_early_stop_cuts_the_answer_and_flags_it(servers):
+    srv, _ = servers["early_stop"]
+    body = post(srv, max_tokens=12).json()
+    choice = body["choices"][0]
+    sg = choice["spill_guard"]
+    assert sg["early_stopped"] is True and sg["flagged"] is True and sg["action"] == "flagged"
+    assert choice["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 3
+    with httpx.stream("POST", srv.url + "/v1/chat/completions", json={**BODY, "max_tokens": 12, "stream": True},
+                      timeout=120) as resp:
+        chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+    tokens = [c for c in chunks if c["choices"][0]["finish_reason"] is None]
+    assert len(tokens) == 3 and chunks[-1]["choices"][0]["spill_guard"]["early_stopped"] is True
