@@ -151,6 +151,7 @@ class SpillGuard:
         takes precedence over ``HallucinationDetected`` (the verdicts show ``action``).
         """
         questions = _check_questions(questions)
+        _check_record_fields(tags, metadata)
         contexts = list(contexts) if contexts is not None else [None] * len(questions)
         if len(contexts) != len(questions):
             raise InvalidInputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
@@ -177,12 +178,14 @@ class SpillGuard:
 
         ``Retry`` cannot make a new answer here, so its fallback decides.
         """
+        _check_record_fields(tags, metadata)
         scored = self.model.score_answer(question, answer, context=context)
         return self.decide(scored, question=question, context=context, tags=tags, metadata=metadata)
 
     def decide(self, scored: ScoredAnswer, *, question: str, context: str | None = None, tags: Sequence[str] = (),
                metadata: Mapping[str, Any] | None = None) -> Verdict:
         """Apply the rule and policy to a :class:`ScoredAnswer` you already have."""
+        _check_record_fields(tags, metadata)
         verdict = self._decide(scored, question, context, tags, metadata, regenerate=None)
         _raise_first([verdict])
         return verdict
@@ -199,6 +202,7 @@ class SpillGuard:
         ``stream_closed_after_tokens`` in the record's metadata.
         """
         [question] = _check_questions([question])
+        _check_record_fields(tags, metadata)
         prompt = self.model.prompt_ids(question, context=context)
         cancel = StreamCancel()
         items = stream_generation(lambda listener: self._generate([prompt], listeners=[listener], stopping=[cancel]),
@@ -353,6 +357,15 @@ def _check_questions(questions: Sequence[str] | str) -> list[str]:
         if not isinstance(q, str) or not q.strip():
             raise InvalidInputError(f"question {i} is empty or not a string ({q!r}); pass the text to answer.")
     return questions
+
+
+def _check_record_fields(tags: Any, metadata: Any) -> None:
+    """Tags and metadata go into the review record: refuse wrong types before generating."""
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple, set, frozenset)) or not all(
+            isinstance(t, str) for t in tags):
+        raise InvalidInputError(f"tags must be a list of strings, e.g. ['demo'], got {tags!r}.")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a dict (or None), got {metadata!r}.")
 
 
 def _raise_first(verdicts: Sequence[Verdict]) -> None:
