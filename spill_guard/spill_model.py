@@ -7,10 +7,9 @@ produced it (streaming capture), or from one teacher-forced pass for answers mad
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Sequence
-
-import torch
 
 from spill_guard.capture.padding import left_pad
 from spill_guard.capture.step_stats import validate_betas
@@ -19,7 +18,7 @@ from spill_guard.capture.teacher_forced import teacher_forced_traces
 from spill_guard.errors import InvalidInputError, InvalidParameterError, PromptTooLongError
 from spill_guard.models.loader import LoadedModel, load_model
 from spill_guard.models.prompting import DEFAULT_INSTRUCTION, check_text, prompt_ids
-from spill_guard.models.seeding import seeded_rng
+from spill_guard.models.seeding import SeededSampling
 from spill_guard.report import ScoredAnswer, build_scored_answer
 
 
@@ -115,7 +114,10 @@ class SpillModel:
             generate_kwargs.pop("top_p", None)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}.")
-        with seeded_rng(seed):  # a per-call generator: repeatable even while other threads sample
+        seeded = SeededSampling(seed) if seed is not None else None
+        if seeded is not None:  # a per-call generator: repeatable even while other threads sample
+            generate_kwargs = seeded.generate_kwargs(generate_kwargs)
+        with seeded or contextlib.nullcontext():
             captured = generate_with_capture(
                 self.loaded.model,
                 input_ids,

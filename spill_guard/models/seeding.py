@@ -3,7 +3,7 @@
 ``transformers``' ``generate`` (5.x) has no ``generator`` argument: sampling calls
 ``torch.multinomial`` on the process-wide default generator. Seeding that generator
 (``torch.manual_seed``) makes a call repeatable only if no other thread draws from it at the
-same time. Instead, :func:`seeded_rng` pushes a torch function mode that hands the random
+same time. Instead, :class:`SeededSampling` pushes a torch function mode that hands the random
 functions their own ``torch.Generator`` seeded with ``seed`` whenever the caller gave none.
 Torch function modes are thread-local, so only the calling thread's draws are redirected;
 the sampling code and the probabilities it samples from are those of ``transformers``,
@@ -12,8 +12,7 @@ unchanged, and a single-threaded call draws exactly what ``torch.manual_seed(see
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -56,14 +55,54 @@ def _device_of(args: tuple, kwargs: dict) -> torch.device:
     return torch.device(kwargs.get("device") or "cpu")  # factories (rand, randn ...) name their device
 
 
-@contextmanager
-def seeded_rng(seed: int | None) -> Iterator[None]:
-    """Within the block, this thread's random draws come from generators seeded with ``seed``.
+class SeededSampling:
+    """The per-call generator of one seeded ``generate`` call, active only while it samples.
 
-    ``None`` changes nothing (the default generator, as without a seed).
+    A function mode sees every torch call of its thread, and a decoding step makes thousands
+    (the forward pass) against a handful for sampling. So the mode is pushed by a logits
+    processor placed after all others (it leaves the scores untouched: transformers still
+    samples, from its own probabilities) and popped by a stopping criterion (which never
+    stops anything): each step's window covers just softmax → multinomial → append.
+    Use as a context manager around the ``generate`` call, with :meth:`generate_kwargs`.
     """
-    if seed is None:
-        yield
-        return
-    with _SeededGenerators(int(seed)):
-        yield
+
+    def __init__(self, seed: int):
+        self.mode = _SeededGenerators(int(seed))
+        self.pushed = False
+
+    def generate_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` for ``generate`` with the window's processor and criterion appended."""
+        from transformers import LogitsProcessor, StoppingCriteria
+
+        owner = self
+
+        class OpenWindow(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                owner._push()
+                return scores
+
+        class CloseWindow(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: Any) -> torch.Tensor:
+                owner._pop()
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        out = dict(kwargs)
+        out["logits_processor"] = [*(kwargs.get("logits_processor") or ()), OpenWindow()]
+        out["stopping_criteria"] = [*(kwargs.get("stopping_criteria") or ()), CloseWindow()]
+        return out
+
+    def _push(self) -> None:
+        if not self.pushed:
+            self.mode.__enter__()
+            self.pushed = True
+
+    def _pop(self) -> None:
+        if self.pushed:
+            self.mode.__exit__(None, None, None)
+            self.pushed = False
+
+    def __enter__(self) -> "SeededSampling":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pop()  # an exception between processor and criterion must not leave the mode pushed

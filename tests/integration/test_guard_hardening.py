@@ -198,3 +198,12 @@ def test_generation_emits_no_past_key_values_future_warning(spill_model):
         warnings.simplefilter("always")
         spill_model.generate(KNOWN, max_new_tokens=2)
     assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+@pytest.mark.parametrize("kwargs", [{"tags": "demo"}, {"tags": [1]}, {"metadata": 5}, {"metadata": ["a"]}])
+def test_wrong_tags_or_metadata_types_raise_invalid_input_error_before_generating(spill_model, kwargs):
+    guard = SpillGuard(spill_model, threshold=0.0, max_new_tokens=2)
+    for call in (lambda: guard.ask(KNOWN, **kwargs), lambda: guard.check(KNOWN, "Paris", **kwargs),
+                 lambda: next(guard.stream(KNOWN, **kwargs))):
+        with pytest.raises(InvalidInputError, match="tags|metadata"):
+            call()
