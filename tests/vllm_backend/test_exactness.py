@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import requires_vllm
+from vllm_support import requires_vllm
 
 pytestmark = [requires_vllm, pytest.mark.model]
 

@@ -1,0 +1,48 @@
+"""``SpillGuard`` over the vLLM backend: ask, ask_batch, retry, stream — unchanged guard code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vllm_support import requires_vllm
+
+from spill_guard import SpillGuard
+from spill_guard.errors import InvalidParameterError
+from spill_guard.guard.verdict import TokenEvent, Verdict
+from spill_guard.policy import Flag, Retry
+from spill_guard.policy.strategies import Resample
+
+pytestmark = [requires_vllm, pytest.mark.model]
+
+
+def test_ask_batch_verdicts_equal_the_transformers_guard(vllm_model, reference_model):
+    questions = ["What is the capital of France?", "Who wrote Hamlet?"]
+    ours = SpillGuard(vllm_model, threshold=1.0, policy=Flag(), max_new_tokens=16).ask_batch(questions)
+    theirs = SpillGuard(reference_model, threshold=1.0, policy=Flag(), max_new_tokens=16).ask_batch(questions)
+    for a, b in zip(ours, theirs):  # greedy: same tokens, so the same span and score
+        assert a.answer == b.answer and a.flagged == b.flagged
+        assert abs(a.score - b.score) <= 1e-4
+        assert np.max(np.abs(np.array(a.token_scores) - np.array(b.token_scores))) <= 1e-4
+
+
+def test_retry_resamples_on_vllm(vllm_model):
+    guard = SpillGuard(vllm_model, threshold=-100.0, policy=Retry(attempts=3, strategy=Resample(temperature=0.9)),
+                       max_new_tokens=8)  # every answer crosses: all three attempts run
+    verdict = guard.ask("Name a colour.")
+    assert len(verdict.attempts) == 3 and all(a.strategy.startswith("resample") for a in verdict.attempts[1:])
+    assert vllm_model.store_stats()["holding"] == 0
+
+
+def test_stream_yields_token_events_then_the_verdict(vllm_model):
+    items = list(SpillGuard(vllm_model, threshold=1.0, max_new_tokens=8).stream("What is 2 + 2?"))
+    assert all(isinstance(i, TokenEvent) for i in items[:-1]) and isinstance(items[-1], Verdict)
+    assert [e.spilled_energy for e in items[:-1]] == pytest.approx(items[-1].token_scores, abs=1e-6)
+
+
+def test_early_stop_is_refused_on_vllm(vllm_model):
+    from spill_guard.guard import EarlyStop
+
+    guard = SpillGuard(vllm_model, threshold=1.0, early_stop=EarlyStop(5.0), max_new_tokens=4)
+    with pytest.raises(InvalidParameterError, match="early_stop"):
+        guard.ask("Hi?")

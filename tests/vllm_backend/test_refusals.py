@@ -1,0 +1,63 @@
+"""Requests whose captured values would not be raw are refused with the reason, never mis-scored."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_support import requires_vllm
+
+from spill_guard.backends.vllm.requests import CaptureRequest, UnsupportedSamplingError, compromising_settings
+from spill_guard.errors import InvalidParameterError, SpillGuardError
+
+pytestmark = requires_vllm
+
+
+@pytest.mark.parametrize(
+    "setting, value, words",
+    [
+        ("logit_bias", {5: 3.0}, "logit_bias"),
+        ("allowed_token_ids", [1, 2, 3], "allowed_token_ids"),
+        ("bad_words", ["Paris"], "bad_words"),
+        ("min_tokens", 3, "min_tokens"),
+    ],
+)
+def test_settings_applied_before_the_capture_are_refused(vllm_model, setting, value, words):
+    with pytest.raises(UnsupportedSamplingError, match=words) as caught:
+        vllm_model.generate("What is the capital of France?", max_new_tokens=4, **{setting: value})
+    assert isinstance(caught.value, SpillGuardError) and isinstance(caught.value, ValueError)
+
+
+def test_the_engine_refuses_them_too_when_sent_directly(vllm_model):
+    """A client that bypasses spill_guard (e.g. the server's raw route) still cannot mis-score."""
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError  # what vLLM's server answers with HTTP 400
+
+    params = SamplingParams(max_tokens=2, logprobs=0, logit_bias={5: 3.0},
+                            extra_args=CaptureRequest("direct").as_extra_args())
+    with pytest.raises(VLLMValidationError, match="logit_bias"):
+        vllm_model.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [params], use_tqdm=False)
+    plain = SamplingParams(max_tokens=2, logit_bias={5: 3.0})  # not captured: plain vLLM traffic is untouched
+    assert vllm_model.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [plain], use_tqdm=False)
+
+
+def test_penalties_are_fine_on_v1_but_refused_on_v2():
+    from vllm import SamplingParams
+
+    params = SamplingParams(repetition_penalty=1.3, presence_penalty=0.5, logprobs=0)
+    assert compromising_settings(params, runner="v1") == []
+    reasons = compromising_settings(params, runner="v2")
+    assert any("repetition_penalty" in r for r in reasons) and any("presence_penalty" in r for r in reasons)
+
+
+def test_transformers_only_hooks_are_refused(vllm_model):
+    with pytest.raises(InvalidParameterError, match="stopping_criteria"):
+        vllm_model.generate("Hi?", max_new_tokens=2, stopping_criteria=[object()])
+
+
+def test_engine_settings_that_break_the_capture_are_refused():
+    from spill_guard.backends.vllm import engine_kwargs
+
+    with pytest.raises(InvalidParameterError, match="speculative"):
+        engine_kwargs("m", speculative_config={"method": "ngram"})
+    with pytest.raises(InvalidParameterError, match="raw_logprobs"):
+        engine_kwargs("m", logprobs_mode="processed_logprobs")
