@@ -272,19 +272,22 @@ def test_instrument_refuses_bad_arguments(hf_llm, make_scorer, spill_model):
         instrument(hf_llm, threshold=0.0)
 
 
-def test_each_answer_is_one_otel_evaluation_event_on_the_calls_span(hf_llm, make_scorer):
+def test_each_answer_is_one_otel_evaluation_event_on_the_calls_span(hf_llm, make_scorer, index):
     pytest.importorskip("opentelemetry.sdk", reason="needs: pip install opentelemetry-sdk")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    from spill_guard import Abstain
     from spill_guard.observability import otel
+    from spill_guard_llama_index import GuardedQueryEngine
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
-    scorer = make_scorer()
+    scorer = make_scorer(threshold=ALWAYS)
+    engine = GuardedQueryEngine(index.as_query_engine(llm=hf_llm, similarity_top_k=1), hf_llm, policy=Abstain())
     otel.configure(events="span")
     try:
         with tracer.start_as_current_span("request"):
@@ -292,15 +295,18 @@ def test_each_answer_is_one_otel_evaluation_event_on_the_calls_span(hf_llm, make
                 hf_llm.complete("Name a colour.")
             with tracer.start_as_current_span("llm.stream_chat"):
                 list(hf_llm.stream_chat(user("Name a fruit.")))  # emitted from LlamaIndex's stream thread
+            with tracer.start_as_current_span("engine.query"):
+                engine.query("Where was Acme Lumen Robotics founded?")
     finally:
         otel.reset()
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert not spans["request"].events
-    for name, verdict in zip(["llm.complete", "llm.stream_chat"], scorer.verdicts):
-        [event] = spans[name].events
+    for name, verdict, label in zip(["llm.complete", "llm.stream_chat", "engine.query"], scorer.verdicts,
+                                    ["flagged", "flagged", "abstained"]):
+        [event] = spans[name].events  # the engine's answer: one event, its decision (not also the LLM's)
         assert event.name == "gen_ai.evaluation.result"
         assert event.attributes["gen_ai.evaluation.name"] == "hallucination"
         assert event.attributes["gen_ai.evaluation.score.value"] == pytest.approx(verdict.score)
-        assert event.attributes["gen_ai.evaluation.score.label"] == "passed"
-        assert event.attributes["gen_ai.evaluation.explanation"] == verdict.reason
+        assert event.attributes["gen_ai.evaluation.score.label"] == label
         assert spans[name].parent.span_id == spans["request"].context.span_id
+    assert spans["llm.complete"].events[0].attributes["gen_ai.evaluation.explanation"] == scorer.verdicts[0].reason

@@ -4,8 +4,9 @@ Every answer a :class:`~spill_guard_llama_index.SpillLLM` generates is announced
 dispatcher of this module, which propagates to the root dispatcher; register a handler with
 ``llama_index.core.instrumentation.get_dispatcher().add_event_handler(handler)``.
 LlamaIndex swallows exceptions raised in handlers, so a handler can observe and log but can
-never block an answer: enforcement lives in the guarded engines. Each event is mirrored as
-an OpenTelemetry ``gen_ai.evaluation.result`` event on the current span (docs/observability.md).
+never block an answer: enforcement lives in the guarded engines. An answer made outside a
+guarded engine is also an OpenTelemetry ``gen_ai.evaluation.result`` event on the current
+span (inside one, the engine's logged decision is; docs/observability.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import ConfigDict, Field
 
 from spill_guard.guard.verdict import Verdict
 from spill_guard.observability.otel import emit_evaluation
+from spill_guard_llama_index.generation import collecting
 
 dispatcher = get_dispatcher(__name__)
 
@@ -55,10 +57,17 @@ class SpillScoredEvent(BaseEvent):
 
 def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = None, **kwargs: Any) -> SpillScoredEvent:
     """Build and dispatch the event for ``verdict`` (``span_id``: the LLM call's span, default the
-    active one); also emit its OpenTelemetry ``gen_ai.evaluation.result`` event. Returns it."""
+    active one); returns it.
+
+    Outside a guarded engine the answer is final here, so its OpenTelemetry
+    ``gen_ai.evaluation.result`` event is emitted too (on the current span, the LLM call's). Inside
+    one, the engine's decision is the answer's verdict: the guard emits it when the engine logs it,
+    so each answer is one event.
+    """
     event = SpillScoredEvent.of(verdict, strategy=strategy)
     if span_id is not None:
         event.span_id = span_id
     dispatcher.event(event, **kwargs)
-    emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
+    if not collecting():
+        emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
     return event

@@ -73,6 +73,11 @@ def collect() -> Iterator[Collector]:
         _ACTIVE.reset(token)
 
 
+def collecting() -> bool:
+    """True inside a :func:`collect` scope (a guarded engine will decide, and log, the answer)."""
+    return _ACTIVE.get() is not None
+
+
 def record(generation: Generation) -> None:
     """Hand ``generation`` to the innermost active collector, if any."""
     collector = _ACTIVE.get()

@@ -243,9 +243,11 @@ class HuggingFaceLLMScorer:
             try:
                 self._judge(span_id, row)
             except Exception as exc:  # the user's call goes on; the failure is counted and shown
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"an answer of {type(self.llm).__name__} was not scored ({self.last_error}); "
+                error = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    self.failures += 1
+                    self.last_error = error
+                warnings.warn(f"an answer of {type(self.llm).__name__} was not scored ({error}); "
                               "it was returned unchanged.", SpillScoringWarning, stacklevel=2)
 
     def _judge(self, span_id: str, row: RecordedAnswer) -> None:
