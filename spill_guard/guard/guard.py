@@ -31,6 +31,7 @@ from spill_guard.guard.verdict import (
     attach_scored,
 )
 from spill_guard.models.prompting import prompt_ids as build_prompt_ids
+from spill_guard.observability.otel import emit_evaluation
 from spill_guard.policy.base import Action, Candidate, Decision, Policy, RetryStrategy, apply_policy
 from spill_guard.policy.flag import Flag
 from spill_guard.policy.strategies import Reprompt, Resample
@@ -240,7 +241,10 @@ class SpillGuard:
 
         If the sink fails: raises :class:`VerdictNotLoggedError` (``.verdict`` is this verdict), or
         with ``on_log_error="warn"`` warns :class:`VerdictNotLoggedWarning` and returns ``None``.
+        Every verdict passed here is also an OpenTelemetry ``gen_ai.evaluation.result`` event
+        (docs/observability.md), emitted first, whether or not a review log is configured.
         """
+        emit_evaluation(verdict)
         if self.sink is None or not (self.log_all or verdict.flagged):
             return None
         from spill_guard.review import ReviewRecord
