@@ -49,7 +49,15 @@ def build_app(arm: str, model: Any, max_batch: int, max_wait_ms: float) -> Any:
     return create_app(model if arm.startswith("plain") else SpillGuard(model), settings)
 
 
-def drive(url: str, model_name: str, concurrency: int, per_client: int, max_tokens: int) -> dict[str, Any]:
+def worker_cpu_clock(server: Any) -> int:
+    """The CPU clock of the app's model worker thread (all model work runs there; with
+    --threads 1 torch does not spread it over other threads)."""
+    ident = server.state.batcher.executor.submit(threading.get_ident).result()
+    return time.pthread_getcpuclockid(ident)
+
+
+def drive(url: str, model_name: str, concurrency: int, per_client: int, max_tokens: int,
+          cpu_clock: int | None = None) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -76,13 +84,15 @@ def drive(url: str, model_name: str, concurrency: int, per_client: int, max_toke
                     tokens.append(n)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+    cpu0 = time.clock_gettime(cpu_clock) if cpu_clock is not None else 0.0
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"latencies": latencies, "tokens": sum(tokens), "wall": wall, "errors": errors}
+    cpu = time.clock_gettime(cpu_clock) - cpu0 if cpu_clock is not None else float("nan")
+    return {"latencies": latencies, "tokens": sum(tokens), "wall": wall, "errors": errors, "worker_cpu": cpu}
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -95,7 +105,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [x for r in runs for x in r["latencies"]]
     wall = sum(r["wall"] for r in runs)
     requests = len(lat)
+    cpu = sum(r["worker_cpu"] for r in runs)
     return {"requests": requests, "errors": sum(len(r["errors"]) for r in runs),
+            "worker_cpu_s_per_request": cpu / requests if requests else float("nan"),
             "p50_s": quantile(lat, 0.50), "p95_s": quantile(lat, 0.95),
             "requests_per_s": requests / wall, "tokens_per_s": sum(r["tokens"] for r in runs) / wall,
             "wall_s": wall, "per_repeat_wall_s": [r["wall"] for r in runs]}
@@ -107,22 +119,30 @@ def render(report: dict[str, Any]) -> str:
              f"load average before/after: {report['load_before']} / {report['load_after']}", "",
              f"Greedy chat requests, max_tokens={report['max_tokens']}, {report['requests_per_client']} per client per "
              f"repeat, {report['repeats']} repeats; max_batch {report['max_batch']}, max_wait_ms {report['max_wait_ms']}.",
-             "", "| arm | concurrency | requests | errors | p50 latency (s) | p95 latency (s) | requests/s | tokens/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", "| arm | concurrency | requests | errors | p50 latency (s) | p95 latency (s) | requests/s | tokens/s "
+             "| model-thread CPU s / request |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, by_c in report["results"].items():
         for c, r in by_c.items():
             lines.append(f"| {arm} | {c} | {r['requests']} | {r['errors']} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | "
-                         f"{r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} |")
+                         f"{r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | {r['worker_cpu_s_per_request']:.3f} |")
     lines += ["", "| comparison | concurrency | value |", "|---|---|---|"]
     for c, v in report["guard_overhead_p50"].items():
         lines.append(f"| guard latency overhead, p50 guarded / plain − 1 | {c} | {v * 100:+.1f} % |")
+    for c, v in report["guard_overhead_cpu"].items():
+        lines.append(f"| guard CPU overhead, model-thread CPU per request guarded / plain − 1 | {c} | {v * 100:+.1f} % |")
     for arm, v in report["throughput_gain"].items():
         lines.append(f"| throughput c={report['concurrency'][-1]} / c={report['concurrency'][0]} ({arm}) | — | {v:.2f}× |")
     for c, v in report["batching_gain"].items():
         lines.append(f"| throughput guarded / guarded_unbatched | {c} | {v:.2f}× |")
+    for c, v in report["batching_cpu_gain"].items():
+        lines.append(f"| CPU per request guarded_unbatched / guarded | {c} | {v:.2f}× |")
     lines += ["", "Targets (issue 12): guard overhead ≤ 5 % of latency; throughput at c=16 ≥ 2× c=1.",
-              "The machine is shared (2 cores, other jobs running): compare arms within this run, "
-              "where they were interleaved, rather than with other runs.", ""]
+              "The machine is shared (2 cores, other jobs running): wall-clock numbers swing with the load. "
+              "The model thread's CPU time (with --threads 1 all model work runs in that one thread) is the "
+              "steadier measure of the work each arm does. Compare arms within one run (they were interleaved).",
+              "A greedy answer of T tokens costs T + 1 decode steps when scored (z_(T+1) for the last token's Δ), "
+              "so the guard's share shrinks as answers get longer.", ""]
     return "\n".join(lines)
 
 
@@ -155,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_transformers()
     model = SpillModel.load(device="cpu")
     servers = {arm: LiveServer(build_app(arm, model, args.max_batch, args.max_wait_ms)).start() for arm in arms}
+    clocks = {arm: worker_cpu_clock(srv) for arm, srv in servers.items()}
     load_before = os.getloadavg()
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {a: {c: [] for c in concurrency} for a in arms}
     try:
@@ -164,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeats):
                 order = arms if repeat % 2 == 0 else list(reversed(arms))
                 for arm in order:
-                    run = drive(servers[arm].url, model.loaded.name, c, args.requests_per_client, args.max_tokens)
+                    run = drive(servers[arm].url, model.loaded.name, c, args.requests_per_client, args.max_tokens,
+                                clocks[arm])
                     runs[arm][c].append(run)
                     print(f"c={c} repeat {repeat} {arm}: {len(run['latencies'])} ok, {len(run['errors'])} errors, "
                           f"{run['wall']:.1f} s", flush=True)
@@ -180,17 +202,22 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
         "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "repeats": args.repeats,
         "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "concurrency": concurrency,
-        "results": results, "guard_overhead_p50": {}, "throughput_gain": {}, "batching_gain": {},
+        "results": results, "guard_overhead_p50": {}, "guard_overhead_cpu": {}, "throughput_gain": {},
+        "batching_gain": {}, "batching_cpu_gain": {},
     }
     if "guarded" in results and "plain" in results:
         report["guard_overhead_p50"] = {c: results["guarded"][c]["p50_s"] / results["plain"][c]["p50_s"] - 1
                                         for c in concurrency}
+        report["guard_overhead_cpu"] = {c: results["guarded"][c]["worker_cpu_s_per_request"]
+                                        / results["plain"][c]["worker_cpu_s_per_request"] - 1 for c in concurrency}
     for arm in arms:
         report["throughput_gain"][arm] = (results[arm][concurrency[-1]]["requests_per_s"]
                                           / results[arm][concurrency[0]]["requests_per_s"])
     if "guarded" in results and "guarded_unbatched" in results:
         report["batching_gain"] = {c: results["guarded"][c]["requests_per_s"]
                                    / results["guarded_unbatched"][c]["requests_per_s"] for c in concurrency}
+        report["batching_cpu_gain"] = {c: results["guarded_unbatched"][c]["worker_cpu_s_per_request"]
+                                       / results["guarded"][c]["worker_cpu_s_per_request"] for c in concurrency}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
