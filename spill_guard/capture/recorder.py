@@ -27,7 +27,6 @@ until the rows are recorded, so a consumer that sees the end of the stream can c
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
@@ -95,8 +94,7 @@ class GenerationRecorder:
     capture, never the generation).
     """
 
-    _lock = threading.Lock()
-    _recorders: "weakref.WeakKeyDictionary[torch.nn.Module, GenerationRecorder]" = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()  # creating / finding a model's recorder
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, betas: Sequence[float] = (1.0,),
                  stats: str = "energy", listeners: Sequence[Callable[[TokenStep], None]] = ()):
@@ -126,9 +124,10 @@ class GenerationRecorder:
         A later caller needing more betas or ``stats="full"`` widens the existing recorder.
         """
         with cls._lock:
-            recorder = cls._recorders.get(model)
-            if recorder is None:
-                recorder = cls._recorders[model] = cls(model, tokenizer, betas=betas, stats=stats)
+            # The recorder lives on the model (its wrapped generate): no global registry keeps models alive.
+            recorder = getattr(model.__dict__.get("generate"), "__self__", None)
+            if not isinstance(recorder, GenerationRecorder):
+                recorder = cls(model, tokenizer, betas=betas, stats=stats)
             else:
                 recorder.betas = validate_betas(tuple(dict.fromkeys((*recorder.betas, *betas))))
                 if stats == "full":
@@ -140,7 +139,6 @@ class GenerationRecorder:
         with type(self)._lock:
             if self.model.__dict__.get("generate") == self._generate:
                 del self.model.generate
-            type(self)._recorders.pop(self.model, None)
 
     # -- expectations ------------------------------------------------------------------------
     def expect(self, key: Hashable, prompt_ids: Sequence[int]) -> None:
