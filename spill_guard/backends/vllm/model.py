@@ -140,11 +140,13 @@ def replay_steps(answers: Sequence[ScoredAnswer], listeners: Sequence[Callable[[
     for t in range(max(len(tr) for tr in traces)):
         live = [t < len(tr) for tr in traces]
         ids = torch.tensor([int(tr.token_ids[t]) if ok else pad for tr, ok in zip(traces, live)])
-        chosen = torch.tensor([float(tr.chosen_logit[t]) if ok else nan for tr, ok in zip(traces, live)])
+        # float64, as the traces hold them: listeners must see the values the verdict pools
+        chosen = torch.tensor([float(tr.chosen_logit[t]) if ok else nan for tr, ok in zip(traces, live)],
+                              dtype=torch.float64)
         lp = torch.tensor([[float(tr.log_partition[k, t]) if ok else nan for tr, ok in zip(traces, live)]
-                           for k in range(len(betas))])
+                           for k in range(len(betas))], dtype=torch.float64)
         nxt = torch.tensor([[float(tr.log_partition[k, t + 1]) if ok else nan for tr, ok in zip(traces, live)]
-                            for k in range(len(betas))])
+                            for k in range(len(betas))], dtype=torch.float64)
         step = TokenStep(t, ids, chosen, lp, nxt, betas)
         for listener in listeners:
             listener(step)
