@@ -157,8 +157,14 @@ class HuggingFaceLLMScorer:
                 raise InvalidParameterError("this LLM's model is already instrumented; call uninstrument() on the "
                                             "existing scorer first (scorer_of(llm) finds it).")
             _REGISTRY[id(model)] = self
-        spill = self.guard.model
-        self.recorder = GenerationRecorder.for_model(model, tokenizer, betas=spill.betas, stats=self.guard.capture_stats)
+        try:
+            spill = self.guard.model
+            self.recorder = GenerationRecorder.for_model(model, tokenizer, betas=spill.betas,
+                                                         stats=self.guard.capture_stats)
+        except BaseException:
+            with _lock:
+                del _REGISTRY[id(model)]
+            raise
         self._tracker, self._annotator = _SpanTracker(self), _ResponseAnnotator(self)
         root = get_dispatcher()
         root.add_span_handler(self._tracker)
