@@ -44,6 +44,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                    help="end an answer once its running mean Δ exceeds RISK (EarlyStop)")
     g.add_argument("--log", default=None, metavar="PATH", help="review log (.jsonl or .sqlite); default: none")
     g.add_argument("--log-flagged-only", action="store_true", help="log only flagged answers")
+    g.add_argument("--redact", nargs="*", default=None, metavar="REGEX",
+                   help="mask these patterns in review-log records (no REGEX: e-mail addresses and phone numbers)")
     g.add_argument("--no-guard", action="store_true",
                    help="scoring off: plain generation without capture or verdicts (a baseline for benchmarks)")
     s = p.add_argument_group("server")
@@ -70,11 +72,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         raise InvalidParameterError("--beta is not supported by serve: the calibration fixes β; drop --beta.")
     if not 0 <= args.port <= 65535:
         raise InvalidParameterError(f"--port must be between 0 and 65535, got {args.port}.")
+    if args.redact is not None and not args.log:
+        raise InvalidParameterError("--redact applies to the review log; add --log PATH.")
     if args.no_guard and (args.calibration or args.threshold is not None or args.policy != "flag" or args.log):
         raise InvalidParameterError("--no-guard serves without scoring; drop --calibration/--threshold/--policy/--log.")
     guard = GuardConfig(model=args.model, device=args.device, dtype=args.dtype, calibration=args.calibration,
                         threshold=args.threshold, policy=args.policy, abstain_reply=args.abstain_reply,
                         retry_attempts=args.retry_attempts, log=args.log, log_all=not args.log_flagged_only,
+                        redact=tuple(args.redact) if args.redact is not None else None,
                         early_stop=args.early_stop, guard=not args.no_guard)
     settings = ServerSettings(api_key=resolve_api_key(args.api_key), max_batch=args.max_batch,
                               max_wait_ms=args.max_wait_ms, max_tokens_limit=args.max_tokens_limit,

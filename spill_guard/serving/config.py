@@ -21,7 +21,8 @@ class GuardConfig:
     """How to build the :class:`~spill_guard.SpillGuard` a server runs (loaded lazily).
 
     ``guard=False`` serves the same model with scoring off (no capture, no verdicts): the
-    baseline the server benchmark compares against.
+    baseline the server benchmark compares against. ``redact``: regexes masked in every
+    review-log record before it is written (``()`` = the default e-mail and phone patterns).
     """
 
     model: str | None = None
@@ -34,6 +35,7 @@ class GuardConfig:
     retry_attempts: int = 3
     log: str | None = None
     log_all: bool = True
+    redact: tuple[str, ...] | None = None
     early_stop: float | None = None
     guard: bool = True
 
@@ -79,8 +81,13 @@ class GuardConfig:
         if not self.guard:
             return model
         early = EarlyStop(self.early_stop) if self.early_stop is not None else None
+        log: Any = self.log
+        if log is not None and self.redact is not None:
+            from spill_guard.review import open_log, redact_patterns
+
+            log = open_log(log, redact=redact_patterns(*([list(self.redact)] if self.redact else [])))
         return SpillGuard(model, threshold=self.threshold, calibration=self.calibration, policy=self.build_policy(),
-                          log=self.log, log_all=self.log_all, early_stop=early)
+                          log=log, log_all=self.log_all, early_stop=early)
 
 
 @dataclass(frozen=True)

@@ -150,3 +150,21 @@ def test_readiness_waits_for_the_model():
         srv.state.load()
         assert GET(srv.url + "/readyz").json()["status"] == "ready"
         assert POST(srv.url + "/v1/chat/completions", json=GOOD, timeout=120).status_code == 200
+
+
+def test_review_log_redacts_as_configured(tmp_path):
+    import time
+
+    from spill_guard.review import open_log
+    from spill_guard.serving import GuardConfig, create_app
+
+    log = tmp_path / "redacted.jsonl"
+    with running(create_app(GuardConfig(device="cpu", log=str(log), redact=()))) as srv:
+        deadline = time.monotonic() + 300
+        while GET(srv.url + "/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        body = {**GOOD, "messages": [{"role": "user", "content": "Should I email bob@example.com today?"}]}
+        assert POST(srv.url + "/v1/chat/completions", json=body).status_code == 200
+    with open_log(log) as sink:
+        [record] = sink.records()
+    assert "bob@example.com" not in record.question and "[REDACTED]" in record.question

@@ -17,6 +17,7 @@ import pytest
     (["--api-key", "short"], "at least 8 characters"),
     (["--default-max-tokens", "600"], "exceeds max-tokens-limit"),
     (["--port", "70000"], "--port must be between"),
+    (["--redact"], "--redact applies to the review log"),
 ])
 def test_bad_arguments_exit_2_before_loading(argv, says, capsys, monkeypatch):
     from spill_guard.cli.main import main
