@@ -12,7 +12,11 @@ repeat (AB BA AB ..., after a warm-up round) so a drift of the shared machine hi
 Each call is timed end to end, wall (``perf_counter``) and CPU (``process_time`` of this process;
 torch runs one thread, so other processes on the machine distort it much less than wall time).
 The overhead is reported as the median over repeats of the paired ratio instrumented/plain (both
-arms' totals over all prompts in that repeat), and as the ratio of the arms' medians.
+arms' totals over all prompts in that repeat), and as the ratio of the arms' medians. On a shared
+machine that pair can move by several percent either way, so the run also times the parts the
+instrumentation adds, each alone (CPU time, medians): the extra forward step for ``z_(T+1)``, the
+per-step reduction of the hook (``logsumexp`` over the vocabulary), and building the ScoredAnswer
+and verdict; their sum over the plain median is the expected overhead.
 
     python bench/dropin_overhead_llama_index.py --out bench/results/dropin_overhead_llama_index.json
 """
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {r} {rounds[-1]['order']}: plain {result['plain']['cpu']:.2f}s cpu, "
               f"instrumented {result['instrumented']['cpu']:.2f}s cpu", file=sys.stderr)
     timed = [x for x in rounds if not x["warmup"]]
+    components = time_components(spill, guard, prompts[0], args.tokens)
     same_text = all(x["plain"]["texts"] == x["instrumented"]["texts"] == timed[0]["plain"]["texts"] for x in timed)
     summary = {}
     for clock in ("wall", "cpu"):
@@ -123,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         "run_seconds": round(time.perf_counter() - started, 1),
         "model": loaded.name, "tokens_per_call": args.tokens, "prompts_per_repeat": len(prompts),
         "repeats": args.repeats, "warmup": args.warmup, "same_answers_in_both_arms": same_text,
-        "target": "instrumented/plain <= 1.03", "summary": summary,
+        "target": "instrumented/plain <= 1.03", "summary": summary, "components_ms": components,
+        "expected_overhead": (components["final_step"] + args.tokens * components["hook_step"]
+                              + components["scoring"]) / 1e3 / summary["cpu"]["plain_median_s"],
         "rounds": [{k: (v if k in ("order", "warmup") else {"wall": v["wall"], "cpu": v["cpu"]}) for k, v in x.items()}
                    for x in rounds],
     }
@@ -132,6 +139,37 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
     return 0
+
+
+@torch.no_grad()
+def time_components(spill, guard, prompt: str, tokens: int) -> dict[str, float]:
+    """CPU milliseconds of each part the instrumentation adds (medians), measured alone."""
+    from spill_guard.policy import Flag
+    from spill_guard.report import build_scored_answer
+
+    def median_ms(fn, n: int) -> float:
+        times = []
+        for _ in range(n):
+            c0 = time.process_time()
+            fn()
+            times.append((time.process_time() - c0) * 1e3)
+        return statistics.median(times)
+
+    [answer] = spill.generate([prompt], max_new_tokens=tokens, min_new_tokens=tokens, stats=guard.capture_stats)
+    model, ids = spill.loaded.model, torch.tensor([answer.prompt_ids + answer.answer_ids])
+    cache = model(input_ids=ids[:, :-1], use_cache=True).past_key_values
+    logits = torch.randn(1, model.config.vocab_size)
+
+    def final_step():  # one token on the cache, as ensure_final_step runs it (the cache grows by one; negligible)
+        model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True)
+
+    def scoring():  # what the scorer does per answer once the trace exists
+        scored = build_scored_answer(tokenizer=spill.tokenizer, model_name=spill.loaded.name, prompt_ids=answer.prompt_ids,
+                                     trace=answer.trace, stopped_on_eos=answer.stopped_on_eos, beta=spill.beta)
+        guard.verdict_from(Flag().apply(guard.assess(scored, prompt)), question=prompt).model_dump(mode="json")
+
+    return {"final_step": median_ms(final_step, 5), "hook_step": median_ms(lambda: torch.logsumexp(logits, -1), 200),
+            "scoring": median_ms(scoring, 20)}
 
 
 def markdown(r: dict) -> str:
@@ -155,6 +193,13 @@ def markdown(r: dict) -> str:
         lines.append(f"| {clock} | {s['plain_median_s']:.3f} s | {s['instrumented_median_s']:.3f} s | "
                      f"{s['ratio_of_medians']:.4f} | {s['paired_ratio_median']:.4f} "
                      f"[{s['paired_ratio_min']:.4f}, {s['paired_ratio_max']:.4f}] |")
+    c = r["components_ms"]
+    lines += [
+        "", "Parts the instrumentation adds, each timed alone (CPU, medians): extra forward step for z_(T+1) "
+        f"{c['final_step']:.1f} ms, hook reduction {c['hook_step']:.3f} ms per step "
+        f"(x {r['tokens_per_call']} steps), ScoredAnswer + verdict {c['scoring']:.1f} ms; "
+        f"sum / plain CPU median = expected overhead {100 * r['expected_overhead']:.2f} %.",
+    ]
     return "\n".join(lines) + "\n"
 
 
