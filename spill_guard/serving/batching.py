@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ class Job:
     rows: Sequence[Any]
     finish: Callable[[list[Any]], Any]
     future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
+    # The submitting request's context: its policy, log write and OpenTelemetry event run in it, so
+    # an evaluation event is parented to that request's span although the batch is shared.
+    context: contextvars.Context = field(repr=False, default_factory=contextvars.copy_context)
 
 
 class Batcher:
@@ -140,7 +144,7 @@ class Batcher:
             mine = outcomes[start : start + len(job.rows)]
             start += len(job.rows)
             try:
-                self._resolve(job, result=job.finish(mine))
+                self._resolve(job, result=job.context.run(job.finish, mine))
             except BaseException as exc:  # one job's policy or log failure fails that job only
                 self._resolve(job, error=exc)
 
