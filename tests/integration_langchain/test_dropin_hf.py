@@ -271,3 +271,36 @@ def test_agent_middleware_enforces_on_unmodified_chat_huggingface(hf):
     last = agent.invoke(ask, config={"callbacks": [_handler(hf, threshold=-100.0)]})["messages"][-1]
     assert last.content == "Not sure." and middleware.verdicts[-1].action.value == "abstained"
     assert middleware.verdicts[-1].question == "What is the capital of France?" and middleware.verdicts[-1].token_scores
+
+
+def test_each_answer_and_each_guarded_decision_is_an_otel_evaluation_event_on_the_callers_span(hf, monkeypatch):
+    pytest.importorskip("opentelemetry.sdk", reason="needs opentelemetry-sdk (the test extra)")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from spill_guard.observability import otel
+
+    monkeypatch.delenv(otel.ENV_VAR, raising=False)
+    otel.reset()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    handler = _handler(hf, threshold=-100.0)  # flags every answer
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | hf["chat"] | StrOutputParser()
+    try:
+        with tracer.start_as_current_span("plain"):
+            hf["chat"].invoke("What is the capital of France?", config={"callbacks": [handler]})
+        with tracer.start_as_current_span("guarded"):
+            SpillGuardedRunnable(chain, Abstain("Not sure.")).invoke({"q": "Name a planet."},
+                                                                     config={"callbacks": [handler]})
+    finally:
+        otel.reset()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    [plain] = [e for e in spans["plain"].events if e.name == otel.EVENT_NAME]
+    assert plain.attributes["gen_ai.evaluation.score.label"] == "flagged"
+    assert plain.attributes["gen_ai.evaluation.score.value"] == pytest.approx(handler.verdicts[0].score)
+    # Under the guarded runnable: the handler's answer-level event, then the runnable's decision.
+    labels = [e.attributes["gen_ai.evaluation.score.label"] for e in spans["guarded"].events if e.name == otel.EVENT_NAME]
+    assert labels == ["flagged", "abstained"]

@@ -29,7 +29,7 @@ from spill_guard.guard import Verdict
 
 from spill_guard_langchain.dropin import DropInScorer
 from spill_guard_langchain.report import TOKENS_KEY, verdict_of
-from spill_guard_langchain.review_sink import open_sink, write_verdict
+from spill_guard_langchain.review_sink import open_sink, record_verdict
 
 
 class UnscoredRunWarning(UserWarning):
@@ -197,6 +197,4 @@ class SpillCallbackHandler(BaseCallbackHandler):
             return None
 
     def _log(self, verdict: Verdict, state: _RunState) -> str | None:
-        if self.sink is None or not (self.log_all or verdict.flagged):
-            return None
-        return write_verdict(self.sink, verdict, tags=state.tags, metadata=state.metadata)
+        return record_verdict(self.sink, verdict, log_all=self.log_all, tags=state.tags, metadata=state.metadata)

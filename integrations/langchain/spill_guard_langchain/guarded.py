@@ -26,7 +26,7 @@ from spill_guard.policy import Action, Candidate, Flag, Policy
 from spill_guard_langchain.attempt import AttemptSettings
 from spill_guard_langchain.decisions import adecide, candidate_from, decide, final_verdict
 from spill_guard_langchain.report import REPORT_KEY, verdict_of
-from spill_guard_langchain.review_sink import open_sink, write_verdict
+from spill_guard_langchain.review_sink import open_sink, record_verdict
 
 
 class NoSpillReportError(SpillGuardError, RuntimeError):
@@ -160,9 +160,8 @@ class SpillGuardedRunnable(Runnable):
     def _finish(self, decision: Any, config: RunnableConfig) -> Any:
         output, _ = decision.chosen.payload
         verdict = final_verdict(decision)
-        if self.sink is not None and (self.log_all or verdict.flagged):
-            verdict.record_id = write_verdict(self.sink, verdict, tags=config.get("tags") or [],
-                                              metadata=config.get("metadata"))
+        record_verdict(self.sink, verdict, log_all=self.log_all, tags=config.get("tags") or [],
+                       metadata=config.get("metadata"))
         if decision.action is Action.RAISED:
             raise HallucinationDetected(verdict)
         if decision.action is Action.ABSTAINED:

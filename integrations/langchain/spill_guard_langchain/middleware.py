@@ -25,7 +25,7 @@ from spill_guard.policy import Action, Candidate, Flag, Policy  # noqa: E402
 from spill_guard_langchain.decisions import adecide, candidate_from, decide, final_verdict  # noqa: E402
 from spill_guard_langchain.guarded import NoSpillReportError  # noqa: E402
 from spill_guard_langchain.report import REPORT_KEY, verdict_of  # noqa: E402
-from spill_guard_langchain.review_sink import open_sink, write_verdict  # noqa: E402
+from spill_guard_langchain.review_sink import open_sink, record_verdict  # noqa: E402
 
 
 class SpillGuardMiddleware(AgentMiddleware):
@@ -82,8 +82,7 @@ class SpillGuardMiddleware(AgentMiddleware):
     def _finish(self, decision: Any) -> ModelResponse:
         response, _ = decision.chosen.payload
         verdict = final_verdict(decision)
-        if self.sink is not None and (self.log_all or verdict.flagged):
-            verdict.record_id = write_verdict(self.sink, verdict, tags=self.tags)
+        record_verdict(self.sink, verdict, log_all=self.log_all, tags=self.tags)
         self.verdicts.append(verdict)
         if decision.action is Action.RAISED:
             raise HallucinationDetected(verdict)

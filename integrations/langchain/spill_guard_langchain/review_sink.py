@@ -1,4 +1,4 @@
-"""Open the review log a wrapper writes to: a path (``.jsonl`` / ``.sqlite``) or a ready sink."""
+"""Open the review log a wrapper writes to (a path or a ready sink), and record final verdicts in it."""
 
 from __future__ import annotations
 
@@ -20,3 +20,19 @@ def write_verdict(sink: Any, verdict: Any, *, tags: Any = (), metadata: dict[str
              for k, v in (metadata or {}).items()}  # run metadata may hold objects; keep their repr
     record = ReviewRecord.from_verdict(verdict, model=verdict.model, tags=tuple(tags), metadata=clean)
     return sink.write(record)
+
+
+def record_verdict(sink: Any, verdict: Any, *, log_all: bool, tags: Any = (),
+                   metadata: dict[str, Any] | None = None) -> str | None:
+    """A final verdict: its OpenTelemetry evaluation event (as the core guard emits), then the log.
+
+    The record is written when there is a sink and ``log_all`` or the verdict is flagged; the
+    record id is stored on the verdict and returned (``None`` when nothing was written).
+    """
+    from spill_guard.observability.otel import emit_evaluation
+
+    emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
+    if sink is None or not (log_all or verdict.flagged):
+        return None
+    verdict.record_id = write_verdict(sink, verdict, tags=tags, metadata=metadata)
+    return verdict.record_id
