@@ -163,12 +163,13 @@ class Calibration(BaseModel):
         return self.model_dump_json(indent=1)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON atomically (temporary file, then rename); returns the path."""
+        """Write the JSON atomically (temporary file, fsync, then rename); returns the path."""
+        from spill_guard.review.atomic_file import atomic_text_file  # the one atomic writer of the package
+
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        with atomic_text_file(target) as out:
+            out.write(self.to_json() + "\n")
         return target
 
     @classmethod
