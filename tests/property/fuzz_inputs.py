@@ -40,19 +40,27 @@ def replace_at(value, path: list, new):
     if not path:
         return new
     head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        out = dict(value)
-        if rest or new is not DELETE:
-            out[head] = replace_at(value[head], rest, new)
-        else:
-            del out[head]
-        return out
-    out = list(value)
+    out = dict(value) if isinstance(value, dict) else list(value)
     if rest or new is not DELETE:
         out[head] = replace_at(value[head], rest, new)
     else:
         del out[head]
     return out
+
+
+def edit_lists(paths: list):
+    """1-3 edits ``(path, new value or DELETE)`` at paths drawn from ``paths``."""
+    return st.lists(st.tuples(st.sampled_from(paths), st.one_of(st.just(DELETE), json_values)), min_size=1, max_size=3)
+
+
+def apply_edits(value, edits):
+    """``value`` with each edit applied in turn; an edit whose path an earlier one removed or retyped is skipped."""
+    for path, new in edits:
+        try:
+            value = replace_at(value, path, new)
+        except (KeyError, IndexError, TypeError):
+            continue
+    return value
 
 
 DELETE = object()

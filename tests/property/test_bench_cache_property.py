@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from fuzz_inputs import DELETE, binary, hostile_json_text, json_values, paths_of, replace_at
+from fuzz_inputs import apply_edits, binary, edit_lists, hostile_json_text, json_values, paths_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,14 +73,9 @@ def test_a_valid_entry_with_fields_replaced_or_removed_reads_or_raises_a_spill_g
     entry_paths = [p for p in paths_of(valid_entry) if p]
 
     @FUZZ
-    @given(st.lists(st.tuples(st.sampled_from(entry_paths), st.one_of(st.just(DELETE), json_values)), min_size=1, max_size=3))
+    @given(edit_lists(entry_paths))
     def check(edits):
-        value = valid_entry
-        for path, new in edits:
-            try:
-                value = replace_at(value, path, new)
-            except (KeyError, IndexError, TypeError):  # an earlier edit removed or retyped this path
-                continue
+        value = apply_edits(valid_entry, edits)
         open_and_read_all(HEADER_LINE + json.dumps({"key": "k", "value": value}).encode() + b"\n")
 
     open_and_read_all(HEADER_LINE + json.dumps({"key": "k", "value": valid_entry}).encode() + b"\n")

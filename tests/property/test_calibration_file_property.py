@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from fuzz_inputs import DELETE, binary, hostile_json_text, json_values, paths_of, replace_at
+from fuzz_inputs import apply_edits, binary, edit_lists, hostile_json_text, json_values, paths_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,14 +51,9 @@ def test_any_json_value_loads_or_raises_a_spill_guard_error(value):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(VALID_PATHS), st.one_of(st.just(DELETE), json_values)), min_size=1, max_size=3))
+@given(edit_lists(VALID_PATHS))
 def test_a_valid_file_with_fields_replaced_or_removed_loads_or_raises_a_spill_guard_error(edits):
-    value = VALID
-    for path, new in edits:
-        try:
-            value = replace_at(value, path, new)
-        except (KeyError, IndexError, TypeError):  # an earlier edit removed or retyped this path
-            continue
+    value = apply_edits(VALID, edits)
     assert_loads_or_spill_guard_error(lambda: load_bytes(json.dumps(value).encode()))
 
 
