@@ -33,6 +33,10 @@ class SpillModel:
         system: optional system message for chat templates.
     """
 
+    #: Listeners see each step while ``generate`` runs, and stopping criteria can end it early
+    #: (a backend that replays its steps after generating sets this to False).
+    streams_during_generation = True
+
     def __init__(
         self,
         loaded: LoadedModel,

@@ -206,9 +206,8 @@ class SpillGuard:
         _check_record_fields(tags, metadata)
         prompt = self.model.prompt_ids(question, context=context)
         cancel = StreamCancel()
-        # Backends that override generate_from_ids (vLLM) run no transformers stopping criteria
-        # and replay the events after generating, so there is nothing to cancel there.
-        stopping = [cancel] if type(self.model).generate_from_ids is SpillModel.generate_from_ids else []
+        # A backend that replays its events after generating (vLLM) has no running generation to cancel.
+        stopping = [cancel] if self.model.streams_during_generation else []
         items = stream_generation(lambda listener: self._generate([prompt], listeners=[listener], stopping=stopping),
                                   self.model.tokenizer, self.rule.spec.beta)
         sent = 0

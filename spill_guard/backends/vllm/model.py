@@ -46,6 +46,7 @@ class VllmSpillModel(SpillModel):
     """
 
     backend = "vllm"
+    streams_during_generation = False  # offline vLLM returns whole answers; listeners replay them after
 
     def __init__(self, llm: Any, loaded: VllmLoadedModel, *, beta: float = 1.0, extra_betas: Sequence[float] = (),
                  instruction: str | None = DEFAULT_INSTRUCTION, system: str | None = None):
