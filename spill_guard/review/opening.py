@@ -17,23 +17,30 @@ JSONL_SUFFIXES = (".jsonl",)
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
+def sink_class(path: str | os.PathLike) -> type[ReviewSink]:
+    """The sink class :func:`open_log` would use for ``path`` (nothing is opened), or the error it would raise."""
+    if is_postgres_url(path):  # postgresql://user@host:5432/db[#table]
+        return PostgresSink
+    suffix = Path(path).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return JsonlSink
+    if suffix in SQLITE_SUFFIXES:
+        return SqliteSink
+    raise UnsupportedLogFormatError(
+        f"cannot tell the review-log format of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
+        f"name it *.jsonl (append-only JSON lines) or *.sqlite / *.sqlite3 / *.db (SQLite), "
+        f"or give a postgresql:// URL."
+    )
+
+
 def open_log(path: str | os.PathLike, *, redact: Redactor | None = None, **options: Any) -> ReviewSink:
-    """A sink for ``path``: ``.jsonl`` -> :class:`JsonlSink`, ``.sqlite``/``.sqlite3``/``.db`` -> :class:`SqliteSink`.
+    """A sink for ``path``: ``.jsonl`` -> :class:`JsonlSink`, ``.sqlite``/``.sqlite3``/``.db`` -> :class:`SqliteSink`,
+    ``postgresql://...`` -> :class:`PostgresSink`.
 
     ``options`` go to the sink (``fsync=``, and ``timeout=`` for SQLite). The file is created
     on the first write; reading a missing log gives no records.
     """
-    if is_postgres_url(path):  # postgresql://user@host:5432/db[#table] -> PostgresSink
-        return PostgresSink(path, redact=redact, **options)
-    suffix = Path(path).suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return JsonlSink(path, redact=redact, **options)
-    if suffix in SQLITE_SUFFIXES:
-        return SqliteSink(path, redact=redact, **options)
-    raise UnsupportedLogFormatError(
-        f"cannot tell the review-log format of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
-        f"name it *.jsonl (append-only JSON lines) or *.sqlite / *.sqlite3 / *.db (SQLite)."
-    )
+    return sink_class(path)(path, redact=redact, **options)
 
 
 def as_sink(log: Any) -> Any:

@@ -51,13 +51,15 @@ class GuardConfig:
                 f"calibration file {self.calibration!r} does not exist; pass the JSON written by `spill-guard calibrate`."
             )
         if self.log is not None:
-            from spill_guard.review.opening import JSONL_SUFFIXES, SQLITE_SUFFIXES
+            from spill_guard.review.errors import UnsupportedLogFormatError
+            from spill_guard.review.opening import sink_class
 
-            suffix = os.path.splitext(self.log)[1].lower()
-            if suffix not in (*JSONL_SUFFIXES, *SQLITE_SUFFIXES) and "://" not in self.log:
+            try:
+                sink_class(self.log)  # the same dispatch the guard opens the log with, before any load
+            except UnsupportedLogFormatError:
                 raise InvalidParameterError(
-                    f"review log {self.log!r} must end in .jsonl, .sqlite, .sqlite3 or .db."
-                )
+                    f"review log {self.log!r} must end in .jsonl, .sqlite, .sqlite3 or .db, or be a postgresql:// URL."
+                ) from None
 
     def build_policy(self) -> Any:
         from spill_guard.policy import Abstain, Flag, Raise, Resample, Retry

@@ -13,6 +13,7 @@ import pytest
     (["--max-wait-ms", "-5"], "max-wait-ms must be between 0 and 10000"),
     (["--calibration", "/no/such/calibration.json"], "does not exist"),
     (["--log", "review.txt"], "must end in .jsonl"),
+    (["--log", "http://logs.example/review"], "or be a postgresql:// URL"),  # a URL no sink opens
     (["--no-guard", "--policy", "abstain"], "--no-guard serves without scoring"),
     (["--api-key", "short"], "at least 8 characters"),
     (["--default-max-tokens", "600"], "exceeds max-tokens-limit"),
