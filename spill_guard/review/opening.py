@@ -57,7 +57,7 @@ def as_sink(log: Any) -> Any:
         return log
     from spill_guard.errors import InvalidParameterError
 
-    raise InvalidParameterError(f"log must be a path (.jsonl / .sqlite) or a review sink with .write(record), got {log!r}.")
+    raise InvalidParameterError(f"log must be a path (.jsonl / .sqlite), a postgresql:// URL or a review sink with .write(record), got {log!r}.")
 
 
 def labelled_records(log: str | os.PathLike | ReviewSink) -> list[ReviewRecord]:
