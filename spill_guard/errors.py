@@ -47,3 +47,12 @@ class CaptureError(SpillGuardError, RuntimeError):
 
 class ModelLoadError(SpillGuardError, ValueError):
     """A model file exists but cannot be read (a corrupt or truncated ``.gguf`` / ``.safetensors``)."""
+
+
+class FinalStepNotComputedError(InvalidInputError):
+    """A score needs ``z_(T+1)``, the logits after an answer's last token, and it was skipped.
+
+    ``final_step="auto"`` (the guard's setting) skips that forward step when the answer ended
+    on a stop token that carries no text: no answer span can include such a token, so its
+    Δ is never read. Scoring a range that ends on it asks for the value anyway.
+    """

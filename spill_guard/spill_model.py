@@ -11,6 +11,7 @@ import contextlib
 import warnings
 from typing import Any, Sequence
 
+from spill_guard.capture.final_step import skip_ids_for
 from spill_guard.capture.padding import left_pad
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.streaming import generate_with_capture
@@ -115,9 +116,17 @@ class SpillModel:
         max_new_tokens: int = 64,
         do_sample: bool = False,
         seed: int | None = None,
+        final_step: str = "always",
         **generate_kwargs: Any,
     ) -> list[ScoredAnswer]:
-        """Like :meth:`generate` for prompts that are already token ids."""
+        """Like :meth:`generate` for prompts that are already token ids.
+
+        ``final_step="auto"`` skips the extra forward step for ``z_{T+1}`` when the answer
+        ended on a stop token without text, whose Δ no answer span reads (the guard's setting;
+        :mod:`spill_guard.capture.final_step`); that token's Δ is then NaN. ``"always"``
+        (default) computes every token's Δ.
+        """
+        skip_after = skip_ids_for(final_step, self.tokenizer, self.loaded.stop_token_ids)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidParameterError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
         max_new_tokens = self._fit_context(prompts, max_new_tokens)
@@ -140,6 +149,7 @@ class SpillModel:
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 pad_token_id=self.loaded.pad_token_id,
+                skip_final_step_after=skip_after,
                 **generate_kwargs,
             )
         return [

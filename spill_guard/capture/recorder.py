@@ -4,8 +4,8 @@ Frameworks (LangChain's ``HuggingFacePipeline``, a transformers ``pipeline``...)
 model's ``generate`` from their own code, threads and batches. :class:`GenerationRecorder`
 wraps that one model's ``generate`` once (an instance attribute; the class is untouched) and,
 while someone *expects* an answer, runs it under the core's :class:`StreamingCapture` (a
-forward hook on the raw logits) plus the one extra step for ``z_{T+1}``, so each generated row
-gets the same :class:`TokenTrace` as :func:`generate_with_capture` would give. With nothing
+forward hook on the raw logits) plus, when needed, the one extra step for ``z_{T+1}``, so each
+generated row gets the same :class:`TokenTrace` as :func:`generate_with_capture` would give. With nothing
 expected, ``generate`` runs untouched.
 
 Routing rows to the answers they belong to, without guessing:
@@ -33,6 +33,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
+from spill_guard.capture.final_step import check_final_step_mode, skip_ids_for
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.streaming import CAPTURE_STATS, StreamingCapture, TokenStep, stop_lengths
 from spill_guard.capture.trace import TokenTrace
@@ -97,7 +98,9 @@ class GenerationRecorder:
     _lock = threading.Lock()  # creating / finding a model's recorder
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, betas: Sequence[float] = (1.0,),
-                 stats: str = "energy", listeners: Sequence[Callable[[TokenStep], None]] = ()):
+                 stats: str = "energy", listeners: Sequence[Callable[[TokenStep], None]] = (),
+                 final_step: str = "always"):
+        self.final_step = check_final_step_mode(final_step)
         if stats not in CAPTURE_STATS:
             raise CaptureError(f"stats must be one of {list(CAPTURE_STATS)}, got {stats!r}.")
         if not callable(getattr(model, "generate", None)):
@@ -118,20 +121,25 @@ class GenerationRecorder:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, tokenizer: Any, *, betas: Sequence[float] = (1.0,),
-                  stats: str = "energy") -> "GenerationRecorder":
+                  stats: str = "energy", final_step: str = "always") -> "GenerationRecorder":
         """The model's recorder, created (and ``generate`` wrapped) on first use.
 
-        A later caller needing more betas or ``stats="full"`` widens the existing recorder.
+        A later caller needing more betas, ``stats="full"`` or ``final_step="always"`` widens
+        the existing recorder. ``final_step="auto"`` skips the ``z_{T+1}`` step after a stop
+        token without text (:mod:`spill_guard.capture.final_step`).
         """
+        check_final_step_mode(final_step)
         with cls._lock:
             # The recorder lives on the model (its wrapped generate): no global registry keeps models alive.
             recorder = getattr(model.__dict__.get("generate"), "__self__", None)
             if not isinstance(recorder, GenerationRecorder):
-                recorder = cls(model, tokenizer, betas=betas, stats=stats)
+                recorder = cls(model, tokenizer, betas=betas, stats=stats, final_step=final_step)
             else:
                 recorder.betas = validate_betas(tuple(dict.fromkeys((*recorder.betas, *betas))))
                 if stats == "full":
                     recorder.stats = "full"
+                if final_step == "always":
+                    recorder.final_step = "always"
             return recorder
 
     def uninstall(self) -> None:
@@ -251,16 +259,19 @@ class GenerationRecorder:
         if streamer is not None and callable(getattr(streamer, "end", None)):
             streamer.end = lambda: ended.append(True)  # held back until the rows are recorded
         try:
+            stop_ids = self._stop_ids(kwargs, config)
             try:
                 out = self._original(*args, **{**kwargs, "return_dict_in_generate": True})
                 try:
-                    capture.ensure_final_step(out.sequences, mask, _returned_cache(out))
+                    lengths, stopped = _row_lengths(out.sequences[:, int(input_ids.shape[1]):], stop_ids)
+                    capture.finish(out.sequences, mask, _returned_cache(out), lengths=lengths, stopped=stopped,
+                                   skip_after=skip_ids_for(self.final_step, self.tokenizer, stop_ids))
                 except Exception as exc:  # noqa: BLE001 - the caller's generation already succeeded
                     capture.failure = capture.failure or exc
             finally:
                 capture.__exit__(None, None, None)
             try:
-                self._record(input_ids, mask, out.sequences, self._stop_ids(kwargs, config), capture)
+                self._record(input_ids, mask, out.sequences, stop_ids, capture)
             except Exception as exc:  # noqa: BLE001 - recording must never fail the caller
                 self._record_failure(input_ids, mask, exc)
         finally:
@@ -278,8 +289,7 @@ class GenerationRecorder:
         if generated.shape[1] == 0:
             self._deliver([RecordedAnswer(p, [], False, None, "no tokens were generated") for p in prompts])
             return
-        lengths, stopped = stop_lengths(generated, stop_ids) if stop_ids else ([int(generated.shape[1])] * len(prompts),
-                                                                              [False] * len(prompts))
+        lengths, stopped = _row_lengths(generated, stop_ids)
         ids = generated.cpu()
         if capture.failure is not None:
             why = f"capture failed: {type(capture.failure).__name__}: {capture.failure}"
@@ -353,6 +363,14 @@ class GenerationRecorder:
         if not ids and getattr(self.tokenizer, "eos_token_id", None) is not None:
             ids = [self.tokenizer.eos_token_id]
         return [int(i) for i in ids]
+
+
+def _row_lengths(generated: torch.Tensor, stop_ids: list[int]) -> tuple[list[int], list[bool]]:
+    """Each row's answer length through its first stop token (the whole row without stop ids)."""
+    if stop_ids:
+        return stop_lengths(generated, stop_ids)
+    rows = int(generated.shape[0])
+    return [int(generated.shape[1])] * rows, [False] * rows
 
 
 def _returned_cache(out: Any) -> Any:

@@ -9,13 +9,12 @@ time; the history is ``O(B × T)`` scalars.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 
+from spill_guard.capture.final_step import final_step_needed
 from spill_guard.capture.step_stats import (
     StepDistribution,
     gather_token_logit,
@@ -24,6 +23,7 @@ from spill_guard.capture.step_stats import (
     summarize,
     validate_betas,
 )
+from spill_guard.capture.thread_router import ThreadRouter
 from spill_guard.capture.trace import TokenTrace, traces_from_steps
 from spill_guard.errors import CaptureError
 
@@ -48,51 +48,6 @@ class TokenStep:
         k = self.betas.index(float(beta))
         scaled = beta * self.chosen_logit
         return -scaled, -self.log_partition[k], self.next_log_partition[k] - scaled
-
-
-class _ThreadRouter:
-    """One forward hook per model, passing each forward to the capture of the calling thread.
-
-    Several threads may generate with one model at once (a framework's ``batch()``). A hook
-    per capture would see every thread's forwards, and registering/removing hooks while
-    other threads run forwards races inside torch (a hook can be called without its
-    kwargs). So the hook is registered when the first capture on a model starts and removed
-    when the last one ends, under a lock, and routes by thread.
-    """
-
-    _lock = threading.Lock()
-    _routers: "weakref.WeakKeyDictionary[torch.nn.Module, _ThreadRouter]" = weakref.WeakKeyDictionary()
-
-    def __init__(self, model: torch.nn.Module):
-        self.active: dict[int, StreamingCapture] = {}
-        self.handle = model.register_forward_hook(self._dispatch, with_kwargs=True)
-
-    @classmethod
-    def attach(cls, model: torch.nn.Module, capture: "StreamingCapture") -> None:
-        with cls._lock:
-            router = cls._routers.get(model)
-            if router is None:
-                router = cls._routers[model] = cls(model)
-            thread = threading.get_ident()
-            if thread in router.active:
-                raise CaptureError("a StreamingCapture is already active on this model in this thread; nest none.")
-            router.active[thread] = capture
-
-    @classmethod
-    def detach(cls, model: torch.nn.Module, capture: "StreamingCapture") -> None:
-        with cls._lock:
-            router = cls._routers.get(model)
-            if router is None or router.active.get(threading.get_ident()) is not capture:
-                return
-            del router.active[threading.get_ident()]
-            if not router.active:
-                router.handle.remove()
-                del cls._routers[model]
-
-    def _dispatch(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        capture = self.active.get(threading.get_ident())
-        if capture is not None:
-            capture._hook(module, args, kwargs, output)
 
 
 #: "full": every statistic; "energy": log-partitions and chosen logits only (no softmax pass).
@@ -140,19 +95,20 @@ class StreamingCapture:
         self._log_partition: list[torch.Tensor] = []
         self._entropy: list[torch.Tensor] = []
         self._nonfinite: list[torch.Tensor] = []
+        self._final_skipped = False  # z_(T+1) was not computed (see skip_final_step)
         self.vocab_size = 0
 
     def __enter__(self) -> "StreamingCapture":
         if self._active:
             raise CaptureError("this StreamingCapture is already active; create one per generate call.")
         self._reset()
-        _ThreadRouter.attach(self.model, self)  # only this thread's forwards reach self._hook
+        ThreadRouter.attach(self.model, self)  # only this thread's forwards reach self._hook
         self._active = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._active:
-            _ThreadRouter.detach(self.model, self)
+            ThreadRouter.detach(self.model, self)
             self._active = False
         self._prev = self._prev_logits = self._prev_prev_logits = None  # release the [B, V] rows
         self._probs, self._scratch = [], None
@@ -218,7 +174,8 @@ class StreamingCapture:
     def traces(self, token_ids: torch.Tensor, lengths: list[int]) -> list[TokenTrace]:
         """Per-row traces for generated ``token_ids`` ``[B, T]``, row ``b`` cut at ``lengths[b]``.
 
-        Needs ``T + 1`` recorded steps (``z_1..z_{T+1}``); see :meth:`ensure_final_step`.
+        Needs ``T + 1`` recorded steps (``z_1..z_{T+1}``); see :meth:`finish`. After
+        :meth:`skip_final_step`, rows of length ``T`` get ``final_step=False`` traces.
         """
         n_tokens = int(token_ids.shape[1])
         if n_tokens == 0:
@@ -226,8 +183,9 @@ class StreamingCapture:
         if self.steps < n_tokens + 1:
             raise CaptureError(
                 f"captured {self.steps} forward steps but {n_tokens} generated tokens need "
-                f"{n_tokens + 1} (the last token's z_(T+1)); call ensure_final_step() after generate."
+                f"{n_tokens + 1} (the last token's z_(T+1)); call finish() or ensure_final_step() after generate."
             )
+        final = [not (self._final_skipped and n == n_tokens) for n in lengths]
         return traces_from_steps(
             token_ids,
             lengths,
@@ -240,12 +198,59 @@ class StreamingCapture:
             torch.stack(self._nonfinite[: n_tokens + 1], dim=-1),
             self.vocab_size,
             distribution_stats=self.stats == "full",
+            final_step=final,
         )
 
     def _stacked_or_nan(self, steps: list[torch.Tensor], n_tokens: int) -> torch.Tensor:
         if self.stats == "full":
             return torch.stack(steps[:n_tokens], dim=-1)
         return torch.full((self._chosen[0].shape[0], n_tokens), float("nan"))  # not captured
+
+    def finish(self, sequences: torch.Tensor, prompt_attention_mask: torch.Tensor, cache: Any = None, *,
+               lengths: Sequence[int], stopped: Sequence[bool], skip_after: Collection[int] = ()) -> None:
+        """Complete the last generated column: the ``z_{T+1}`` step if a row needs it, else skip it.
+
+        ``lengths``/``stopped`` are the rows' final answer lengths and stop flags; ``skip_after``
+        the stop tokens after which the step is not worth running (see
+        :mod:`spill_guard.capture.final_step`; empty: run it whenever a row ends in the last column).
+        """
+        generated = sequences[:, int(prompt_attention_mask.shape[1]):]
+        n_tokens = int(generated.shape[1])
+        if n_tokens and not final_step_needed(generated[:, -1].tolist(), lengths, stopped, n_tokens, skip_after):
+            self.skip_final_step(generated)
+        else:
+            self.ensure_final_step(sequences, prompt_attention_mask, cache)
+
+    @torch.no_grad()
+    def skip_final_step(self, generated: torch.Tensor) -> None:
+        """Record the last token of ``generated`` ``[B, T]`` without running the ``z_{T+1}`` step.
+
+        Its chosen logit comes from ``z_T``, kept from the last step; the values that need
+        ``z_{T+1}`` (log-partition, JSD, the listener's next log-partition) are NaN.
+        """
+        if not self._active:
+            raise CaptureError("skip_final_step() must run inside the `with StreamingCapture(...)` block.")
+        n_tokens = int(generated.shape[1])
+        if self.steps >= n_tokens + 1 or self._prev_logits is None:
+            return  # z_(T+1) exists already (a deferred stop check ran one step past the end)
+        last = generated[:, -1]
+        chosen = gather_token_logit(self._prev_logits, last)
+        self._chosen.append(chosen)
+        if self._prev_prev_logits is None:
+            self._previous.append(torch.full_like(chosen, float("nan")))
+        else:
+            self._previous.append(gather_token_logit(self._prev_prev_logits, last))
+        missing = torch.full_like(self._log_partition[-1], float("nan"))
+        if self.stats == "full":
+            self._jsd.append(torch.full_like(self._jsd[-1] if self._jsd else chosen, float("nan")))
+        if self.listeners:
+            step = TokenStep(self.steps - 1, last, chosen, self._log_partition[-1], missing, self.betas)
+            for listener in self.listeners:
+                listener(step)
+        self._log_partition.append(missing)
+        self._nonfinite.append(torch.zeros_like(self._nonfinite[-1]))  # not computed is not non-finite
+        self._final_skipped = True
+        self.steps += 1
 
     @torch.no_grad()
     def ensure_final_step(
@@ -306,6 +311,7 @@ def generate_with_capture(
     listeners: Sequence[Callable[[TokenStep], None]] = (),
     length_limits: Callable[[], Sequence[int | None]] | None = None,
     stats: str = "full",
+    skip_final_step_after: Collection[int] = (),
     **generate_kwargs: Any,
 ) -> CapturedGeneration:
     """``model.generate`` with streaming capture; returns sequences and per-row traces.
@@ -316,6 +322,8 @@ def generate_with_capture(
     generation, may cut rows that a stopping criterion ended early (``None`` = no cut): such
     rows are padded by ``generate`` afterwards, and the padding is not part of the answer.
     ``stats`` is ``"full"`` or ``"energy"`` (see :class:`StreamingCapture`).
+    ``skip_final_step_after``: stop tokens after which the ``z_{T+1}`` step is skipped
+    (:mod:`spill_guard.capture.final_step`); empty: never skipped.
     """
     if attention_mask.shape != input_ids.shape:
         raise CaptureError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids {tuple(input_ids.shape)}")
@@ -325,6 +333,7 @@ def generate_with_capture(
     if extra_stop is not None:
         stop_token_ids = list(dict.fromkeys([*stop_token_ids, *([extra_stop] if isinstance(extra_stop, int) else extra_stop)]))
     generate_kwargs.pop("return_dict_in_generate", None)  # always on: the KV cache is needed
+    prompt_len = int(input_ids.shape[1])
     with StreamingCapture(model, betas, listeners, stats) as capture:
         out = model.generate(
             input_ids=input_ids,
@@ -333,14 +342,14 @@ def generate_with_capture(
             return_dict_in_generate=True,
             **generate_kwargs,
         )
-        capture.ensure_final_step(out.sequences, attention_mask, getattr(out, "cache", None))
-    prompt_len = int(input_ids.shape[1])
-    generated = out.sequences[:, prompt_len:]
-    lengths, stopped = stop_lengths(generated, stop_token_ids)
-    if length_limits is not None:
-        for row, limit in enumerate(length_limits()):
-            if limit is not None and limit < lengths[row]:
-                lengths[row], stopped[row] = limit, False
+        generated = out.sequences[:, prompt_len:]
+        lengths, stopped = stop_lengths(generated, stop_token_ids)
+        if length_limits is not None:
+            for row, limit in enumerate(length_limits()):
+                if limit is not None and limit < lengths[row]:
+                    lengths[row], stopped[row] = limit, False
+        capture.finish(out.sequences, attention_mask, getattr(out, "cache", None),
+                       lengths=lengths, stopped=stopped, skip_after=skip_final_step_after)
     traces = capture.traces(generated, lengths)
     return CapturedGeneration(out.sequences, prompt_len, lengths, stopped, traces)
 

@@ -8,6 +8,7 @@ the logits after reading ``x_T``. Per-step arrays of length ``T + 1`` cover ``z_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,6 +31,10 @@ class TokenTrace:
         vocab_size: ``V``, used to normalise entropy.
         distribution_stats: False when captured with ``stats="energy"``: ``entropy`` and
             ``jsd_next`` were not computed (NaN), so entropy-based scorers refuse the trace.
+        final_step: False when ``z_{T+1}`` was skipped (``final_step="auto"``, the answer
+            ended on a stop token without text; :mod:`spill_guard.capture.final_step`): the
+            last entries of ``log_partition`` and ``jsd_next`` are NaN, and a score that needs
+            them over a range ending on the last token raises ``FinalStepNotComputedError``.
     """
 
     token_ids: np.ndarray
@@ -42,6 +47,7 @@ class TokenTrace:
     nonfinite: np.ndarray
     vocab_size: int
     distribution_stats: bool = True
+    final_step: bool = True
 
     def __len__(self) -> int:
         return int(self.token_ids.shape[0])
@@ -85,6 +91,7 @@ class TokenTrace:
             "nonfinite": self.nonfinite.tolist(),
             "vocab_size": self.vocab_size,
             "distribution_stats": self.distribution_stats,
+            "final_step": self.final_step,
         }
 
     @classmethod
@@ -105,6 +112,7 @@ class TokenTrace:
             nonfinite=np.array(data["nonfinite"], dtype=bool),
             vocab_size=int(data["vocab_size"]),
             distribution_stats=bool(data.get("distribution_stats", True)),
+            final_step=bool(data.get("final_step", True)),
         )
 
     @property
@@ -125,12 +133,14 @@ def traces_from_steps(
     nonfinite: torch.Tensor,
     vocab_size: int,
     distribution_stats: bool = True,
+    final_step: Sequence[bool] | None = None,
 ) -> list[TokenTrace]:
     """Cut batched step tensors into one :class:`TokenTrace` per row.
 
     Shapes: ``token_ids``, ``chosen_logit``, ``previous_logit``, ``entropy``, ``jsd_next``
     are ``[B, T_max]``; ``log_partition`` is ``[len(betas), B, T_max + 1]``; ``nonfinite`` is
-    ``[B, T_max + 1]``. Row ``b`` keeps its first ``lengths[b]`` tokens.
+    ``[B, T_max + 1]``. Row ``b`` keeps its first ``lengths[b]`` tokens; ``final_step[b]``
+    (default True) says whether its ``z_{T+1}`` was computed.
     """
 
     def np64(t: torch.Tensor) -> np.ndarray:
@@ -156,6 +166,7 @@ def traces_from_steps(
                 nonfinite=bad[b, : n + 1],
                 vocab_size=vocab_size,
                 distribution_stats=distribution_stats,
+                final_step=True if final_step is None else bool(final_step[b]),
             )
         )
     return out

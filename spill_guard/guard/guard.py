@@ -304,7 +304,8 @@ class SpillGuard:
             session = self.early_stop.session(len(prompts), self.model.loaded.stop_token_ids)
             listeners = [*listeners, session.on_step]
             extra = {"stopping_criteria": [*stopping, session], "length_limits": session.limits}
-        answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens,
+        # final_step="auto": an answer span never includes a stop token without text, so its Δ is not computed.
+        answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens, final_step="auto",
                                                listeners=listeners, stats=self.capture_stats, **extra, **kwargs)
         cut = [limit is not None for limit in session.limits()] if session else [False] * len(prompts)
         return answers, cut

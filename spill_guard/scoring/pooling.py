@@ -12,7 +12,12 @@ from typing import Callable
 import numpy as np
 
 from spill_guard.capture.trace import TokenTrace
-from spill_guard.errors import InvalidInputError, InvalidParameterError, NonFiniteLogitsError
+from spill_guard.errors import (
+    FinalStepNotComputedError,
+    InvalidInputError,
+    InvalidParameterError,
+    NonFiniteLogitsError,
+)
 
 POOLINGS: dict[str, Callable[[np.ndarray], float]] = {
     "min": lambda v: float(np.min(v)),
@@ -51,6 +56,20 @@ def check_finite(trace: TokenTrace, start: int, end: int) -> None:
             "(0-based; step T is the extra step after the last token). This usually means an "
             "fp16 overflow or a broken checkpoint: try dtype='float32' or 'bfloat16'.",
             positions=steps,
+        )
+
+
+def check_final_step(trace: TokenTrace, end: int, values: np.ndarray, spec: str) -> None:
+    """Raise if ``values`` (the range ``[.., end)``) lack the last token's value because ``z_{T+1}`` was skipped.
+
+    Pooling skips NaN, so without this check a mean over the whole answer would silently
+    leave the last token out.
+    """
+    if not trace.final_step and end == len(trace) and values.size and np.isnan(values[-1]):
+        raise FinalStepNotComputedError(
+            f"{spec} over tokens [.., {end}) needs z_(T+1), the logits after the answer's last token "
+            f"({int(trace.token_ids[-1])}, a stop token without text), and that step was skipped "
+            "(final_step='auto'). End the range before the stop token, or generate with final_step='always'."
         )
 
 

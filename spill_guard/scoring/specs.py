@@ -24,7 +24,7 @@ from spill_guard.scoring.energy import (
 from spill_guard.scoring.entropy import TokenEntropy
 from spill_guard.scoring.instability import DynamicInstability
 from spill_guard.scoring.likelihood import TokenImprobability, TokenNLL
-from spill_guard.scoring.pooling import POOLINGS, check_finite, check_pooling, pool, resolve_range
+from spill_guard.scoring.pooling import POOLINGS, check_final_step, check_finite, check_pooling, pool, resolve_range
 
 ENERGY_SCORERS = (
     "spilled_energy",
@@ -126,7 +126,9 @@ class ScoreSpec:
         """Pooled score over tokens ``[start, end)`` (default: all answer tokens)."""
         s, e = resolve_range(trace, start, end)
         check_finite(trace, s, e)
-        return pool(self.values(trace)[s:e], self.pooling)
+        values = self.values(trace)[s:e]
+        check_final_step(trace, e, values, self.name)
+        return pool(values, self.pooling)
 
 
 #: The documented default: spilled energy, mean-pooled. Chosen on the dev split of the

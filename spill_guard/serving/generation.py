@@ -141,7 +141,7 @@ def generate_scored(model: Any, rows: Sequence[Row], sampling: Sampling, *, stat
     if any(r.on_token for r in rows):
         listeners.append(_StreamListener(rows, model.tokenizer, loaded.stop_token_ids, beta, effective))
     answers = model.generate_from_ids([r.prompt_ids for r in rows], max_new_tokens=max(r.max_tokens for r in rows),
-                                      listeners=listeners, stats=stats, stopping_criteria=criteria,
+                                      listeners=listeners, stats=stats, stopping_criteria=criteria, final_step="auto",
                                       length_limits=effective, **sampling.options())
     cut_early = session.limits() if session is not None else [None] * len(rows)
     outcomes = []

@@ -78,7 +78,8 @@ class DropInScorer:
         self.tokenizer = tokenizer
         spill = self.guard.model
         self.recorder = GenerationRecorder.for_model(torch_model, tokenizer, betas=spill.betas,
-                                                     stats=self.guard.capture_stats)
+                                                     stats=self.guard.capture_stats,
+                                                     final_step="auto")  # the guard never reads a textless stop token's Δ
         self._questions: dict[Hashable, str] = {}
 
     # -- start events ------------------------------------------------------------------------

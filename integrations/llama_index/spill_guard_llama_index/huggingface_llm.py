@@ -160,7 +160,8 @@ class HuggingFaceLLMScorer:
         try:
             spill = self.guard.model
             self.recorder = GenerationRecorder.for_model(model, tokenizer, betas=spill.betas,
-                                                         stats=self.guard.capture_stats)
+                                                         stats=self.guard.capture_stats,
+                                                         final_step="auto")  # the guard never reads a textless stop token's Δ
         except BaseException:
             with _lock:
                 del _REGISTRY[id(model)]

@@ -16,6 +16,7 @@ from spill_guard.backends.vllm.loading import VllmLoadedModel, load_model_info, 
 from spill_guard.backends.vllm.model import default_engine_options
 from spill_guard.backends.vllm.plan import PlannedAnswer, Sampling, answer_params, follow_up_params, new_key, stopped_on_stop_token
 from spill_guard.backends.vllm.reduce import Columns
+from spill_guard.capture.final_step import skip_ids_for
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.models.prompting import DEFAULT_INSTRUCTION, prompt_ids
@@ -65,8 +66,12 @@ class AsyncVllmSpillModel:
         return await self.generate_from_ids(self.prompt_ids(question, context=context), **kwargs)
 
     async def generate_from_ids(self, prompt: Sequence[int], *, max_new_tokens: int = 64, do_sample: bool = False,
-                                seed: int | None = None, request_id: str | None = None, **kwargs: Any) -> ScoredAnswer:
-        """One scored answer; ``request_id`` (default: a fresh one) is the vLLM request id to abort."""
+                                seed: int | None = None, request_id: str | None = None, final_step: str = "always",
+                                **kwargs: Any) -> ScoredAnswer:
+        """One scored answer; ``request_id`` (default: a fresh one) is the vLLM request id to abort.
+
+        ``final_step="auto"`` skips the z_(T+1) follow-up after a stop token without text.
+        """
         from vllm.inputs import TokensPrompt
 
         if not prompt:
@@ -79,14 +84,16 @@ class AsyncVllmSpillModel:
                                     f"{self.loaded.context_window}; shorten the prompt.")
         sampling = Sampling.from_kwargs(max_new_tokens=min(max_new_tokens, room), do_sample=do_sample, seed=seed, **kwargs)
         stops = self.loaded.stop_token_ids
+        skip_after = skip_ids_for(final_step, self.tokenizer, stops)
         plan = PlannedAnswer(list(prompt), new_key(), new_key())
         rid = request_id or plan.key
         params = answer_params(sampling, stops, plan.key)
         try:
             final = await _last(self.engine.generate(TokensPrompt(prompt_token_ids=plan.prompt), params, rid))
             plan.record_output(final.outputs[0])
-            follow = follow_up_params(sampling.stats, plan.follow_key, plan.key)
-            await _last(self.engine.generate(TokensPrompt(prompt_token_ids=plan.follow_prompt), follow, rid + "-next"))
+            if not plan.skip_follow_up(stops, skip_after):
+                follow = follow_up_params(sampling.stats, plan.follow_key, plan.key)
+                await _last(self.engine.generate(TokensPrompt(prompt_token_ids=plan.follow_prompt), follow, rid + "-next"))
             fetched = (await self.engine.collective_rpc("spill_guard_fetch", args=([plan.key, plan.follow_key],)))[0]
         except BaseException:
             await asyncio.shield(self._cleanup([rid, rid + "-next"], [plan.key, plan.follow_key]))

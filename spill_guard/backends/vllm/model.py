@@ -17,6 +17,7 @@ from spill_guard.backends.vllm.engine import check_engine_config, engine_kwargs,
 from spill_guard.backends.vllm.loading import VllmLoadedModel, load_model_info, vllm_dtype
 from spill_guard.backends.vllm.plan import PlannedAnswer, Sampling, answer_params, follow_up_params, new_key, stopped_on_stop_token
 from spill_guard.backends.vllm.reduce import Columns
+from spill_guard.capture.final_step import skip_ids_for
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidInputError, InvalidParameterError
@@ -83,13 +84,15 @@ class VllmSpillModel(SpillModel):
     # -- generation ------------------------------------------------------------------------
     def generate_from_ids(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64, do_sample: bool = False,
                           seed: int | None = None, listeners: Sequence[Callable[[TokenStep], None]] = (),
-                          **generate_kwargs: Any) -> list[ScoredAnswer]:
+                          final_step: str = "always", **generate_kwargs: Any) -> list[ScoredAnswer]:
         """Like :meth:`SpillModel.generate_from_ids`, on vLLM.
 
         Also takes ``top_k``, ``repetition_penalty`` and other ``vllm.SamplingParams`` fields;
         settings that would alter logits before capture raise
         :class:`~spill_guard.backends.vllm.UnsupportedSamplingError`. ``listeners`` are called
         after generation, token by token (vLLM streams nothing mid-call in offline mode).
+        ``final_step="auto"`` sends the z_(T+1) follow-up only for answers that need it (as on
+        the transformers backend).
         """
         from vllm.inputs import TokensPrompt
 
@@ -100,6 +103,7 @@ class VllmSpillModel(SpillModel):
         max_new_tokens = self._fit_context(prompts, max_new_tokens)
         sampling = Sampling.from_kwargs(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, **generate_kwargs)
         stops = self.loaded.stop_token_ids
+        skip_after = skip_ids_for(final_step, self.tokenizer, stops)
         plans = [PlannedAnswer(list(p), new_key(), new_key()) for p in prompts]
         params = [answer_params(sampling, stops, plan.key) for plan in plans]
         keys = [k for plan in plans for k in (plan.key, plan.follow_key)]
@@ -107,8 +111,11 @@ class VllmSpillModel(SpillModel):
             outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p.prompt) for p in plans], params, use_tqdm=False)
             for plan, output in zip(plans, outputs):
                 plan.record_output(output.outputs[0])
-            follow = [follow_up_params(sampling.stats, plan.follow_key, plan.key) for plan in plans]
-            self.llm.generate([TokensPrompt(prompt_token_ids=p.follow_prompt) for p in plans], follow, use_tqdm=False)
+            needed = [plan for plan in plans if not plan.skip_follow_up(stops, skip_after)]
+            if needed:
+                follow = [follow_up_params(sampling.stats, plan.follow_key, plan.key) for plan in needed]
+                self.llm.generate([TokensPrompt(prompt_token_ids=p.follow_prompt) for p in needed], follow,
+                                  use_tqdm=False)
             fetched = self.llm.collective_rpc("spill_guard_fetch", args=(keys,))[0]
         except BaseException:
             self.llm.collective_rpc("spill_guard_discard", args=(keys,))

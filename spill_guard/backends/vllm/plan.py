@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from spill_guard.backends.vllm.reduce import Columns
 from spill_guard.backends.vllm.requests import CaptureRequest, VLLM_STATS, check_capturable
@@ -95,11 +95,22 @@ class PlannedAnswer:
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     finish_reason: str | None = None
+    follow_up: bool = True  # False: z_(T+1) is not worth a request (see skip_follow_up)
 
     def record_output(self, completion: Any) -> None:
         self.token_ids = list(completion.token_ids)
         self.logprobs = sampled_logprobs(self.token_ids, completion.logprobs)
         self.finish_reason = completion.finish_reason
+
+    def skip_follow_up(self, stop_token_ids: Sequence[int], skip_after: Collection[int]) -> bool:
+        """Decide (after generation) whether the z_(T+1) follow-up is skipped; True if it is.
+
+        Skipped when the answer ended on a stop token in ``skip_after`` (stop tokens without
+        text; :mod:`spill_guard.capture.final_step`).
+        """
+        ids = self.token_ids or []
+        self.follow_up = not (stopped_on_stop_token(self, stop_token_ids) and ids[-1] in skip_after)
+        return not self.follow_up
 
     @property
     def follow_prompt(self) -> list[int]:
@@ -112,13 +123,13 @@ class PlannedAnswer:
                 raise CaptureError(f"vLLM capture failed: {part['error']}")
         n = len(self.token_ids or [])
         rows, last = main.get("values", []), follow.get("values", [])
-        if len(rows) < n or not last:
+        if len(rows) < n or (self.follow_up and not last):
             raise CaptureError(
                 f"vLLM capture holds {len(rows)} answer steps and {len(last)} follow-up steps for a {n}-token answer; "
-                "expected n and 1. Was the engine built with engine_kwargs()?"
+                f"expected n and {int(self.follow_up)}. Was the engine built with engine_kwargs()?"
             )
-        return build_trace(self.token_ids, self.logprobs, [*rows[:n], last[0]], columns, vocab_size,
-                           full=stats == "full")
+        return build_trace(self.token_ids, self.logprobs, [*rows[:n], *last[:1]], columns, vocab_size,
+                           full=stats == "full", final_step=self.follow_up)
 
 
 def stopped_on_stop_token(planned: PlannedAnswer, stop_token_ids: Sequence[int]) -> bool:

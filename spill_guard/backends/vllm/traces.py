@@ -41,14 +41,24 @@ def build_trace(
     vocab_size: int,
     *,
     full: bool,
+    final_step: bool = True,
 ) -> TokenTrace:
-    """One answer's trace; ``rows`` are ring rows of steps ``0..T`` (``T + 1`` of them)."""
+    """One answer's trace; ``rows`` are ring rows of steps ``0..T`` (``T + 1`` of them).
+
+    ``final_step=False``: z_(T+1) was not asked for (``rows`` holds ``T``); the last token's
+    next-step values are NaN, flagged as not computed rather than non-finite.
+    """
     n = len(token_ids)
     if n == 0:
         raise CaptureError("vLLM generated no tokens; use max_new_tokens >= 1.")
-    if len(rows) < n + 1:
-        raise CaptureError(f"captured {len(rows)} steps for {n} tokens; {n + 1} are needed (z_1..z_(T+1)).")
-    values = torch.tensor([list(r) for r in rows[: n + 1]], dtype=torch.float64)  # [T + 1, width]
+    needed = n + 1 if final_step else n
+    if len(rows) < needed:
+        raise CaptureError(f"captured {len(rows)} steps for {n} tokens; {needed} are needed (z_1..z_(T+1)).")
+    values = torch.tensor([list(r) for r in rows[:needed]], dtype=torch.float64)  # [T + 1, width]
+    if not final_step:
+        missing = torch.full((1, columns.width), float("nan"), dtype=torch.float64)
+        missing[0, columns.nonfinite] = 0.0
+        values = torch.cat([values, missing])
     nb = len(columns.betas)
     lse = values[:, :nb].T  # [nβ, T + 1]
     chosen = torch.tensor(logprobs, dtype=torch.float64) + lse[columns.betas.index(1.0), :n]
@@ -70,5 +80,6 @@ def build_trace(
         nonfinite=values[:, columns.nonfinite].bool().unsqueeze(0),
         vocab_size=vocab_size,
         distribution_stats=full,
+        final_step=[final_step],
     )
     return trace
