@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", action="store_true", help="record one decoded answer per batch")
     ap.add_argument("--stats", choices=("full", "energy"), default="full",
                     help="capture mode: full (entropy/JSD too) or energy (what SpillGuard uses for energy scores)")
+    ap.add_argument("--final-step", choices=("always", "auto"), default="always",
+                    help="capture arms: always run the z_(T+1) step, or skip it after a textless stop token (the guard)")
+    ap.add_argument("--end-on-stop", action="store_true",
+                    help="every row ends on the stop token at exactly --max-new-tokens (the guard's usual answer)")
     ap.add_argument("--note", action="append", default=[], help="free-text note copied into the results")
     ap.add_argument("--render-only", action="store_true", help="only re-write the markdown from the --out JSON")
     ap.add_argument("--analysis", type=Path, default=None,

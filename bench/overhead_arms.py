@@ -109,19 +109,26 @@ class Bench:
     """Holds model + inputs for one batch size and runs the arms."""
 
     def __init__(self, model: Any, input_ids: torch.Tensor, mask: torch.Tensor, stop_ids: list[int],
-                 pad_id: int, new_tokens: int, stats: str = "full"):
+                 pad_id: int, new_tokens: int, stats: str = "full", *, end_on_stop: bool = False,
+                 skip_final_step_after: frozenset[int] = frozenset()):
         self.model = model
         self.stats = stats  # capture mode: "full" (every statistic) or "energy" (no softmax pass)
         self.input_ids = input_ids
         self.mask = mask
         self.stop_ids = stop_ids
         self.device = input_ids.device
+        # final_step="auto" in the guard: no z_(T+1) step after a stop token without text.
+        self.skip_after = skip_final_step_after
         self.gen_kwargs = dict(
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
             pad_token_id=pad_id,
         )
+        if end_on_stop:
+            # The guard's usual answer: every row ends on the stop token, at exactly new_tokens. The
+            # forced token is chosen by a logits processor after the raw logits, in every arm alike.
+            self.gen_kwargs.update(min_new_tokens=new_tokens - 1, forced_eos_token_id=stop_ids[0])
 
     # -- arms: each returns (sequences, extra-info dict); timing is done by the caller ----------
     def plain(self) -> tuple[torch.Tensor, dict]:
@@ -143,7 +150,8 @@ class Bench:
         from spill_guard.capture import generate_with_capture
 
         cap = generate_with_capture(
-            self.model, self.input_ids, self.mask, stop_token_ids=self.stop_ids, stats=self.stats, **self.gen_kwargs
+            self.model, self.input_ids, self.mask, stop_token_ids=self.stop_ids, stats=self.stats,
+            skip_final_step_after=self.skip_after, **self.gen_kwargs
         )
         return cap.sequences, {"trace_bytes": _trace_bytes(cap.traces), "n_traces": len(cap.traces)}
 
@@ -178,15 +186,16 @@ class Bench:
             t1 = _now()
             hook_gen = (TimedCapture.hook_wall, TimedCapture.hook_cpu)
             steps_in_generate = capture.steps
-            capture.ensure_final_step(out.sequences, self.mask, getattr(out, "past_key_values", None))
+            generated = out.sequences[:, int(self.input_ids.shape[1]):]
+            lengths, stopped = stop_lengths(generated, self.stop_ids)
+            # transformers 5 returns the KV cache as `cache` (without it the step would be a full pass)
+            capture.finish(out.sequences, self.mask, getattr(out, "cache", None), lengths=lengths, stopped=stopped,
+                           skip_after=self.skip_after)
             _sync(device)
             t2 = _now()
             final_hook = (TimedCapture.hook_wall - hook_gen[0], TimedCapture.hook_cpu - hook_gen[1])
             retained = _capture_retained_bytes(capture)  # not timed
             t2b = _now()
-        prompt_len = int(self.input_ids.shape[1])
-        generated = out.sequences[:, prompt_len:]
-        lengths, _ = stop_lengths(generated, self.stop_ids)
         traces = capture.traces(generated, lengths)
         t3 = _now()
         info: dict[str, Any] = {"hook_calls_in_generate": steps_in_generate, "retained": retained}

@@ -75,7 +75,8 @@ def run_batch(bench: Bench, *, repeats: int, warmup: int, also_logits: bool, bre
         "prompt_tokens_padded": int(P),
         "prompt_tokens_per_row": [int(x) for x in bench.mask.sum(-1).tolist()],
         "max_new_tokens": T,
-        "min_new_tokens": T,
+        "min_new_tokens": bench.gen_kwargs["min_new_tokens"],
+        "forced_eos_token_id": bench.gen_kwargs.get("forced_eos_token_id"),
         "tokens_generated_per_row": int(generated.shape[1]),
         "tokens_generated_per_call": int(generated.numel()),
         "all_rows_full_length": all_full_length,
@@ -203,6 +204,7 @@ def run_batch(bench: Bench, *, repeats: int, warmup: int, also_logits: bool, bre
 # ---------------------------------------------------------------------------------------------
 def cpu_section(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
     from spill_guard import SpillModel
+    from spill_guard.capture.final_step import skip_ids_for
     from spill_guard.capture.padding import left_pad
 
     t = time.perf_counter()
@@ -221,13 +223,17 @@ def cpu_section(args: argparse.Namespace, log: Callable[[str], None]) -> dict:
         "load_s": load_s,
         "torch_num_threads": torch.get_num_threads(),
         "questions": QUESTIONS,
+        "final_step": args.final_step,
+        "end_on_stop": args.end_on_stop,
         "batches": [],
     }
     repeats = args.repeats if len(args.repeats) == len(args.batches) else [args.repeats[0]] * len(args.batches)
     for B, n_rep in zip(args.batches, repeats):
         qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(B)]
         ids, mask, _ = left_pad([sm.prompt_ids(q) for q in qs], loaded.pad_token_id, loaded.device)
-        bench = Bench(model, ids, mask, loaded.stop_token_ids, loaded.pad_token_id, args.max_new_tokens, args.stats)
+        skip = skip_ids_for(args.final_step, sm.tokenizer, loaded.stop_token_ids)
+        bench = Bench(model, ids, mask, loaded.stop_token_ids, loaded.pad_token_id, args.max_new_tokens, args.stats,
+                      end_on_stop=args.end_on_stop, skip_final_step_after=skip)
         log(f"CPU batch {B}: prompt {tuple(ids.shape)}, {args.max_new_tokens} new tokens")
         t = time.perf_counter()
         res = run_batch(bench, repeats=n_rep, warmup=args.warmup, also_logits=args.also_output_logits,
