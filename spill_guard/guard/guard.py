@@ -32,6 +32,7 @@ from spill_guard.guard.verdict import (
 )
 from spill_guard.models.prompting import prompt_ids as build_prompt_ids
 from spill_guard.observability.otel import emit_evaluation
+from spill_guard.observability.verdict_metrics import resolve_metrics
 from spill_guard.policy.base import Action, Candidate, Decision, Policy, RetryStrategy, apply_policy
 from spill_guard.policy.flag import Flag
 from spill_guard.policy.strategies import Reprompt, Resample
@@ -74,6 +75,9 @@ class SpillGuard:
             metadata it cannot encode): ``"raise"`` (default) a :class:`VerdictNotLoggedError`
             carrying the verdict(s), or ``"warn"`` and return the verdict unlogged
             (``record_id=None``).
+        metrics: Prometheus metrics of every verdict (extra ``metrics``): ``True`` for
+            prometheus-client's default registry, a ``CollectorRegistry``, or a
+            ``VerdictMetrics``; ``None`` (default): none (docs/observability.md).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class SpillGuard:
         override: bool = False,
         capture_stats: str = "auto",
         on_log_error: str = "raise",
+        metrics: Any = None,
     ):
         _check_types(model=model, threshold=threshold, spec=spec, locator=locator, log_all=log_all,
                      override=override, on_log_error=on_log_error)
@@ -103,6 +108,7 @@ class SpillGuard:
             raise InvalidParameterError(f"early_stop must be an EarlyStop(...), got {early_stop!r}.")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidParameterError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
+        self.metrics = resolve_metrics(metrics)  # before the model loads: a wrong value fails at once
         self.model = model if model is not None else SpillModel.load()
         locator_name = locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
         self.rule: RiskRule = resolve_rule(self.model, threshold=threshold, calibration=calibration,
@@ -244,9 +250,12 @@ class SpillGuard:
         If the sink fails: raises :class:`VerdictNotLoggedError` (``.verdict`` is this verdict), or
         with ``on_log_error="warn"`` warns :class:`VerdictNotLoggedWarning` and returns ``None``.
         Every verdict passed here is also an OpenTelemetry ``gen_ai.evaluation.result`` event
-        (docs/observability.md), emitted first, whether or not a review log is configured.
+        (docs/observability.md), emitted first, whether or not a review log is configured, and
+        counted in the guard's Prometheus ``metrics`` (if any).
         """
         emit_evaluation(verdict)
+        if self.metrics is not None:
+            self.metrics.observe_verdict(verdict)
         if self.sink is None or not (self.log_all or verdict.flagged):
             return None
         from spill_guard.review import ReviewRecord

@@ -57,7 +57,7 @@ class Dispatcher:
                 guard = None
                 if r.verdict is not None:
                     guard = verdict_object(r.verdict, stop_sequence=r.stop_sequence, token_scores=token_scores)
-                    self.metrics.observe_answer(r.verdict.action.value, r.verdict.score)
+                    self.metrics.observe_verdict(r.verdict, tokens=False)  # tokens: counted below, guarded or not
                 self.metrics.tokens.inc(r.completion_tokens)
                 bodies.append(shape.choice(r, guard))
             return results, bodies
