@@ -26,6 +26,7 @@ from langchain_core.outputs import LLMResult
 
 from spill_guard.errors import InvalidParameterError
 from spill_guard.guard import Verdict
+from spill_guard.observability.verdict_metrics import resolve_metrics
 
 from spill_guard_langchain.dropin import DropInScorer
 from spill_guard_langchain.report import TOKENS_KEY, verdict_of
@@ -56,6 +57,9 @@ class SpillCallbackHandler(BaseCallbackHandler):
             Without ``model``, only :class:`SpillChatModel` answers (which carry their own report) count.
         guard, threshold, calibration, spec, locator, name: the rule judging ``model``'s answers
             (as for :class:`SpillChatModel`; ``name`` picks a packaged calibration).
+        metrics: count every verdict it collects in Prometheus metrics (``pip install
+            'spill-guard[metrics]'``): ``True`` (prometheus-client's default registry), a
+            ``CollectorRegistry`` or a ``VerdictMetrics``. Default: ``guard``'s metrics, if any.
 
     Attributes read after (or during) a run: :attr:`counts` (``answers``, ``flagged``,
     ``passed``, ``unscored`` (no report: another model, or a drop-in run that could not be
@@ -71,7 +75,7 @@ class SpillCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, log: Any = None, *, log_all: bool = False, model: Any = None, guard: Any = None,
                  threshold: float | None = None, calibration: Any = None, spec: str | None = None,
-                 locator: Any = None, name: str | None = None):
+                 locator: Any = None, name: str | None = None, metrics: Any = None):
         super().__init__()
         rule = {"guard": guard, "threshold": threshold, "calibration": calibration, "spec": spec,
                 "locator": locator, "name": name}
@@ -80,6 +84,7 @@ class SpillCallbackHandler(BaseCallbackHandler):
                 f"{sorted(k for k, v in rule.items() if v is not None)} only apply with model=<ChatHuggingFace or "
                 "HuggingFacePipeline>; a SpillChatModel carries its own rule."
             )
+        self.metrics = resolve_metrics(metrics) if metrics is not None else getattr(guard, "metrics", None)
         self.dropin = DropInScorer(model, **rule) if model is not None else None
         self.sink = open_sink(log)
         self.log_all = log_all
@@ -197,4 +202,5 @@ class SpillCallbackHandler(BaseCallbackHandler):
             return None
 
     def _log(self, verdict: Verdict, state: _RunState) -> str | None:
-        return record_verdict(self.sink, verdict, log_all=self.log_all, tags=state.tags, metadata=state.metadata)
+        return record_verdict(self.sink, verdict, log_all=self.log_all, tags=state.tags, metadata=state.metadata,
+                              metrics=self.metrics)

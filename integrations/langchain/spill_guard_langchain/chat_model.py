@@ -25,6 +25,7 @@ from spill_guard.guard import SpillGuard, TokenEvent, Verdict
 from spill_guard.guard.stream import stream_generation
 from spill_guard.models.loader import LoadedModel
 from spill_guard.models.prompting import chat_prompt_ids
+from spill_guard.observability.verdict_metrics import VerdictMetrics, resolve_metrics
 from spill_guard.policy import Flag, apply_policy
 
 from spill_guard_langchain.attempt import current_attempt
@@ -63,8 +64,11 @@ class SpillChatModel(BaseChatModel):
     streaming: bool = False
     logprobs: bool = Field(default=False, description="add OpenAI-format logprobs to response_metadata (UQLM reads them)")
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="also the k most likely tokens per step")
+    metrics: Any = Field(default=None, description="Prometheus metrics of every answer: True (the default registry), "
+                         "a CollectorRegistry or a VerdictMetrics; default: the guard's, if any")
 
     _rule_guard: SpillGuard = PrivateAttr()
+    _metrics: VerdictMetrics | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -97,6 +101,7 @@ class SpillChatModel(BaseChatModel):
             )
         if self.model_name is None:
             self.model_name = self.spill_model.loaded.name
+        self._metrics = resolve_metrics(self.metrics) if self.metrics is not None else self._rule_guard.metrics
 
     @classmethod
     def from_huggingface_pipeline(cls, hf_pipeline: Any, **kwargs: Any) -> "SpillChatModel":
@@ -244,6 +249,8 @@ class SpillChatModel(BaseChatModel):
         """The answer message with its report, and the generation info with the live verdict."""
         candidate = self._rule_guard.assess(scored, question, strategy=strategy)
         verdict: Verdict = self._rule_guard.verdict_from(apply_policy(_FLAG, candidate), question=question)
+        if self._metrics is not None:  # a handler given the same metrics will not count it again
+            self._metrics.observe_verdict(verdict)
         content, matched = _cut_at_stop(scored.answer, options.get("stop_strings") or [])
         report = build_report(verdict, scored, stop_sequence=matched)
         finish = "stop" if scored.stopped_on_eos or matched else "length"

@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config, pa
 
 from spill_guard.errors import InvalidParameterError, SpillGuardError
 from spill_guard.guard import HallucinationDetected, Verdict
+from spill_guard.observability.verdict_metrics import resolve_metrics
 from spill_guard.policy import Action, Candidate, Flag, Policy
 
 from spill_guard_langchain.attempt import AttemptSettings
@@ -75,6 +76,8 @@ class SpillGuardedRunnable(Runnable):
         log_all: log every verdict, not only flagged ones.
         include_verdict: return :class:`GuardedOutput` (output + verdict) instead of the output.
         output_key: for chains returning a dict, the key holding the answer (to replace it).
+        metrics: count each final decision (its action: ``abstained`` ...) in Prometheus metrics:
+            ``True`` (the default registry), a ``CollectorRegistry`` or a ``VerdictMetrics``.
 
     ``stream`` passes chunks through as they come under ``Flag()`` (the decision cannot change
     the text); under other policies the answer must be judged before anyone sees it, so the
@@ -82,7 +85,7 @@ class SpillGuardedRunnable(Runnable):
     """
 
     def __init__(self, chain: Runnable, policy: Policy | None = None, *, log: Any = None, log_all: bool = False,
-                 include_verdict: bool = False, output_key: str | None = None):
+                 include_verdict: bool = False, output_key: str | None = None, metrics: Any = None):
         if not isinstance(chain, Runnable):
             raise InvalidParameterError(f"chain must be a LangChain Runnable (e.g. prompt | model), got {chain!r}.")
         if policy is not None and not isinstance(policy, Policy):
@@ -95,6 +98,7 @@ class SpillGuardedRunnable(Runnable):
         self.log_all = log_all
         self.include_verdict = include_verdict
         self.output_key = output_key
+        self.metrics = resolve_metrics(metrics)
 
     @property
     def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
@@ -161,7 +165,7 @@ class SpillGuardedRunnable(Runnable):
         output, _ = decision.chosen.payload
         verdict = final_verdict(decision)
         record_verdict(self.sink, verdict, log_all=self.log_all, tags=config.get("tags") or [],
-                       metadata=config.get("metadata"))
+                       metadata=config.get("metadata"), metrics=self.metrics)
         if decision.action is Action.RAISED:
             raise HallucinationDetected(verdict)
         if decision.action is Action.ABSTAINED:

@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage  # noqa: E402
 
 from spill_guard.errors import InvalidParameterError  # noqa: E402
 from spill_guard.guard import HallucinationDetected, Verdict  # noqa: E402
+from spill_guard.observability.verdict_metrics import resolve_metrics  # noqa: E402
 from spill_guard.policy import Action, Candidate, Flag, Policy  # noqa: E402
 
 from spill_guard_langchain.decisions import adecide, candidate_from, decide, final_verdict  # noqa: E402
@@ -35,10 +36,12 @@ class SpillGuardMiddleware(AgentMiddleware):
         policy: ``Flag()`` (default), ``Abstain(...)``, ``Retry(...)``, ``Raise()``.
         log: review log (path or sink) for the final verdicts; ``log_all`` logs passed ones too.
         tags: written with each logged verdict.
+        metrics: count each final decision in Prometheus metrics (``True``, a ``CollectorRegistry``
+            or a ``VerdictMetrics``).
     """
 
     def __init__(self, policy: Policy | None = None, *, log: Any = None, log_all: bool = False,
-                 tags: tuple[str, ...] = ("agent",)):
+                 tags: tuple[str, ...] = ("agent",), metrics: Any = None):
         super().__init__()
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidParameterError(
@@ -48,6 +51,7 @@ class SpillGuardMiddleware(AgentMiddleware):
         self.sink = open_sink(log)
         self.log_all = log_all
         self.tags = tuple(tags)
+        self.metrics = resolve_metrics(metrics)
         self.verdicts: list[Verdict] = []  # final verdicts, in order (list.append is atomic)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
@@ -82,7 +86,7 @@ class SpillGuardMiddleware(AgentMiddleware):
     def _finish(self, decision: Any) -> ModelResponse:
         response, _ = decision.chosen.payload
         verdict = final_verdict(decision)
-        record_verdict(self.sink, verdict, log_all=self.log_all, tags=self.tags)
+        record_verdict(self.sink, verdict, log_all=self.log_all, tags=self.tags, metrics=self.metrics)
         self.verdicts.append(verdict)
         if decision.action is Action.RAISED:
             raise HallucinationDetected(verdict)

@@ -23,8 +23,9 @@ def write_verdict(sink: Any, verdict: Any, *, tags: Any = (), metadata: dict[str
 
 
 def record_verdict(sink: Any, verdict: Any, *, log_all: bool, tags: Any = (),
-                   metadata: dict[str, Any] | None = None) -> str | None:
-    """A final verdict: its OpenTelemetry evaluation event (as the core guard emits), then the log.
+                   metadata: dict[str, Any] | None = None, metrics: Any = None) -> str | None:
+    """A final verdict: its OpenTelemetry evaluation event and Prometheus ``metrics`` (a
+    ``VerdictMetrics`` or None), as the core guard's ``log`` does, then the log.
 
     The record is written when there is a sink and ``log_all`` or the verdict is flagged; the
     record id is stored on the verdict and returned (``None`` when nothing was written).
@@ -32,6 +33,8 @@ def record_verdict(sink: Any, verdict: Any, *, log_all: bool, tags: Any = (),
     from spill_guard.observability.otel import emit_evaluation
 
     emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
+    if metrics is not None:
+        metrics.observe_verdict(verdict)  # once per verdict object, however many layers record it
     if sink is None or not (log_all or verdict.flagged):
         return None
     verdict.record_id = write_verdict(sink, verdict, tags=tags, metadata=metadata)
