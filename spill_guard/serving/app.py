@@ -23,6 +23,7 @@ from spill_guard.serving.config import GuardConfig, ServerSettings, loaded_parts
 from spill_guard.serving.dispatch import Dispatcher
 from spill_guard.serving.engine import Engine
 from spill_guard.serving.errors import OpenAIError, install_error_handlers
+from spill_guard.serving.vllm_generation import is_vllm
 
 log = logging.getLogger("spill_guard.serving")
 
@@ -48,8 +49,14 @@ class ServerState:
         self.settings = settings
         self.metrics = GuardMetrics()
         self.engine = Engine(settings)
-        self.batcher = Batcher(self.engine.run_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                               on_batch=self.metrics.batch_size.observe)
+        self.batcher: Any  # what runs generation: our Batcher, or vLLM's own batching behind the same interface
+        if is_vllm(source):
+            from spill_guard.serving.vllm_generation import VllmRunner
+
+            self.batcher = VllmRunner(self.engine)
+        else:
+            self.batcher = Batcher(self.engine.run_batch, max_batch=settings.max_batch,
+                                   max_wait_ms=settings.max_wait_ms, on_batch=self.metrics.batch_size.observe)
         self.dispatcher = Dispatcher(self.engine, self.batcher, self.metrics)
         self.config = source if isinstance(source, GuardConfig) else None
         self.load_error: str | None = None
@@ -73,9 +80,12 @@ class ServerState:
         self.metrics.errors.labels(type=code).inc()
 
     def close(self) -> None:
-        """Close the review log of a guard this app built (a guard passed in belongs to the caller)."""
+        """Close the review log (and vLLM engine) of a guard this app built (one passed in is the caller's)."""
         if self.config is not None and self.engine.guard is not None:
             self.engine.guard.close()
+            async_model = getattr(self.engine.model, "async_model", None)
+            if async_model is not None:
+                async_model.shutdown()
 
 
 class RequestMetrics:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from spill_guard.errors import InvalidParameterError
 
 POLICIES = ("flag", "abstain", "retry", "raise")
+BACKENDS = ("transformers", "vllm")
 API_KEY_ENV = "SPILL_GUARD_API_KEY"
 
 
@@ -23,6 +24,8 @@ class GuardConfig:
     ``guard=False`` serves the same model with scoring off (no capture, no verdicts): the
     baseline the server benchmark compares against. ``redact``: regexes masked in every
     review-log record before it is written (``()`` = the default e-mail and phone patterns).
+    ``backend="vllm"``: generation on vLLM's async engine (docs/vllm.md, "Serving on vLLM");
+    ``engine_options`` are passed to its ``AsyncEngineArgs`` (e.g. ``{"max_model_len": 2048}``).
     """
 
     model: str | None = None
@@ -38,8 +41,11 @@ class GuardConfig:
     redact: tuple[str, ...] | None = None
     early_stop: float | None = None
     guard: bool = True
+    backend: str = "transformers"
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_backend()
         if self.policy not in POLICIES:
             raise InvalidParameterError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}.")
         if self.threshold is not None and not math.isfinite(self.threshold):
@@ -61,6 +67,26 @@ class GuardConfig:
                     f"review log {self.log!r} must end in .jsonl, .sqlite, .sqlite3 or .db, or be a postgresql:// URL."
                 ) from None
 
+    def _check_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InvalidParameterError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
+        if not isinstance(self.engine_options, Mapping):
+            raise InvalidParameterError(f"engine options must be a mapping of names to values, got {self.engine_options!r}.")
+        if self.backend == "transformers":
+            if self.engine_options:
+                raise InvalidParameterError(f"engine options {dict(self.engine_options)} are vLLM settings; "
+                                            "add backend='vllm' (--backend vllm) or drop them.")
+            return
+        unavailable = {"early_stop": self.early_stop is not None, "no guard": not self.guard}
+        for name, given in unavailable.items():
+            if given:
+                raise InvalidParameterError(f"{name} is not available with the vLLM backend (--early-stop needs "
+                                            "transformers' stopping hooks; --no-guard serving is not implemented on "
+                                            "vLLM); drop it or use --backend transformers.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InvalidParameterError(f"device {self.device!r}: the vLLM backend takes auto, cpu or cuda (the vLLM "
+                                        "build decides; pick GPUs with CUDA_VISIBLE_DEVICES).")
+
     def build_policy(self) -> Any:
         from spill_guard.policy import Abstain, Flag, Raise, Resample, Retry
 
@@ -75,13 +101,22 @@ class GuardConfig:
     def build(self) -> Any:
         """Load the model and build the guard (or, with ``guard=False``, return the bare SpillModel)."""
         from spill_guard.cli.common import quiet_transformers
-        from spill_guard.guard import EarlyStop, SpillGuard
         from spill_guard.spill_model import SpillModel
 
         quiet_transformers()
+        if self.backend == "vllm":
+            from spill_guard.serving.vllm_generation import build_vllm_guard
+
+            return build_vllm_guard(self)
         model = SpillModel.load(self.model, device=self.device, dtype=self.dtype)
         if not self.guard:
             return model
+        return self.guard_over(model)
+
+    def guard_over(self, model: Any) -> Any:
+        """The :class:`~spill_guard.SpillGuard` of this config over a loaded model (opens the review log)."""
+        from spill_guard.guard import EarlyStop, SpillGuard
+
         early = EarlyStop(self.early_stop) if self.early_stop is not None else None
         log: Any = self.log
         if log is not None and self.redact is not None:
@@ -119,6 +154,29 @@ class ServerSettings:
         if self.api_key is not None and (not self.api_key.strip() or len(self.api_key) < 8):
             raise InvalidParameterError("the API key must be at least 8 characters; generate one, e.g. with "
                                         "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`.")
+
+
+def parse_engine_options(items: Any) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (a list, or one comma-separated string) as vLLM engine options.
+
+    Values are read as JSON where they parse (``1024``, ``true``, ``0.5``), else kept as text.
+    """
+    import json
+
+    if isinstance(items, Mapping):
+        return dict(items)
+    if isinstance(items, str):
+        items = [part for part in items.split(",") if part.strip()]
+    options: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise InvalidParameterError(f"engine option {item!r} must be KEY=VALUE, e.g. max_model_len=2048.")
+        try:
+            options[key.strip()] = json.loads(text)
+        except ValueError:
+            options[key.strip()] = text
+    return options
 
 
 def resolve_api_key(cli_value: str | None) -> str | None:

@@ -84,6 +84,9 @@ class Engine:
         self.guard: Any = None
         self.model: Any = None
         self._ids = itertools.count(1)
+        # Set by a runner whose generation is not the batched transformers call (the vLLM backend's
+        # VllmRunner): how a retry regenerates from the thread that runs the policy.
+        self.blocking_generate: Callable[[list[Row], Sampling], list[RowOutcome]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def attach(self, guard: Any, model: Any) -> None:
@@ -100,6 +103,18 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self.model.loaded.name
+
+    @property
+    def backend(self) -> str:
+        return getattr(self.model, "backend", "transformers")
+
+    def require_top_logprobs(self, param: str) -> None:
+        """``top_logprobs`` come from a teacher-forced pass, which only the transformers backend runs."""
+        if self.backend != "transformers":
+            raise OpenAIError(400, f"{param} (top alternatives) are not available on the {self.backend} backend: they "
+                                   "need a teacher-forced pass over the answer, which it does not run. Ask for the "
+                                   "chosen tokens' logprobs only (chat: logprobs: true without top_logprobs; "
+                                   "completions: logprobs: 0).", param=param, code="unsupported_parameter")
 
     @property
     def streams_text(self) -> bool:
@@ -174,6 +189,8 @@ class Engine:
         return self.generate(rows, key[1])
 
     def generate(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
+        if self.blocking_generate is not None:
+            return self.blocking_generate(rows, sampling)
         if self.guard is None:
             return generate_plain(self.model, rows, sampling)
         return generate_scored(self.model, rows, sampling, stats=self.guard.capture_stats,

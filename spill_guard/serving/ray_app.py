@@ -4,7 +4,9 @@ Nothing here re-implements a route: each replica builds the app with :func:`crea
 hands it to Ray through ``@serve.ingress()`` (late-bound: Ray calls
 ``__serve_build_asgi_app__`` on the replica after its constructor). The constructor loads the
 model, so a replica only counts as running once it can answer, and each replica keeps its
-own dynamic batcher; Ray's proxy spreads requests across replicas.
+own dynamic batcher; Ray's proxy spreads requests across replicas. With ``backend="vllm"``
+each replica owns one vLLM ``AsyncLLM`` (its engine core a child process of the replica),
+whose continuous batching replaces the batcher.
 
 Entry points:
 
@@ -28,7 +30,7 @@ import threading
 from typing import Any, Mapping
 
 from spill_guard.errors import InvalidParameterError, SpillGuardError
-from spill_guard.serving.config import GuardConfig, ServerSettings
+from spill_guard.serving.config import GuardConfig, ServerSettings, parse_engine_options
 
 #: The deployment's name in Ray (``serve status`` shows it).
 DEPLOYMENT_NAME = "SpillGuardServer"
@@ -81,6 +83,11 @@ def guard_application(config: GuardConfig, settings: ServerSettings | None = Non
         def check_health(self) -> None:
             if not self._app.state.server.engine.ready:
                 raise RuntimeError("the model is not loaded")
+
+        def __del__(self) -> None:  # Ray calls it when it stops a replica: close the log, stop a vLLM engine
+            app = getattr(self, "_app", None)
+            if app is not None:
+                app.state.server.close()
 
     return SpillGuardServer.bind(config, settings)
 
@@ -174,6 +181,8 @@ def _typed_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _convert(name: str, type_name: str, value: Any) -> Any:
+    if type_name.startswith("Mapping"):  # engine_options: a mapping from a config file, or "k=v,k=v"
+        return parse_engine_options(value)
     if not isinstance(value, str):
         return value
     if "None" in type_name and value.lower() in ("", "none", "null"):

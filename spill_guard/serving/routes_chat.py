@@ -56,6 +56,8 @@ def add_chat_route(app: Any, engine: Engine, dispatcher: Dispatcher) -> None:
             raise OpenAIError(400, "top_logprobs needs logprobs: true.", param="top_logprobs")
         if body.logprobs and not engine.scoring:
             raise OpenAIError(400, "logprobs need scoring on; this server runs with --no-guard.", param="logprobs")
+        if top:
+            engine.require_top_logprobs("top_logprobs")
         if body.stream and top:
             raise OpenAIError(400, "top_logprobs are not available when streaming (they need a second pass after the "
                                    "answer); use stream: false, or logprobs: true without top_logprobs.", param="top_logprobs")

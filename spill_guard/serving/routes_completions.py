@@ -45,6 +45,8 @@ def add_completions_route(app: Any, engine: Engine, dispatcher: Dispatcher) -> N
         engine.check_model(body.model)
         if body.logprobs is not None and not engine.scoring:
             raise OpenAIError(400, "logprobs need scoring on; this server runs with --no-guard.", param="logprobs")
+        if body.logprobs:
+            engine.require_top_logprobs("logprobs")
         if body.stream and body.logprobs:
             raise OpenAIError(400, "logprobs > 0 (top alternatives) are not available when streaming; use logprobs: 0 "
                                    "or stream: false.", param="logprobs")

@@ -6,6 +6,7 @@ own guard, review log, metrics registry and worker thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from typing import Any, Iterator
@@ -76,3 +77,26 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+def ask(client: Any, url: str, question: str, stream: bool, *, max_tokens: int) -> tuple[str, dict]:
+    """One greedy chat request to ``url`` (httpx): ``(text, spill_guard verdict)``, streamed or not."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}
+    if not stream:
+        resp = client.post(url, json=body)
+        resp.raise_for_status()
+        choice = resp.json()["choices"][0]
+        return choice["message"]["content"], choice["spill_guard"]
+    text, verdict = "", None
+    with client.stream("POST", url, json={**body, "stream": True}) as resp:
+        resp.raise_for_status()
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            assert "error" not in chunk, chunk
+            choice = chunk["choices"][0]
+            text += choice["delta"].get("content") or ""
+            if choice["finish_reason"] is not None:
+                verdict = choice["spill_guard"]
+    return text, verdict

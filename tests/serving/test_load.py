@@ -7,13 +7,12 @@ batches of more than one sequence actually ran.
 
 from __future__ import annotations
 
-import json
 import threading
 
 import httpx
 import pytest
 
-from serving_support import MODEL, guarded_app, metric_value, running
+from serving_support import ask, guarded_app, metric_value, running
 
 pytestmark = pytest.mark.model
 
@@ -21,28 +20,6 @@ CLIENTS, REQUESTS, MAX_TOKENS = 16, 5, 6
 QUESTIONS = [f"What is the capital of {c}?" for c in (
     "France", "Spain", "Italy", "Japan", "Peru", "Kenya", "Norway", "Chile",
     "Egypt", "Canada", "Poland", "India", "Ghana", "Cuba", "Nepal", "Mali")]
-
-
-def ask(client, url, question, stream):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": MAX_TOKENS}
-    if not stream:
-        resp = client.post(url, json=body)
-        resp.raise_for_status()
-        choice = resp.json()["choices"][0]
-        return choice["message"]["content"], choice["spill_guard"]
-    text, verdict = "", None
-    with client.stream("POST", url, json={**body, "stream": True}) as resp:
-        resp.raise_for_status()
-        for line in resp.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            assert "error" not in chunk, chunk
-            choice = chunk["choices"][0]
-            text += choice["delta"].get("content") or ""
-            if choice["finish_reason"] is not None:
-                verdict = choice["spill_guard"]
-    return text, verdict
 
 
 def test_concurrent_mixed_streaming_load(spill_model, tmp_path):
@@ -68,7 +45,7 @@ def test_concurrent_mixed_streaming_load(spill_model, tmp_path):
                 for j in range(REQUESTS):
                     q = QUESTIONS[(i + j) % len(QUESTIONS)]
                     try:
-                        results.append((q, *ask(client, url, q, stream=(i + j) % 2 == 1)))
+                        results.append((q, *ask(client, url, q, stream=(i + j) % 2 == 1, max_tokens=MAX_TOKENS)))
                     except Exception as exc:  # collected: the assertion below shows every one
                         errors.append(f"{q}: {exc!r}")
 

@@ -118,7 +118,8 @@ class PlannedAnswer:
 
     def trace(self, fetched: dict[str, dict], columns: Columns, vocab_size: int, stats: str) -> TokenTrace:
         main, follow = fetched.get(self.key, {}), fetched.get(self.follow_key, {})
-        for part in (main, follow):
+        # A skipped follow-up was never captured: the store's "never captured" answer for its key is expected.
+        for part in (main, follow) if self.follow_up else (main,):
             if "error" in part:
                 raise CaptureError(f"vLLM capture failed: {part['error']}")
         n = len(self.token_ids or [])
