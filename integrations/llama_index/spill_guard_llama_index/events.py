@@ -55,14 +55,16 @@ class SpillScoredEvent(BaseEvent):
         )
 
 
-def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = None, **kwargs: Any) -> SpillScoredEvent:
+def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = None, metrics: Any = None,
+         **kwargs: Any) -> SpillScoredEvent:
     """Build and dispatch the event for ``verdict`` (``span_id``: the LLM call's span, default the
     active one); returns it.
 
     Outside a guarded engine the answer is final here, so its OpenTelemetry
     ``gen_ai.evaluation.result`` event is emitted too (on the current span, the LLM call's). Inside
     one, the engine's decision is the answer's verdict: the guard emits it when the engine logs it,
-    so each answer is one event.
+    so each answer is one event. Prometheus ``metrics`` (the guard's ``VerdictMetrics``, or None)
+    count the answer in the same place, for the same reason.
     """
     event = SpillScoredEvent.of(verdict, strategy=strategy)
     if span_id is not None:
@@ -70,4 +72,6 @@ def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = No
     dispatcher.event(event, **kwargs)
     if not collecting():
         emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
+        if metrics is not None:
+            metrics.observe_verdict(verdict)
     return event

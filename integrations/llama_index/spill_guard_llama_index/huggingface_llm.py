@@ -132,11 +132,14 @@ class HuggingFaceLLMScorer:
         guard: a :class:`~spill_guard.SpillGuard` built on the same torch model
             (``SpillGuard(SpillModel(loaded))`` where ``llm`` uses ``loaded.model``); or
         threshold / calibration / spec / locator / name: the rule, for a guard built here on
-            the LLM's model (``name`` is the model name for the packaged-calibration lookup).
+            the LLM's model (``name`` is the model name for the packaged-calibration lookup);
+        metrics: Prometheus metrics for that guard (``True``, a ``CollectorRegistry`` or a
+            ``VerdictMetrics``); with ``guard=``, give ``SpillGuard(..., metrics=...)`` instead.
     """
 
     def __init__(self, llm: Any, guard: SpillGuard | None = None, *, threshold: float | None = None,
-                 calibration: Any = None, spec: str | None = None, locator: Any = None, name: str | None = None):
+                 calibration: Any = None, spec: str | None = None, locator: Any = None, name: str | None = None,
+                 metrics: Any = None):
         model, tokenizer = getattr(llm, "_model", None), getattr(llm, "_tokenizer", None)
         if model is None or tokenizer is None or not callable(getattr(model, "generate", None)):
             raise InvalidParameterError(
@@ -144,7 +147,7 @@ class HuggingFaceLLMScorer:
                 "llama_index.llms.huggingface.HuggingFaceLLM(model=..., tokenizer=...)."
             )
         self.llm = llm
-        self.guard = self._guard(model, tokenizer, guard, threshold, calibration, spec, locator, name)
+        self.guard = self._guard(model, tokenizer, guard, threshold, calibration, spec, locator, name, metrics)
         self._lock = threading.Lock()
         self._spans: OrderedDict[str, _Span] = OrderedDict()
         self._by_span: OrderedDict[str, Verdict] = OrderedDict()
@@ -174,12 +177,13 @@ class HuggingFaceLLMScorer:
 
     @staticmethod
     def _guard(model: Any, tokenizer: Any, guard: SpillGuard | None, threshold: Any, calibration: Any,
-               spec: Any, locator: Any, name: str | None) -> SpillGuard:
+               spec: Any, locator: Any, name: str | None, metrics: Any = None) -> SpillGuard:
         if guard is not None:
             if not isinstance(guard, SpillGuard):
                 raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {guard!r}.")
-            if any(v is not None for v in (threshold, calibration, spec, locator, name)):
-                raise InvalidParameterError("pass either guard=... or threshold/calibration/spec/locator/name, not both.")
+            if any(v is not None for v in (threshold, calibration, spec, locator, name, metrics)):
+                raise InvalidParameterError("pass either guard=... or threshold/calibration/spec/locator/name/metrics, "
+                                            "not both (metrics: SpillGuard(..., metrics=...)).")
             if guard.model.loaded.model is not model:
                 raise InvalidParameterError(
                     "guard.model wraps another torch model than the LLM's; build the guard on the LLM's model: "
@@ -189,7 +193,8 @@ class HuggingFaceLLMScorer:
             return guard
         label = name or getattr(model.config, "name_or_path", None) or "huggingface-llm"
         loaded = LoadedModel(model=model, tokenizer=tokenizer, name=str(label), device=model.device, dtype=model.dtype)
-        return SpillGuard(SpillModel(loaded), threshold=threshold, calibration=calibration, spec=spec, locator=locator)
+        return SpillGuard(SpillModel(loaded), threshold=threshold, calibration=calibration, spec=spec, locator=locator,
+                          metrics=metrics)
 
     # -- what users read ------------------------------------------------------------------
     @property
@@ -278,7 +283,7 @@ class HuggingFaceLLMScorer:
                 self._by_span.popitem(last=False)
             self._ordered.append(verdict)
             self.scored += 1
-        emit(verdict, strategy=strategy, span_id=span_id)
+        emit(verdict, strategy=strategy, span_id=span_id, metrics=self.guard.metrics)
         record(Generation(messages=(), question=question, scored=scored, verdict=verdict, strategy=strategy))
 
 

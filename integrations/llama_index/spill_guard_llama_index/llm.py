@@ -91,20 +91,27 @@ class SpillLLM(LLM):
         model: a :class:`~spill_guard.SpillModel` when no guard is given (``None``: the
             embedded SmolLM2-135M-Instruct).
         max_new_tokens: generation budget per answer (default: the guard's).
+        metrics: Prometheus metrics for the guard built here (``True``, a ``CollectorRegistry`` or
+            a ``VerdictMetrics``; ``pip install 'spill-guard[metrics]'``): each answer outside a
+            guarded engine, and each engine decision, is counted once. With ``guard=``, give
+            ``SpillGuard(..., metrics=...)`` instead.
     """
 
     max_new_tokens: int = Field(default=64, gt=0, description="tokens generated per answer at most")
     _guard: SpillGuard = PrivateAttr()
 
     def __init__(self, guard: SpillGuard | None = None, *, model: SpillModel | None = None,
-                 max_new_tokens: int | None = None, **kwargs: Any):
+                 max_new_tokens: int | None = None, metrics: Any = None, **kwargs: Any):
         if guard is not None and not isinstance(guard, SpillGuard):
             raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {guard!r}.")
         if model is not None and not isinstance(model, SpillModel):
             raise InvalidParameterError(f"model must be a spill_guard.SpillModel, got {model!r}.")
         if guard is not None and model is not None and guard.model is not model:
             raise InvalidParameterError("pass either guard= or model= (the guard already has a model), not two different models.")
-        guard = guard if guard is not None else SpillGuard(model)
+        if guard is not None and metrics is not None:
+            raise InvalidParameterError("pass metrics to the guard, SpillGuard(..., metrics=...), when you give one: "
+                                        "the guarded engines count their decisions through it.")
+        guard = guard if guard is not None else SpillGuard(model, metrics=metrics)
         super().__init__(max_new_tokens=max_new_tokens if max_new_tokens is not None else guard.max_new_tokens, **kwargs)
         self._guard = guard
 
@@ -145,7 +152,7 @@ class SpillLLM(LLM):
         candidate = self._guard.assess(scored, question, strategy=strategy)
         verdict = self._guard.verdict_from(Flag().apply(candidate), question=question)
         generation = Generation(tuple(messages), question, scored, verdict, strategy, dict(sampling or {}))
-        emit(verdict, strategy=strategy)
+        emit(verdict, strategy=strategy, metrics=self._guard.metrics)
         record(generation)
         return generation
 
