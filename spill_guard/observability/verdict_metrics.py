@@ -144,7 +144,7 @@ def resolve_metrics(metrics: Any) -> VerdictMetrics | None:
         if not isinstance(metrics, prom.CollectorRegistry):
             raise InvalidParameterError(
                 f"metrics must be True (prometheus_client's default registry), a prometheus_client.CollectorRegistry "
-                f"or a spill_guard.observability.VerdictMetrics, got {metrics!r}."
+                f"or a spill_guard.observability.verdict_metrics.VerdictMetrics, got {metrics!r}."
             )
         registry = metrics
     with _registry_lock:  # get-or-create atomically: a second VerdictMetrics would clash on names

@@ -49,7 +49,8 @@ def samples(text: str) -> list:
 
 
 def value(text: str, name: str, **labels: str) -> float:
-    return sum(s.value for s in samples(text) if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(s.value for s in samples(text)
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def assert_counts_match(text: str, verdicts: list) -> None:

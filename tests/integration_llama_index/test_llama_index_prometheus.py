@@ -37,7 +37,8 @@ def assert_counts_match(registry: CollectorRegistry, verdicts: list) -> None:
 
 @pytest.fixture(scope="module")
 def hf_llm(spill_model):
-    pytest.importorskip("llama_index.llms.huggingface", reason="needs: pip install -e integrations/llama_index[huggingface]")
+    pytest.importorskip("llama_index.llms.huggingface",
+                        reason="needs: pip install -e integrations/llama_index[huggingface]")
     from llama_index.llms.huggingface import HuggingFaceLLM
 
     loaded = spill_model.loaded
