@@ -116,3 +116,30 @@ def test_a_wrong_metrics_value_is_refused_with_the_value(spill_model):
         SpillCallbackHandler(metrics="on")
     with pytest.raises(InvalidParameterError, match="got 'on'"):
         SpillChatModel(spill_model=spill_model, metrics="on")
+
+
+def test_agent_middleware_counts_each_decision(spill_model):
+    pytest.importorskip("langchain.agents.middleware", reason="needs langchain v1: pip install 'langchain>=1'")
+    from langchain.agents import create_agent
+
+    from spill_guard.policy import Abstain
+    from spill_guard_langchain import SpillGuardMiddleware
+
+    registry = CollectorRegistry()
+    middleware = SpillGuardMiddleware(Abstain("Not sure."), metrics=registry)
+    model = SpillChatModel(spill_model=spill_model, threshold=-100.0, max_tokens=NEW_TOKENS)
+    agent = create_agent(model, tools=[], middleware=[middleware])
+    last = agent.invoke({"messages": [{"role": "user", "content": QUESTIONS[0]}]})["messages"][-1]
+    assert last.content == "Not sure."
+    assert_counts_match(generate_latest(registry).decode(), middleware.verdicts)
+    assert value(generate_latest(registry).decode(), "spill_guard_answers_total", action="abstained") == 1
+
+
+def test_dropin_handler_given_a_guard_counts_into_the_guards_metrics(hf, spill_model):
+    from spill_guard import SpillGuard
+
+    registry = CollectorRegistry()
+    handler = SpillCallbackHandler(model=hf["chat"], guard=SpillGuard(spill_model, threshold=-0.5, metrics=registry))
+    hf["chat"].invoke(QUESTIONS[1], config={"callbacks": [handler]})
+    assert handler.counts["answers"] == 1
+    assert_counts_match(generate_latest(registry).decode(), handler.verdicts)
