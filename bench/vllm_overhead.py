@@ -2,9 +2,18 @@
 
 Two engines in this process on the same weights and settings: a plain ``vllm.LLM`` and a
 :class:`~spill_guard.backends.vllm.VllmSpillModel` (capture processor, raw logprobs, the
-z_(T+1) follow-up requests, the fetch, trace and ScoredAnswer assembly — everything a guarded
-call pays). Same prompts, greedy, arms interleaved within each repeat so machine load hits
-both alike. Run in .venv-vllm:
+z_(T+1) step or follow-up request, the fetch, trace and ScoredAnswer assembly — everything a
+guarded call pays). Arms, interleaved within each repeat (order rotated) so machine load hits all alike:
+
+Throughput is measured in wall-clock tokens/s and in tokens per CPU-second of this process
+(the engines run in-process), the latter less sensitive to other jobs on a shared machine.
+
+- ``plain``: plain vLLM, no logprobs;
+- ``plain_logprobs``: plain vLLM with ``logprobs=0`` (splits vLLM's logprob path from ours);
+- ``capture_always``: the guarded call with ``final_step="always"`` (a z_(T+1) step for every answer);
+- ``capture_auto``: ``final_step="auto"`` (what the guard uses: no step after a text-less stop token).
+
+Run in .venv-vllm:
 
     .venv-vllm/bin/python bench/vllm_overhead.py --out bench/results/vllm_overhead_cpu.json
 """
@@ -25,6 +34,21 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 SUBJECTS = ["France", "Japan", "Brazil", "Canada", "Egypt", "Kenya", "Italy", "Spain", "India", "Chile", "Norway",
             "Peru", "Ghana", "Nepal", "Cuba", "Fiji", "Iran", "Laos", "Mali", "Oman", "Chad", "Togo", "Iraq",
             "Qatar", "Yemen", "Sudan", "Libya", "Gabon", "Benin", "Niger", "Haiti", "Malta"]
+ARMS = ("plain", "plain_logprobs", "capture_always", "capture_auto")
+
+
+def summarize(samples: dict[str, list[float]], baseline: str = "plain") -> dict[str, dict]:
+    """Per arm: the samples, their median, and the throughput ratio to the baseline's median."""
+    base = statistics.median(samples[baseline])
+    out = {}
+    for arm, values in samples.items():
+        median = statistics.median(values)
+        # spread of the ratio: each repeat's arm sample over the same repeat's baseline sample
+        paired = [v / b for v, b in zip(values, samples[baseline])]
+        out[arm] = {"tokens_per_s": values, "median": median, "ratio": median / base,
+                    "overhead_percent": 100 * (1 - median / base),
+                    "paired_ratio_min": min(paired), "paired_ratio_max": max(paired)}
+    return out
 
 
 def main() -> None:
@@ -32,8 +56,12 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    arms = args.arms.split(",")
+    if "plain" not in arms or any(a not in ARMS for a in arms):
+        parser.error(f"--arms must include 'plain' and be among {list(ARMS)}, got {args.arms!r}")
 
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -47,37 +75,50 @@ def main() -> None:
     plain = LLM(model=guarded.loaded.source, dtype="float32", enable_prefix_caching=True, **options)
     stops = guarded.loaded.stop_token_ids
     prompts = [guarded.prompt_ids(f"Tell me about {s}.") for s in SUBJECTS]
+    final_steps = {}  # batch -> answers that got z_(T+1) under "auto"
 
-    def run_plain(batch: list[list[int]]) -> int:
-        params = SamplingParams(max_tokens=args.max_new_tokens, temperature=0.0, stop_token_ids=stops)
-        outs = plain.generate([TokensPrompt(prompt_token_ids=p) for p in batch], params, use_tqdm=False)
-        return sum(len(o.outputs[0].token_ids) for o in outs)
+    def plain_arm(logprobs: int | None):
+        def run(batch: list[list[int]]) -> int:
+            params = SamplingParams(max_tokens=args.max_new_tokens, temperature=0.0, stop_token_ids=stops,
+                                    logprobs=logprobs)
+            outs = plain.generate([TokensPrompt(prompt_token_ids=p) for p in batch], params, use_tqdm=False)
+            return sum(len(o.outputs[0].token_ids) for o in outs)
+        return run
 
-    def run_guarded(batch: list[list[int]]) -> int:
-        answers = guarded.generate_from_ids(batch, max_new_tokens=args.max_new_tokens, stats="energy")
-        return sum(len(a.answer_ids) for a in answers)
+    def guarded_arm(final_step: str):
+        def run(batch: list[list[int]]) -> int:
+            answers = guarded.generate_from_ids(batch, max_new_tokens=args.max_new_tokens, stats="energy",
+                                                final_step=final_step)
+            if final_step == "auto":
+                final_steps[len(batch)] = sum(a.trace.final_step for a in answers)
+            return sum(len(a.answer_ids) for a in answers)
+        return run
 
+    runners = {"plain": plain_arm(None), "plain_logprobs": plain_arm(0),
+               "capture_always": guarded_arm("always"), "capture_auto": guarded_arm("auto")}
     batches = [int(b) for b in args.batches.split(",")]
     for b in batches:  # warm-up: first calls pay one-off allocations
-        run_plain(prompts[:b])
-        run_guarded(prompts[:b])
-    rows = {b: {"plain": [], "capture": []} for b in batches}
+        for arm in arms:
+            runners[arm](prompts[:b])
+    load_start = os.getloadavg()
+    rows = {b: {arm: [] for arm in arms} for b in batches}
+    cpu_rows = {b: {arm: [] for arm in arms} for b in batches}
     for rep in range(args.repeats):
         for b in batches:
-            order = [("plain", run_plain), ("capture", run_guarded)]
-            if rep % 2:
-                order.reverse()
-            for arm, fn in order:
-                start = time.perf_counter()
-                tokens = fn(prompts[:b])
+            order = arms[rep % len(arms):] + arms[: rep % len(arms)]  # rotate who runs first
+            for arm in order:
+                start, cpu = time.perf_counter(), time.process_time()
+                tokens = runners[arm](prompts[:b])
                 rows[b][arm].append(tokens / (time.perf_counter() - start))
+                # CPU seconds of this process (engine in-process): less sensitive to other jobs' load
+                cpu_rows[b][arm].append(tokens / (time.process_time() - cpu))
     stats = guarded.store_stats()
     columns = len(guarded.columns.betas) + 3
     result = {
         "command": "bench/vllm_overhead.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                                         if v is not None and k != "out"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_at_end": os.getloadavg()},
+                    "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()},
         "max_new_tokens": args.max_new_tokens,
         "batches": {},
         "extra_memory_bytes": {"capture_ring": stats["capacity"] * columns * 4,
@@ -85,11 +126,11 @@ def main() -> None:
         "store_after_run": stats,
     }
     for b in batches:
-        p, c = statistics.median(rows[b]["plain"]), statistics.median(rows[b]["capture"])
-        result["batches"][str(b)] = {"plain_tokens_per_s": rows[b]["plain"], "capture_tokens_per_s": rows[b]["capture"],
-                                     "median_plain": p, "median_capture": c,
-                                     "throughput_ratio": c / p, "overhead_percent": 100 * (1 - c / p)}
-        print(f"batch {b:>2}: plain {p:7.1f} tok/s  capture {c:7.1f} tok/s  ratio {c / p:.3f}")
+        summary, per_cpu = summarize(rows[b]), summarize(cpu_rows[b])
+        result["batches"][str(b)] = {"wall": summary, "cpu": per_cpu, "auto_final_steps": final_steps.get(b)}
+        line = "  ".join(f"{arm} {s['median']:7.1f} tok/s ({s['ratio']:.3f}, cpu {per_cpu[arm]['ratio']:.3f})"
+                         for arm, s in summary.items())
+        print(f"batch {b:>2}: {line}  auto z_(T+1) {final_steps.get(b)}/{b}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

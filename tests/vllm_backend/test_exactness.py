@@ -69,6 +69,28 @@ def test_answer_cut_by_max_new_tokens_still_gets_its_last_delta(vllm_model, refe
     assert abs(answer.spilled_energy[-1] - reference.spilled_energy[-1]) <= TOL
 
 
+def test_length_cut_answers_take_z_next_from_their_own_request_not_a_follow_up(vllm_model, reference_model):
+    # The answer request asks for one token more than max_new_tokens: the step sampling it computes
+    # z_(T+1), so no follow-up request (a second engine round re-prefilling the answer) is sent.
+    engine_calls = []
+    generate = vllm_model.llm.generate
+
+    def counting_generate(prompts, *args, **kwargs):
+        engine_calls.append(len(prompts))
+        return generate(prompts, *args, **kwargs)
+
+    vllm_model.llm.generate = counting_generate
+    try:
+        answers = vllm_model.generate(["Describe the history of Rome in detail.", "Name ten rivers."],
+                                      max_new_tokens=6, stats="full")
+    finally:
+        del vllm_model.llm.generate
+    assert engine_calls == [2]
+    for answer, reference in zip(answers, reference_of(reference_model, answers)):
+        assert len(answer.answer_ids) == 6 and not answer.stopped_on_eos and answer.trace.final_step
+        assert_same(answer, reference)  # the extra sampled token is dropped; last Δ and JSD still exact
+
+
 def test_store_holds_nothing_after_calls(vllm_model):
     vllm_model.generate(QUESTIONS[:2], max_new_tokens=8)
     assert vllm_model.store_stats()["holding"] == 0

@@ -2,7 +2,8 @@
 
 Checks what the GPU default runner would record: per-slot keys, steps from host sequence
 lengths, prompt chunks skipped, a reused slot releasing its old request, values equal to
-the core's formulas, and penalties refused for captured requests.
+the core's formulas, and penalties refused for captured requests. The V1 processor's
+bookkeeping (swaps, moves, removals between steps) is checked the same way at the end.
 """
 
 from __future__ import annotations
@@ -91,3 +92,42 @@ def test_v2_refuses_penalties_for_captured_requests():
     with pytest.raises(UnsupportedSamplingError, match="repetition_penalty"):
         SpillGuardV2LogitsProcessor.validate_params(params("k", repetition_penalty=1.2))
     SpillGuardV2LogitsProcessor.validate_params(params("k"))  # no penalty: accepted
+
+
+# -- the V1 processor with hand-built batch updates (the engine tests cover it end to end) ---------
+
+def test_v1_processor_follows_swaps_and_moves_between_steps_with_its_cached_layout():
+    # The processor caches which batch rows are captured until update_state reports a change;
+    # a swap, a removal and a one-way move (vLLM condensing the batch) must each be followed.
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+
+    from spill_guard.backends.vllm.processor import SpillGuardLogitsProcessor
+
+    config = SimpleNamespace(additional_config={"spill_guard": {"betas": [1.0, 0.5], "capacity": 64}})
+    proc = SpillGuardLogitsProcessor(config, torch.device("cpu"), False)
+    out = {"a": [], "c": []}
+    proc.update_state(BatchUpdate(3, removed=[], added=[(0, params("a"), None, out["a"]),
+                                                        (1, SamplingParams(), None, []),
+                                                        (2, params("c"), None, out["c"])], moved=[]))
+    gen = torch.Generator().manual_seed(1)
+    seen = {"a": [], "c": []}
+    # (batch update before the step, batch rows, where "a" and "c" sit in them)
+    plan = [(None, 3, {"a": 0, "c": 2}),
+            (None, 3, {"a": 0, "c": 2}),
+            (BatchUpdate(3, removed=[], added=[], moved=[(0, 2, MoveDirectionality.SWAP)]), 3, {"a": 2, "c": 0}),
+            (BatchUpdate(2, removed=[1], added=[], moved=[(2, 1, MoveDirectionality.UNIDIRECTIONAL)]), 2,
+             {"a": 1, "c": 0})]
+    for update, batch, where in plan:
+        proc.update_state(update)
+        logits = torch.randn(batch, 40, generator=gen)
+        before = logits.clone()
+        assert proc.apply(logits) is logits and torch.equal(logits, before)
+        for key, row in where.items():
+            seen[key].append(logits[row])
+            out[key].append(7)  # the token sampled at this step
+    fetched = proc.store.fetch(["a", "c"])
+    for key in ("a", "c"):
+        values = np.array(fetched[key]["values"])
+        assert values.shape[0] == 4
+        assert np.allclose(values[:, :2], log_partition(torch.stack(seen[key]), (1.0, 0.5)).T.numpy(), atol=1e-5)

@@ -90,7 +90,7 @@ class AsyncVllmSpillModel:
         params = answer_params(sampling, stops, plan.key)
         try:
             final = await _last(self.engine.generate(TokensPrompt(prompt_token_ids=plan.prompt), params, rid))
-            plan.record_output(final.outputs[0])
+            plan.record_output(final.outputs[0], sampling.max_new_tokens)
             if not plan.skip_follow_up(stops, skip_after):
                 follow = follow_up_params(sampling.stats, plan.follow_key, plan.key)
                 await _last(self.engine.generate(TokensPrompt(prompt_token_ids=plan.follow_prompt), follow, rid + "-next"))

@@ -61,7 +61,10 @@ def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str) -
 
     greedy = not sampling.do_sample
     params = SamplingParams(
-        max_tokens=sampling.max_new_tokens,
+        # One token more than asked: when the answer runs to max_new_tokens, the step that samples
+        # the extra token computes z_(T+1) in the same request (a decode step), instead of a
+        # follow-up request that re-prefills the answer's last KV block. record_output drops it.
+        max_tokens=sampling.max_new_tokens + 1,
         temperature=0.0 if greedy else sampling.temperature,
         top_p=1.0 if greedy else sampling.top_p,
         top_k=(sampling.top_k or 0) if not greedy else 0,
@@ -95,22 +98,40 @@ class PlannedAnswer:
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     finish_reason: str | None = None
-    follow_up: bool = True  # False: z_(T+1) is not worth a request (see skip_follow_up)
+    follow_up: bool = True  # a z_(T+1) follow-up request is sent (see skip_follow_up)
+    #: the answer request itself ran the step after its last kept token (it had max_new_tokens + 1)
+    final_in_answer: bool = False
 
-    def record_output(self, completion: Any) -> None:
-        self.token_ids = list(completion.token_ids)
-        self.logprobs = sampled_logprobs(self.token_ids, completion.logprobs)
+    def record_output(self, completion: Any, max_new_tokens: int) -> None:
+        """Keep the first ``max_new_tokens`` tokens of a request made by :func:`answer_params`.
+
+        A longer output means vLLM ran the step after token ``max_new_tokens``: its captured
+        logits are z_(T+1), and the extra token (whatever ended it) is not part of the answer.
+        """
+        token_ids = list(completion.token_ids)
+        logprobs = sampled_logprobs(token_ids, completion.logprobs)
         self.finish_reason = completion.finish_reason
+        if len(token_ids) > max_new_tokens:
+            token_ids, logprobs = token_ids[:max_new_tokens], logprobs[:max_new_tokens]
+            self.finish_reason, self.final_in_answer = "length", True
+        self.token_ids, self.logprobs = token_ids, logprobs
 
     def skip_follow_up(self, stop_token_ids: Sequence[int], skip_after: Collection[int]) -> bool:
         """Decide (after generation) whether the z_(T+1) follow-up is skipped; True if it is.
 
-        Skipped when the answer ended on a stop token in ``skip_after`` (stop tokens without
-        text; :mod:`spill_guard.capture.final_step`).
+        Skipped when the answer request already computed z_(T+1) (it ran to max_new_tokens), or
+        when the answer ended on a stop token in ``skip_after`` (stop tokens without text;
+        :mod:`spill_guard.capture.final_step`).
         """
         ids = self.token_ids or []
-        self.follow_up = not (stopped_on_stop_token(self, stop_token_ids) and ids[-1] in skip_after)
+        textless_stop = stopped_on_stop_token(self, stop_token_ids) and ids[-1] in skip_after
+        self.follow_up = not (self.final_in_answer or textless_stop)
         return not self.follow_up
+
+    @property
+    def final_step(self) -> bool:
+        """z_(T+1) was captured (by the answer request or its follow-up)."""
+        return self.final_in_answer or self.follow_up
 
     @property
     def follow_prompt(self) -> list[int]:
@@ -124,13 +145,14 @@ class PlannedAnswer:
                 raise CaptureError(f"vLLM capture failed: {part['error']}")
         n = len(self.token_ids or [])
         rows, last = main.get("values", []), follow.get("values", [])
-        if len(rows) < n or (self.follow_up and not last):
+        needed = n + 1 if self.final_in_answer else n
+        if len(rows) < needed or (self.follow_up and not last):
             raise CaptureError(
                 f"vLLM capture holds {len(rows)} answer steps and {len(last)} follow-up steps for a {n}-token answer; "
-                f"expected n and {int(self.follow_up)}. Was the engine built with engine_kwargs()?"
+                f"expected {needed} and {int(self.follow_up)}. Was the engine built with engine_kwargs()?"
             )
-        return build_trace(self.token_ids, self.logprobs, [*rows[:n], *last[:1]], columns, vocab_size,
-                           full=stats == "full", final_step=self.follow_up)
+        return build_trace(self.token_ids, self.logprobs, [*rows[:needed], *last[:1]], columns, vocab_size,
+                           full=stats == "full", final_step=self.final_step)
 
 
 def stopped_on_stop_token(planned: PlannedAnswer, stop_token_ids: Sequence[int]) -> bool:

@@ -56,6 +56,9 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
                                   int(settings.get("max_detached", 4096)))
         register_store(self.store)
         self.rows: dict[int, _Row] = {}  # persistent-batch index -> captured request
+        # (batch rows, captured indices, their index tensor or None, their rows): rebuilt only when
+        # update_state changed the batch, not on every decoding step.
+        self._layout: tuple[int, list[int], torch.Tensor | None, list[_Row]] | None = None
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -68,6 +71,7 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None:
             return
+        self._layout = None
         # vLLM's documented order: removed, added, moved.
         for index in batch_update.removed:
             self._drop(index)
@@ -98,14 +102,10 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        indices = sorted(i for i in self.rows if i < logits.shape[0])
+        _, indices, index, rows = self._batch_layout(logits)
         if not indices:
             return logits
-        if len(indices) == logits.shape[0]:
-            z = logits  # every row captured: no gather copy
-        else:
-            z = logits.index_select(0, torch.tensor(indices, dtype=torch.long, device=logits.device))
-        rows = [self.rows[i] for i in indices]
+        z = logits if index is None else logits.index_select(0, index)  # all rows captured: no copy
         # A step is numbered by the output tokens the request already has: partial prefill chunks
         # and recomputation after preemption rewrite the same step, the final write is the real one.
         steps = [len(r.output_ids) for r in rows]
@@ -116,3 +116,12 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
         for j, dist in zip(full, kept):
             self.store.keep_previous(rows[j].key, steps[j], dist)
         return logits
+
+    def _batch_layout(self, logits: torch.Tensor) -> tuple[int, list[int], torch.Tensor | None, list[_Row]]:
+        layout = self._layout
+        if layout is None or layout[0] != logits.shape[0]:
+            indices = sorted(i for i in self.rows if i < logits.shape[0])
+            index = None if len(indices) == logits.shape[0] else torch.tensor(indices, dtype=torch.long,
+                                                                               device=logits.device)
+            layout = self._layout = (logits.shape[0], indices, index, [self.rows[i] for i in indices])
+        return layout
