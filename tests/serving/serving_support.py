@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from typing import Any, Iterator
@@ -100,3 +101,55 @@ def ask(client: Any, url: str, question: str, stream: bool, *, max_tokens: int) 
             if choice["finish_reason"] is not None:
                 verdict = choice["spill_guard"]
     return text, verdict
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ray_serving(config: Any, settings: Any, *, replicas: int = 2, timeout: float = 600) -> Iterator[str]:
+    """``run_ray`` on a local loopback cluster in a thread; yields the HTTP base URL, stops it at exit."""
+    from spill_guard.serving.ray_app import run_ray
+
+    port = free_port()
+    ready, stop, failure = threading.Event(), threading.Event(), []
+
+    def serve_forever() -> None:
+        try:
+            run_ray(config, settings, host="127.0.0.1", port=port, replicas=replicas, num_cpus_per_replica=1,
+                    ready=ready, stop=stop)
+        except BaseException as exc:  # reported below, not lost in the thread
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=serve_forever, name="ray-serve-test", daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(timeout), f"the Ray Serve application did not start within {timeout} s"
+        assert not failure, failure
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(180)
+
+
+def running_replica_pids() -> list[int]:
+    # From the Serve controller (the state API would need Ray's dashboard, which run_ray leaves off).
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    replicas = details["applications"]["spill-guard"]["deployments"]["SpillGuardServer"]["replicas"]
+    return sorted(r["pid"] for r in replicas if r["state"] == "RUNNING" and r.get("pid"))
+
+
+def wait_for_replicas(count: int, timeout: float = 300) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = running_replica_pids()
+        if len(pids) == count:
+            return pids
+        time.sleep(1)
+    raise AssertionError(f"{count} replicas were not running after {timeout} s")

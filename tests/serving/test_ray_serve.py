@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
-import time
 
 import httpx
 import pytest
 
-from serving_support import MODEL
+from serving_support import MODEL, ray_serving, wait_for_replicas
 
 pytestmark = pytest.mark.model
 pytest.importorskip("ray.serve", reason="Ray Serve needs the ray extra: pip install 'spill-guard[ray]'")
@@ -26,38 +24,13 @@ MAX_TOKENS = 8
 QUESTIONS = [f"What is the capital of {c}?" for c in ("France", "Spain", "Italy", "Japan", "Peru", "Kenya")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_server(tmp_path_factory):
     from spill_guard.serving import GuardConfig, ServerSettings
-    from spill_guard.serving.ray_app import run_ray
 
     log = tmp_path_factory.mktemp("ray") / "shared.jsonl"
-    port = _free_port()
-    ready, stop, failure = threading.Event(), threading.Event(), []
-
-    def serve_forever():
-        try:
-            run_ray(GuardConfig(device="cpu", log=str(log)), ServerSettings(max_batch=4, max_wait_ms=20),
-                    host="127.0.0.1", port=port, replicas=2, num_cpus_per_replica=1, ready=ready, stop=stop)
-        except BaseException as exc:  # reported by the fixture below, not lost in the thread
-            failure.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=serve_forever, name="ray-serve-test", daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(600), "the Ray Serve application did not start within 10 minutes"
-        assert not failure, failure
-        yield {"url": f"http://127.0.0.1:{port}", "log": log}
-    finally:
-        stop.set()
-        thread.join(180)
+    with ray_serving(GuardConfig(device="cpu", log=str(log)), ServerSettings(max_batch=4, max_wait_ms=20)) as url:
+        yield {"url": url, "log": log}
 
 
 def _reference(spill_model, question):
@@ -71,25 +44,6 @@ def _reference(spill_model, question):
     return scored.answer, guard.assess(scored, question).risk
 
 
-def _running_replica_pids() -> list[int]:
-    # From the Serve controller (the state API would need Ray's dashboard, which run_ray leaves off).
-    from ray.serve.context import _get_global_client
-
-    details = _get_global_client().get_serve_details()
-    replicas = details["applications"]["spill-guard"]["deployments"]["SpillGuardServer"]["replicas"]
-    return sorted(r["pid"] for r in replicas if r["state"] == "RUNNING" and r.get("pid"))
-
-
-def _wait_for_replicas(count: int, timeout: float = 300) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = _running_replica_pids()
-        if len(pids) == count:
-            return pids
-        time.sleep(1)
-    raise AssertionError(f"{count} replicas were not running after {timeout} s")
-
-
 def _chat(client, url, question):
     resp = client.post(url + "/v1/chat/completions", json={
         "model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": MAX_TOKENS})
@@ -101,7 +55,7 @@ def _chat(client, url, question):
 def test_two_replicas_serve_the_openai_sdk_with_the_core_numbers(ray_server, spill_model):
     from openai import OpenAI
 
-    assert len(_wait_for_replicas(2)) == 2
+    assert len(wait_for_replicas(2)) == 2
     client = OpenAI(base_url=ray_server["url"] + "/v1", api_key="unused", max_retries=0, timeout=300)
     [model] = client.models.list().data
     assert model.id == MODEL
@@ -153,7 +107,7 @@ def test_concurrent_requests_across_replicas_log_one_record_each(ray_server, spi
 def test_sigkill_of_one_replica_fails_only_in_flight_requests(ray_server):
     from spill_guard.review import open_log
 
-    pids = _wait_for_replicas(2)
+    pids = wait_for_replicas(2)
     outcomes, started = [], threading.Semaphore(0)
 
     def client_loop(i):
@@ -181,7 +135,7 @@ def test_sigkill_of_one_replica_fails_only_in_flight_requests(ray_server):
     assert len(failed) <= 4, failed  # at most one request in flight per client when the replica died
     assert len(ok) >= 12
 
-    new_pids = _wait_for_replicas(2)  # Ray replaces the killed replica
+    new_pids = wait_for_replicas(2)  # Ray replaces the killed replica
     assert pids[0] not in new_pids
     with httpx.Client(timeout=300) as client:
         _chat(client, ray_server["url"], QUESTIONS[0])

@@ -19,7 +19,7 @@ from vllm_support import requires_vllm
 pytestmark = [requires_vllm, pytest.mark.model]
 pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install 'spill-guard[serve]'")
 
-from vllm_serving_support import MODEL, chat_ids, reference_verdict, running, store_stats, vllm_config  # noqa: E402
+from vllm_serving_support import MODEL, ask, chat_ids, metric_value, reference_verdict, running, store_stats, vllm_config  # noqa: E402,E501
 
 QUESTION = "What is the capital of France?"
 
@@ -148,3 +148,123 @@ def test_what_vllm_cannot_score_exactly_is_refused_with_a_400(vllm_server, body,
     error = resp.json()["error"]
     assert error["param"] == param and error["code"] == "unsupported_parameter"
     assert param in error["message"]
+
+
+@pytest.fixture()
+def strict_retry(vllm_server):
+    """The server's guard under Retry with a threshold every answer crosses (restored afterwards)."""
+    import dataclasses
+
+    from spill_guard.policy import Abstain, Resample, Retry
+
+    guard = vllm_server.state.engine.guard
+    saved = guard.policy, guard.rule
+    guard.policy = Retry(attempts=3, strategy=Resample(temperature=0.9), fallback=Abstain("I am not sure."))
+    guard.rule = dataclasses.replace(guard.rule, threshold=-100.0)
+    yield
+    guard.policy, guard.rule = saved
+
+
+def test_retry_regenerates_on_vllm_and_abstains(client, vllm_server, strict_retry):
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}],
+                                           max_tokens=8, seed=3)
+    verdict = reply.choices[0].model_extra["spill_guard"]
+    assert verdict["action"] == "abstained" and reply.choices[0].message.content == "I am not sure."
+    assert [a["strategy"] for a in verdict["attempts"]] == ["greedy", "resample@0.9", "resample@0.9"]
+    assert store_stats(vllm_server)["holding"] == 0
+
+
+CLIENTS, REQUESTS, LOAD_TOKENS = 16, 3, 6
+LOAD_QUESTIONS = [f"What is the capital of {c}?" for c in (
+    "France", "Spain", "Italy", "Japan", "Peru", "Kenya", "Norway", "Chile",
+    "Egypt", "Canada", "Poland", "India", "Ghana", "Cuba", "Nepal", "Mali")]
+
+
+def test_concurrent_mixed_streaming_load(vllm_server):
+    """16 clients x 3 requests, every other one streamed: no errors, no cross-talk, one record each."""
+    import threading
+
+    from spill_guard.review import open_log
+
+    url = vllm_server.url + "/v1/chat/completions"
+    with httpx.Client(timeout=300) as c:  # sequential runs first: what each question answers alone
+        reference = {q: ask(c, url, q, stream=False, max_tokens=LOAD_TOKENS) for q in LOAD_QUESTIONS}
+    before_metrics = httpx.get(vllm_server.url + "/metrics").text
+    with open_log(vllm_server.log) as sink:
+        before = {r.id for r in sink.records()}
+
+    results, errors = [], []
+
+    def client_loop(i):
+        with httpx.Client(timeout=300) as c:
+            for j in range(REQUESTS):
+                q = LOAD_QUESTIONS[(i + j) % len(LOAD_QUESTIONS)]
+                try:
+                    results.append((q, *ask(c, url, q, stream=(i + j) % 2 == 1, max_tokens=LOAD_TOKENS)))
+                except Exception as exc:  # collected: the assertion below shows every one
+                    errors.append(f"{q}: {exc!r}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"load: {CLIENTS * REQUESTS} requests in {time.perf_counter() - started:.1f} s")
+    metrics = httpx.get(vllm_server.url + "/metrics").text
+
+    total = CLIENTS * REQUESTS
+    assert errors == []
+    assert len(results) == total
+    for q, text, verdict in results:
+        assert text == reference[q][0], q
+        assert verdict["score"] == pytest.approx(reference[q][1]["score"], abs=1e-4), q
+    with open_log(vllm_server.log) as sink:
+        new = {r.id: r for r in sink.records() if r.id not in before}
+    assert set(new) == {v["record_id"] for _, _, v in results}  # exactly one record per request
+    route = {"route": "/v1/chat/completions", "status": "200"}
+    for name, labels in (("spill_guard_requests_total", route), ("spill_guard_answers_total", {}),
+                         ("spill_guard_risk_score_count", {})):
+        assert metric_value(metrics, name, **labels) - metric_value(before_metrics, name, **labels) == total, name
+    assert metric_value(metrics, "spill_guard_errors_total") == metric_value(before_metrics, "spill_guard_errors_total")
+    stats = store_stats(vllm_server)
+    print(f"store after load: {stats}")
+    assert stats["holding"] == 0
+
+
+def test_a_disconnected_streaming_client_leaves_nothing_in_the_store(vllm_server):
+    from spill_guard.review import open_log
+
+    with open_log(vllm_server.log) as sink:
+        before = len(sink.records())
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+            "max_tokens": 32, "stream": True}
+    with httpx.Client(timeout=60) as c, c.stream("POST", vllm_server.url + "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200  # headers are out; the client leaves before any chunk
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # the answer is still generated and logged, as on transformers
+        with open_log(vllm_server.log) as sink:
+            if len(sink.records()) > before:
+                break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the disconnected request was never logged")
+    async_model = vllm_server.state.engine.model.async_model
+    assert store_stats(vllm_server)["holding"] == 0
+    assert async_model.engine.output_processor.get_num_unfinished_requests() == 0
+
+
+def test_serve_cli_checks_vllm_options_before_loading(capsys):
+    from spill_guard.cli.main import main
+    from spill_guard.serving.config import parse_engine_options
+
+    assert main(["serve", "--backend", "vllm", "--early-stop", "2"]) == 2
+    assert "early_stop is not available with the vLLM backend" in capsys.readouterr().err
+    assert main(["serve", "--backend", "vllm", "--no-guard"]) == 2
+    assert "no guard is not available with the vLLM backend" in capsys.readouterr().err
+    assert main(["serve", "--engine-option", "max_model_len=1024"]) == 2
+    assert "add backend='vllm'" in capsys.readouterr().err
+    assert main(["serve", "--backend", "vllm", "--engine-option", "max_model_len"]) == 2
+    assert "must be KEY=VALUE" in capsys.readouterr().err
+    # the Ray application builder's string form, e.g. `serve run ... engine_options=max_model_len=1024,enforce_eager=true`
+    assert parse_engine_options("max_model_len=1024,enforce_eager=true") == {"max_model_len": 1024, "enforce_eager": True}
