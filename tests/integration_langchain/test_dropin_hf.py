@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
+from delta_support import assert_same_deltas
+
 pytest.importorskip("langchain_huggingface", reason="pip install -e 'integrations/langchain[test]'")
 
 from langchain_core.output_parsers import StrOutputParser  # noqa: E402
@@ -56,9 +58,12 @@ def _assert_matches_core(spill_model, verdicts):
     refs = spill_model.score_ids([s.prompt_ids for s in scored], [s.answer_ids for s in scored])
     for verdict, s, ref in zip(verdicts, scored, refs):
         assert len(s.answer_ids) >= 1
-        for name in ("token_energy", "marginal_energy", "spilled_energy"):
+        for name in ("token_energy", "marginal_energy"):
             np.testing.assert_allclose(getattr(s, name), getattr(ref, name), atol=TOL, rtol=0)
-        np.testing.assert_allclose(verdict.token_scores, ref.spilled_energy, atol=TOL, rtol=0)
+        # The drop-in skips z_(T+1) after a textless stop token (final_step="auto"): only that Δ may be missing.
+        textless_stop = ref.stopped_on_eos and ref.tokens[-1].special
+        assert_same_deltas(s.spilled_energy, ref.spilled_energy, abs=TOL, last_is_textless_stop=textless_stop)
+        assert_same_deltas(verdict.token_scores, ref.spilled_energy, abs=TOL, last_is_textless_stop=textless_stop)
 
 
 def _chat_prompt_ids(hf, question):

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from delta_support import assert_same_deltas
+
 pytestmark = pytest.mark.model
 
 Q = "Who wrote the novel Dracula?"
@@ -25,7 +27,8 @@ def test_event_carries_the_core_numbers(make_llm, spill_model, captured_events):
     span = event.verdict.span
     assert event.answer == core.answer == response.text
     assert event.score == pytest.approx(core.score("spilled_energy:mean", span.token_start, span.token_end), abs=1e-5)
-    assert event.verdict.token_scores == pytest.approx(core.spilled_energy, abs=1e-5)
+    assert_same_deltas(event.verdict.token_scores, core.spilled_energy, abs=1e-5,
+                       last_is_textless_stop=core.stopped_on_eos and core.tokens[-1].special)
     assert event.flagged is True and event.threshold == ALWAYS and event.spec == "spilled_energy:mean"
     assert event.verdict.scored.answer_ids == core.answer_ids
     assert event.model_dump()["class_name"] == "SpillScoredEvent"

@@ -8,6 +8,8 @@ import asyncio
 
 import pytest
 
+from delta_support import assert_same_deltas
+
 from serving_support import API_KEY, MODEL, guarded_app, running
 
 pytestmark = pytest.mark.model
@@ -53,7 +55,8 @@ def test_sync_chat_matches_the_core_on_the_same_prompt(server, client, spill_mod
     assert sg["score"] == pytest.approx(candidate.risk, abs=1e-4)
     assert sg["threshold"] == pytest.approx(server.state.engine.guard.threshold)
     assert sg["action"] in ("passed", "flagged") and sg["flagged"] == candidate.flagged
-    assert [t["spilled_energy"] for t in sg["token_scores"]] == pytest.approx(scored.spilled_energy, abs=1e-4)
+    assert_same_deltas([t["spilled_energy"] for t in sg["token_scores"]], scored.spilled_energy, abs=1e-4,
+                       last_is_textless_stop=scored.stopped_on_eos and scored.tokens[-1].special)
     assert sg["spec"] == "spilled_energy:mean" and sg["locator"] == "full" and sg["record_id"]
     assert sg["span"]["text"] and sg["reason"]
     assert choice.finish_reason in ("stop", "length")
