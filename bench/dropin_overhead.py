@@ -198,11 +198,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "", "cpu = `time.process_time` of the benchmark process; wall = `time.perf_counter`.", "",
         "Reading it: on a machine shared with other jobs (see the load average) only the cpu rows mean something;",
-        "wall time mostly measures the other jobs. The instrumented call does one forward step more than the plain",
-        "one (z_(T+1), the logits after the last token, which the last token's Δ needs), a fixed cost of about one",
-        "decoding step per generate call: it weighs 1/(T+1) of the decoding work, about 11 % for an 8-token answer",
-        "and 1.5 % for a 64-token one; the per-step capture (log-partitions of the raw logits) and the callbacks",
-        "add the rest. The ≤ 3 % target holds for long answers, not for short ones.", "",
+        "wall time mostly measures the other jobs. An answer that ends on its stop token (<|im_end|>, no text)",
+        "costs no extra forward step: the handler's guard skips z_(T+1) there (final_step='auto'), since no span",
+        "reads that token's Δ. Answers that run to max_new_tokens (the 64-token style; the padded batch, whose",
+        "longest rows hit the limit) still need that step, about 1/(T+1) of the decoding work. The per-step",
+        "capture (log-partitions of the raw logits) and the callbacks add the rest.", "",
     ]
     return "\n".join(lines)
 

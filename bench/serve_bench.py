@@ -141,8 +141,8 @@ def render(report: dict[str, Any]) -> str:
               "The machine is shared (2 cores, other jobs running): wall-clock numbers swing with the load. "
               "The model thread's CPU time (with --threads 1 all model work runs in that one thread) is the "
               "steadier measure of the work each arm does. Compare arms within one run (they were interleaved).",
-              "A greedy answer of T tokens costs T + 1 decode steps when scored (z_(T+1) for the last token's Δ), "
-              "so the guard's share shrinks as answers get longer.", ""]
+              "A scored answer that ends on its stop token costs no extra decode step (the guard skips z_(T+1) "
+              "after a stop token without text); one that hits max_tokens costs T + 1 steps.", ""]
     return "\n".join(lines)
 
 
