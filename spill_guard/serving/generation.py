@@ -139,7 +139,7 @@ def generate_scored(model: Any, rows: Sequence[Row], sampling: Sampling, *, stat
         sources.append(session.limits)
     effective = _combined_limits(*sources)
     if any(r.on_token for r in rows):
-        listeners.append(_StreamListener(rows, model.tokenizer, loaded.stop_token_ids, beta, effective))
+        listeners.append(StreamListener(rows, model.tokenizer, loaded.stop_token_ids, beta, effective))
     answers = model.generate_from_ids([r.prompt_ids for r in rows], max_new_tokens=max(r.max_tokens for r in rows),
                                       listeners=listeners, stats=stats, stopping_criteria=criteria, final_step="auto",
                                       length_limits=effective, **sampling.options())
@@ -154,7 +154,7 @@ def generate_scored(model: Any, rows: Sequence[Row], sampling: Sampling, *, stat
     return outcomes
 
 
-class _StreamListener:
+class StreamListener:
     """Capture listener: turns each :class:`TokenStep` into per-row :class:`StreamToken` s."""
 
     def __init__(self, rows: Sequence[Row], tokenizer: Any, stop_ids: Sequence[int], beta: float,

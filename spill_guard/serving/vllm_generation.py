@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from spill_guard.errors import InvalidInputError, InvalidParameterError, SpillGuardError
 from spill_guard.serving.errors import OpenAIError
-from spill_guard.serving.generation import Row, RowOutcome, Sampling, _StreamListener
+from spill_guard.serving.generation import Row, RowOutcome, Sampling, StreamListener
 from spill_guard.serving.stops import cut_at_stop
 from spill_guard.spill_model import SpillModel
 
@@ -133,7 +133,7 @@ class VllmRows:
         from spill_guard.backends.vllm.model import replay_steps
 
         loaded = self.model.loaded
-        listener = _StreamListener([row], self.model.tokenizer, loaded.stop_token_ids, self.guard.rule.spec.beta,
+        listener = StreamListener([row], self.model.tokenizer, loaded.stop_token_ids, self.guard.rule.spec.beta,
                                    lambda: [None])
         replay_steps([scored], [listener], loaded.pad_token_id)
 

@@ -113,9 +113,10 @@ def test_n_and_seed_repeat_and_differ_per_choice(client):
                                                max_tokens=12, n=3, temperature=1.0, seed=seed)
         return [c.message.content for c in reply.choices], [c.model_extra["spill_guard"]["score"] for c in reply.choices]
 
-    first, again = sample(7), sample(7)
-    assert first == again  # the same seed gives the same choices
-    assert len(first[0]) == 3 and len(set(first[0])) > 1  # seed, seed + 1, ...: not three copies of one answer
+    (texts, scores), (texts_again, scores_again) = sample(7), sample(7)
+    assert texts == texts_again  # the same seed gives the same choices
+    assert scores == pytest.approx(scores_again, abs=1e-4)  # (vLLM's batch composition changes float rounding)
+    assert len(texts) == 3 and len(set(texts)) > 1  # seed, seed + 1, ...: not three copies of one answer
 
 
 def test_completions_route_and_chosen_token_logprobs(client, reference_model):
@@ -175,9 +176,9 @@ def test_retry_regenerates_on_vllm_and_abstains(client, vllm_server, strict_retr
 
 
 CLIENTS, REQUESTS, LOAD_TOKENS = 16, 3, 6
-LOAD_QUESTIONS = [f"What is the capital of {c}?" for c in (
-    "France", "Spain", "Italy", "Japan", "Peru", "Kenya", "Norway", "Chile",
-    "Egypt", "Canada", "Poland", "India", "Ghana", "Cuba", "Nepal", "Mali")]
+# 8 questions over 16 clients: each is asked 6 times, in different company each time.
+LOAD_QUESTIONS = [f"What is the capital of {c}?" for c in ("France", "Spain", "Italy", "Japan", "Peru", "Kenya",
+                                                           "Norway", "Chile")]
 
 
 def test_concurrent_mixed_streaming_load(vllm_server):
