@@ -133,6 +133,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| guard CPU overhead, model-thread CPU per request guarded / plain − 1 | {c} | {v * 100:+.1f} % |")
     for arm, v in report["throughput_gain"].items():
         lines.append(f"| throughput c={report['concurrency'][-1]} / c={report['concurrency'][0]} ({arm}) | — | {v:.2f}× |")
+    first, last = (str(c) for c in (report["concurrency"][0], report["concurrency"][-1]))
+    for arm, by_c in report["results"].items():
+        if first in by_c and last in by_c:  # requests per model-thread CPU second: what a dedicated core would give
+            gain = by_c[first]["worker_cpu_s_per_request"] / by_c[last]["worker_cpu_s_per_request"]
+            lines.append(f"| throughput per model-thread CPU second c={last} / c={first} ({arm}) | — | {gain:.2f}× |")
     for c, v in report["batching_gain"].items():
         lines.append(f"| throughput guarded / guarded_unbatched | {c} | {v:.2f}× |")
     for c, v in report["batching_cpu_gain"].items():
