@@ -14,6 +14,7 @@ import numbers
 import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
+from spill_guard.capture.final_step import check_final_step_mode
 from spill_guard.capture.streaming import CAPTURE_STATS
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard.assess import Assessed, assess
@@ -78,6 +79,10 @@ class SpillGuard:
         metrics: Prometheus metrics of every verdict (extra ``metrics``): ``True`` for
             prometheus-client's default registry, a ``CollectorRegistry``, or a
             ``VerdictMetrics``; ``None`` (default): none (docs/observability.md).
+        final_step: ``"auto"`` (default) skips the forward step for ``z_{T+1}`` after an
+            answer that ended on a stop token without text: no span includes that token, so
+            its Δ (``token_scores[-1]``) is left ``None``/NaN. ``"always"`` computes it
+            (one more decoding step per answer; :mod:`spill_guard.capture.final_step`).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class SpillGuard:
         capture_stats: str = "auto",
         on_log_error: str = "raise",
         metrics: Any = None,
+        final_step: str = "auto",
     ):
         _check_types(model=model, threshold=threshold, spec=spec, locator=locator, log_all=log_all,
                      override=override, on_log_error=on_log_error)
@@ -109,6 +115,7 @@ class SpillGuard:
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidParameterError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
         self.metrics = resolve_metrics(metrics)  # before the model loads: a wrong value fails at once
+        self.final_step = check_final_step_mode(final_step)
         self.model = model if model is not None else SpillModel.load()
         locator_name = locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
         self.rule: RiskRule = resolve_rule(self.model, threshold=threshold, calibration=calibration,
@@ -314,7 +321,7 @@ class SpillGuard:
             listeners = [*listeners, session.on_step]
             extra = {"stopping_criteria": [*stopping, session], "length_limits": session.limits}
         # final_step="auto": an answer span never includes a stop token without text, so its Δ is not computed.
-        answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens, final_step="auto",
+        answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens, final_step=self.final_step,
                                                listeners=listeners, stats=self.capture_stats, **extra, **kwargs)
         cut = [limit is not None for limit in session.limits()] if session else [False] * len(prompts)
         return answers, cut

@@ -129,3 +129,12 @@ def test_final_step_rules(spill_model):
     assert final_step_needed([eos], [4], [True], 4, frozenset())
     with pytest.raises(InvalidParameterError, match="'always'"):
         spill_model.generate_from_ids([[1, 2, 3]], max_new_tokens=2, final_step="sometimes")
+
+
+def test_guard_final_step_always_keeps_every_delta(spill_model):
+    guard = SpillGuard(spill_model, threshold=0.0, max_new_tokens=24, final_step="always")
+    verdict = guard.ask(KNOWN)
+    [core] = spill_model.generate(KNOWN, max_new_tokens=24)
+    assert verdict.scored.trace.final_step and verdict.token_scores == pytest.approx(core.spilled_energy, abs=1e-5)
+    with pytest.raises(InvalidParameterError, match="final_step"):
+        SpillGuard(spill_model, threshold=0.0, final_step="never")
