@@ -28,6 +28,11 @@ import statistics
 import time
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# One unbound OpenMP thread, as bench/overhead.py --threads 1: with vLLM's default (threads bound
+# to both cores of this shared 2-core machine) a descheduled thread leaves the other spinning, and
+# repeats swung 10x in wall and CPU time alike.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -35,6 +40,9 @@ SUBJECTS = ["France", "Japan", "Brazil", "Canada", "Egypt", "Kenya", "Italy", "S
             "Peru", "Ghana", "Nepal", "Cuba", "Fiji", "Iran", "Laos", "Mali", "Oman", "Chad", "Togo", "Iraq",
             "Qatar", "Yemen", "Sudan", "Libya", "Gabon", "Benin", "Niger", "Haiti", "Malta"]
 ARMS = ("plain", "plain_logprobs", "capture_always", "capture_auto")
+#: "describe": open-ended answers that run to --max-new-tokens (z_(T+1) is needed under both modes);
+#: "capital": short answers that end on <|im_end|> (final_step="auto" skips z_(T+1) for them).
+QUESTIONS = {"describe": "Tell me about {}.", "capital": "What is the capital of {}?"}
 
 
 def summarize(samples: dict[str, list[float]], baseline: str = "plain") -> dict[str, dict]:
@@ -57,6 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--questions", choices=sorted(QUESTIONS), default="describe")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     arms = args.arms.split(",")
@@ -74,7 +83,7 @@ def main() -> None:
     guarded = VllmSpillModel.load(engine_options=options)
     plain = LLM(model=guarded.loaded.source, dtype="float32", enable_prefix_caching=True, **options)
     stops = guarded.loaded.stop_token_ids
-    prompts = [guarded.prompt_ids(f"Tell me about {s}.") for s in SUBJECTS]
+    prompts = [guarded.prompt_ids(QUESTIONS[args.questions].format(s)) for s in SUBJECTS]
     final_steps = {}  # batch -> answers that got z_(T+1) under "auto"
 
     def plain_arm(logprobs: int | None):
@@ -120,6 +129,7 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()},
         "max_new_tokens": args.max_new_tokens,
+        "questions": QUESTIONS[args.questions],
         "batches": {},
         "extra_memory_bytes": {"capture_ring": stats["capacity"] * columns * 4,
                                "note": "the ring is the capture's only persistent device buffer"},

@@ -9,6 +9,7 @@ interrupted conversion never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -53,6 +54,13 @@ class LoadedModel:
     @property
     def stop_token_ids(self) -> list[int]:
         """Ids that end an answer: the generation config's EOS plus known end-of-turn tokens."""
+        return list(self._stop_token_ids)
+
+    @functools.cached_property
+    def _stop_token_ids(self) -> tuple[int, ...]:
+        # Computed once: tokenizer.get_vocab() builds a dict of the whole vocabulary (measured
+        # 20-40 ms at 49k tokens, about 4 % of a 32-token vLLM call at batch 1), and every
+        # generate call reads the stop ids, which do not change once the model is loaded.
         ids: list[int] = []
         eos = self.model.generation_config.eos_token_id
         ids += eos if isinstance(eos, list) else ([eos] if eos is not None else [])
@@ -60,7 +68,7 @@ class LoadedModel:
             ids.append(self.tokenizer.eos_token_id)
         vocab = self.tokenizer.get_vocab()
         ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
-        return list(dict.fromkeys(int(i) for i in ids))
+        return tuple(dict.fromkeys(int(i) for i in ids))
 
 
 def cache_root() -> Path:

@@ -131,3 +131,17 @@ def test_v1_processor_follows_swaps_and_moves_between_steps_with_its_cached_layo
         values = np.array(fetched[key]["values"])
         assert values.shape[0] == 4
         assert np.allclose(values[:, :2], log_partition(torch.stack(seen[key]), (1.0, 0.5)).T.numpy(), atol=1e-5)
+
+
+def test_structured_outputs_are_refused_for_captured_requests():
+    # vLLM's model runner applies the grammar bitmask to the logits before the sampler (and so before
+    # any logits processor): the captured values would not be the raw logits.
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from spill_guard.backends.vllm.processor import SpillGuardLogitsProcessor
+    from spill_guard.backends.vllm.requests import UnsupportedSamplingError
+
+    guided = StructuredOutputsParams(choice=["yes", "no"])
+    with pytest.raises(UnsupportedSamplingError, match="structured_outputs"):
+        SpillGuardLogitsProcessor.validate_params(params("k", structured_outputs=guided))
+    SpillGuardLogitsProcessor.validate_params(params("k"))

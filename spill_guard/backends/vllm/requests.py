@@ -60,6 +60,9 @@ def compromising_settings(params: Any, *, runner: str = "v1") -> list[str]:
         reasons.append("allowed_token_ids masks the logits before capture")
     if getattr(params, "bad_words", None):
         reasons.append(f"bad_words={params.bad_words!r} masks the logits before capture")
+    if getattr(params, "structured_outputs", None) is not None:
+        # the model runner applies the grammar bitmask to the logits before the sampler runs
+        reasons.append("structured_outputs (guided decoding) masks the logits before capture")
     if (getattr(params, "min_tokens", 0) or 0) > 0:
         reasons.append(f"min_tokens={params.min_tokens} masks stop tokens before capture")
     if runner == "v2":
