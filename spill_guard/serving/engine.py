@@ -194,7 +194,8 @@ class Engine:
         if self.guard is None:
             return generate_plain(self.model, rows, sampling)
         return generate_scored(self.model, rows, sampling, stats=self.guard.capture_stats,
-                               beta=self.guard.rule.spec.beta, early_stop=self.guard.early_stop)
+                               beta=self.guard.rule.spec.beta, early_stop=self.guard.early_stop,
+                               final_step=self.guard.final_step)
 
     def finish(self, prepared: Prepared, outcomes: list[RowOutcome], *,
                tags: tuple[str, ...] = ("serve",)) -> list[ChoiceResult]:

@@ -123,7 +123,7 @@ def _combined_limits(*sources: Callable[[], Sequence[int | None]]) -> Callable[[
 
 
 def generate_scored(model: Any, rows: Sequence[Row], sampling: Sampling, *, stats: str, beta: float,
-                    early_stop: Any = None) -> list[RowOutcome]:
+                    early_stop: Any = None, final_step: str = "auto") -> list[RowOutcome]:
     """Generate and score every row in one batched call (see the module docstring)."""
     loaded = model.loaded
     prompt_length = max(len(r.prompt_ids) for r in rows)
@@ -141,7 +141,7 @@ def generate_scored(model: Any, rows: Sequence[Row], sampling: Sampling, *, stat
     if any(r.on_token for r in rows):
         listeners.append(StreamListener(rows, model.tokenizer, loaded.stop_token_ids, beta, effective))
     answers = model.generate_from_ids([r.prompt_ids for r in rows], max_new_tokens=max(r.max_tokens for r in rows),
-                                      listeners=listeners, stats=stats, stopping_criteria=criteria, final_step="auto",
+                                      listeners=listeners, stats=stats, stopping_criteria=criteria, final_step=final_step,
                                       length_limits=effective, **sampling.options())
     cut_early = session.limits() if session is not None else [None] * len(rows)
     outcomes = []

@@ -118,7 +118,8 @@ class VllmRows:
         if row.stops:
             options["stop"] = list(row.stops)
         try:
-            scored = await self.model.generate_from_ids(row.prompt_ids, max_new_tokens=row.max_tokens, final_step="auto",
+            scored = await self.model.generate_from_ids(row.prompt_ids, max_new_tokens=row.max_tokens,
+                                                        final_step=self.guard.final_step,
                                                         stats=self.guard.capture_stats, **options)
         except (InvalidParameterError, InvalidInputError) as exc:  # e.g. UnsupportedSamplingError
             raise OpenAIError(400, f"the vLLM backend cannot score this request: {exc}",
