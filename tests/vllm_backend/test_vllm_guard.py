@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from delta_support import assert_same_deltas
 from vllm_support import requires_vllm
 
 from spill_guard import SpillGuard
@@ -23,7 +23,9 @@ def test_ask_batch_verdicts_equal_the_transformers_guard(vllm_model, reference_m
     for a, b in zip(ours, theirs):  # greedy: same tokens, so the same span and score
         assert a.answer == b.answer and a.flagged == b.flagged
         assert abs(a.score - b.score) <= 1e-4
-        assert np.max(np.abs(np.array(a.token_scores) - np.array(b.token_scores))) <= 1e-4
+        # Both guards skip z_(T+1) after <|im_end|>; the transformers batch may have it for free (a shorter row).
+        assert_same_deltas(a.token_scores, b.token_scores, abs=1e-4,
+                           last_is_textless_stop=a.scored.stopped_on_eos and a.scored.tokens[-1].special)
 
 
 def test_retry_resamples_on_vllm(vllm_model):
@@ -37,7 +39,7 @@ def test_retry_resamples_on_vllm(vllm_model):
 def test_stream_yields_token_events_then_the_verdict(vllm_model):
     items = list(SpillGuard(vllm_model, threshold=1.0, max_new_tokens=8).stream("What is 2 + 2?"))
     assert all(isinstance(i, TokenEvent) for i in items[:-1]) and isinstance(items[-1], Verdict)
-    assert [e.spilled_energy for e in items[:-1]] == pytest.approx(items[-1].token_scores, abs=1e-6)
+    assert [e.spilled_energy for e in items[:-1]] == pytest.approx(items[-1].token_scores, abs=1e-6, nan_ok=True)
 
 
 def test_early_stop_is_refused_on_vllm(vllm_model):
