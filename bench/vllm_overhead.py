@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--questions", choices=sorted(QUESTIONS), default="describe")
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="vLLM KV block size for both engines (CPU default 128; prefix caching reuses whole blocks)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     arms = args.arms.split(",")
@@ -80,6 +82,8 @@ def main() -> None:
 
     quiet_transformers()
     options = {"max_model_len": 1024, "seed": 0, "enforce_eager": True, "max_num_seqs": 32}
+    if args.block_size:
+        options["block_size"] = args.block_size
     guarded = VllmSpillModel.load(engine_options=options)
     plain = LLM(model=guarded.loaded.source, dtype="float32", enable_prefix_caching=True, **options)
     stops = guarded.loaded.stop_token_ids
