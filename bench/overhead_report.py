@@ -45,10 +45,15 @@ def markdown(result: dict) -> str:
             f"Model: {sec['model']} ({sec['dtype']}, vocab {sec['vocab_size']}, {sec['num_hidden_layers']} layers)"
             + (f", torch threads {sec['torch_num_threads']}" if "torch_num_threads" in sec else ""),
             "",
-            f"Capture final step: `{sec.get('final_step', 'always')}`; answers "
-            + ("end on the stop token at exactly max_new_tokens (forced), the guard's usual answer"
-               if sec.get("end_on_stop") else "run to max_new_tokens (no stop token)") + ".",
-            "",
+        ]
+        if "final_step" in sec:  # recorded since --final-step existed; older results always ran the step
+            lines += [
+                f"Capture final step: `{sec['final_step']}`; answers "
+                + ("end on the stop token at exactly max_new_tokens (forced), the guard's usual answer"
+                   if sec.get("end_on_stop") else "run to max_new_tokens (no stop token)") + ".",
+                "",
+            ]
+        lines += [
             "| batch | clock | tokens/call | plain median | capture median | capture/plain (ratio of medians) "
             "| overhead | paired ratio median [min, max] | output_logits/plain |",
             "|---|---|---|---|---|---|---|---|---|",

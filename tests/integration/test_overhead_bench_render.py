@@ -12,7 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.mark.parametrize("name", ["overhead_cpu", "overhead_cpu_energy"])
+@pytest.mark.parametrize("name", ["overhead_cpu", "overhead_cpu_energy", "overhead_cpu_guard"])
 def test_render_only_reproduces_the_committed_markdown(name, tmp_path):
     result = tmp_path / f"{name}.json"
     shutil.copy(BENCH / "results" / f"{name}.json", result)
