@@ -126,6 +126,8 @@ def heatmap(
     lo, hi = value_range(scores, vmin, vmax)
     parts = []
     for i, (tok, value) in enumerate(zip(tokens, scores)):
+        if value is not None and value != value:  # NaN: not computed (e.g. a stop token's skipped z_(T+1))
+            value = None
         shown = visible(tok)
         if mode == "none":
             parts.append(f"[{shown}|{'n/a' if value is None else f'{value:+.2f}'}]")

@@ -91,3 +91,10 @@ def test_html_report_is_self_contained_and_escapes_everything(tmp_path):
     path = write_html(records, tmp_path / "sub" / "r.html")
     assert path.read_text(encoding="utf-8") == render_html(records)
     assert "No records." in render_html([])
+
+
+def test_heatmap_shows_a_not_computed_delta_as_na_not_nan():
+    # The guard leaves a final textless stop token's Δ as NaN (final_step="auto"); the demo printed "+nan".
+    assert heatmap(["Paris", "<|im_end|>"], [1.5, float("nan")]) == "[Paris|+1.50] [<|im_end|>|n/a]"
+    coloured = heatmap(["Paris", "<|im_end|>"], [1.5, float("nan")], mode="256")
+    assert "nan" not in coloured and "<|im_end|>" in coloured
