@@ -260,18 +260,19 @@ class GenerationRecorder:
             streamer.end = lambda: ended.append(True)  # held back until the rows are recorded
         try:
             stop_ids = self._stop_ids(kwargs, config)
+            rows: tuple[list[int], list[bool]] | None = None  # answer lengths and stop flags, found once
             try:
                 out = self._original(*args, **{**kwargs, "return_dict_in_generate": True})
                 try:
-                    lengths, stopped = _row_lengths(out.sequences[:, int(input_ids.shape[1]):], stop_ids)
-                    capture.finish(out.sequences, mask, _returned_cache(out), lengths=lengths, stopped=stopped,
+                    rows = _row_lengths(out.sequences[:, int(input_ids.shape[1]):], stop_ids)
+                    capture.finish(out.sequences, mask, _returned_cache(out), lengths=rows[0], stopped=rows[1],
                                    skip_after=skip_ids_for(self.final_step, self.tokenizer, stop_ids))
                 except Exception as exc:  # noqa: BLE001 - the caller's generation already succeeded
                     capture.failure = capture.failure or exc
             finally:
                 capture.__exit__(None, None, None)
             try:
-                self._record(input_ids, mask, out.sequences, stop_ids, capture)
+                self._record(input_ids, mask, out.sequences, stop_ids, capture, rows)
             except Exception as exc:  # noqa: BLE001 - recording must never fail the caller
                 self._record_failure(input_ids, mask, exc)
         finally:
@@ -282,14 +283,15 @@ class GenerationRecorder:
         return out if wants_dict else out.sequences
 
     def _record(self, input_ids: torch.Tensor, mask: torch.Tensor, sequences: torch.Tensor,
-                stop_ids: list[int], capture: _GuardedCapture) -> None:
+                stop_ids: list[int], capture: _GuardedCapture,
+                rows: tuple[list[int], list[bool]] | None = None) -> None:
         prompt_len = int(input_ids.shape[1])
         generated = sequences[:, prompt_len:]
         prompts = [row[m.bool()].tolist() for row, m in zip(input_ids.cpu(), mask.cpu())]
         if generated.shape[1] == 0:
             self._deliver([RecordedAnswer(p, [], False, None, "no tokens were generated") for p in prompts])
             return
-        lengths, stopped = _row_lengths(generated, stop_ids)
+        lengths, stopped = rows if rows is not None else _row_lengths(generated, stop_ids)
         ids = generated.cpu()
         if capture.failure is not None:
             why = f"capture failed: {type(capture.failure).__name__}: {capture.failure}"
