@@ -103,6 +103,36 @@ def ask(client: Any, url: str, question: str, stream: bool, *, max_tokens: int) 
     return text, verdict
 
 
+def mixed_load(url: str, questions: list[str], *, clients: int, requests: int,
+               max_tokens: int) -> tuple[list[tuple[str, str, dict]], list[str]]:
+    """``clients`` threads, each sending ``requests`` chat requests over its own httpx client.
+
+    Client ``i``'s request ``j`` asks ``questions[(i + j) % len]``, streamed when ``i + j`` is
+    odd. Returns ``(results, errors)``: ``(question, text, verdict)`` per answered request and
+    one line per failed one (collected, so an assertion can show every one).
+    """
+    import httpx
+
+    results: list[tuple[str, str, dict]] = []
+    errors: list[str] = []
+
+    def client_loop(i: int) -> None:
+        with httpx.Client(timeout=300) as client:
+            for j in range(requests):
+                q = questions[(i + j) % len(questions)]
+                try:
+                    results.append((q, *ask(client, url, q, stream=(i + j) % 2 == 1, max_tokens=max_tokens)))
+                except Exception as exc:  # noqa: BLE001 - reported by the caller's assertion
+                    errors.append(f"{q}: {exc!r}")
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

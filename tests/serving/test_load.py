@@ -7,12 +7,10 @@ batches of more than one sequence actually ran.
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
-from serving_support import ask, guarded_app, metric_value, running
+from serving_support import guarded_app, metric_value, mixed_load, running
 
 pytestmark = pytest.mark.model
 
@@ -36,24 +34,9 @@ def test_concurrent_mixed_streaming_load(spill_model, tmp_path):
                                                  max_new_tokens=MAX_TOKENS, stats=guard.capture_stats)
         reference[q] = (scored.answer, guard.assess(scored, q).risk)
 
-    results, errors = [], []
     with running(app) as srv:
-        url = srv.url + "/v1/chat/completions"
-
-        def client_loop(i):
-            with httpx.Client(timeout=300) as client:
-                for j in range(REQUESTS):
-                    q = QUESTIONS[(i + j) % len(QUESTIONS)]
-                    try:
-                        results.append((q, *ask(client, url, q, stream=(i + j) % 2 == 1, max_tokens=MAX_TOKENS)))
-                    except Exception as exc:  # collected: the assertion below shows every one
-                        errors.append(f"{q}: {exc!r}")
-
-        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results, errors = mixed_load(srv.url + "/v1/chat/completions", QUESTIONS, clients=CLIENTS,
+                                     requests=REQUESTS, max_tokens=MAX_TOKENS)
         metrics = httpx.get(srv.url + "/metrics").text
 
     total = CLIENTS * REQUESTS

@@ -19,7 +19,7 @@ from vllm_support import requires_vllm
 pytestmark = [requires_vllm, pytest.mark.model]
 pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install 'spill-guard[serve]'")
 
-from vllm_serving_support import MODEL, ask, chat_ids, metric_value, reference_verdict, running, store_stats, vllm_config  # noqa: E402,E501
+from vllm_serving_support import MODEL, ask, chat_ids, metric_value, mixed_load, reference_verdict, running, store_stats, vllm_config  # noqa: E402,E501
 
 QUESTION = "What is the capital of France?"
 
@@ -183,8 +183,6 @@ LOAD_QUESTIONS = [f"What is the capital of {c}?" for c in ("France", "Spain", "I
 
 def test_concurrent_mixed_streaming_load(vllm_server):
     """16 clients x 3 requests, every other one streamed: no errors, no cross-talk, one record each."""
-    import threading
-
     from spill_guard.review import open_log
 
     url = vllm_server.url + "/v1/chat/completions"
@@ -194,23 +192,8 @@ def test_concurrent_mixed_streaming_load(vllm_server):
     with open_log(vllm_server.log) as sink:
         before = {r.id for r in sink.records()}
 
-    results, errors = [], []
-
-    def client_loop(i):
-        with httpx.Client(timeout=300) as c:
-            for j in range(REQUESTS):
-                q = LOAD_QUESTIONS[(i + j) % len(LOAD_QUESTIONS)]
-                try:
-                    results.append((q, *ask(c, url, q, stream=(i + j) % 2 == 1, max_tokens=LOAD_TOKENS)))
-                except Exception as exc:  # collected: the assertion below shows every one
-                    errors.append(f"{q}: {exc!r}")
-
     started = time.perf_counter()
-    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = mixed_load(url, LOAD_QUESTIONS, clients=CLIENTS, requests=REQUESTS, max_tokens=LOAD_TOKENS)
     print(f"load: {CLIENTS * REQUESTS} requests in {time.perf_counter() - started:.1f} s")
     metrics = httpx.get(vllm_server.url + "/metrics").text
 

@@ -12,7 +12,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
 from serving_support import (  # noqa: E402,F401
-    API_KEY, MODEL, ask, metric_value, ray_serving, running, wait_for_replicas)
+    API_KEY, MODEL, ask, metric_value, mixed_load, ray_serving, running, wait_for_replicas)
 
 from vllm_support import ENGINE_OPTIONS  # noqa: E402
 
