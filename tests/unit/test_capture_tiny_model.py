@@ -301,6 +301,28 @@ def test_all_rows_stop_before_max_new_tokens(model, batch):
     assert cg.sequences.shape[1] == batch[0].shape[1] + max(lengths)
 
 
+def test_skipped_final_step_leaves_only_the_last_rows_next_step_values_undefined(model, batch):
+    # skip_final_step_after (final_step="auto"): rows that end on such a stop token in the last column
+    # get no z_(T+1); everything else equals brute force, the last token's chosen logit included.
+    _, gen = greedy_reference(model, batch)
+    stops = sorted({gen[b, 2].item() for b in range(3)})
+    ids, mask = batch
+    cg = capture(model, ids, mask, stops, skip_final_step_after=set(stops), **GREEDY)
+    n_max = max(cg.lengths)
+    assert all(cg.stopped_on_eos) and cg.sequences.shape[1] == ids.shape[1] + n_max
+    for b, (trace, n) in enumerate(zip(cg.traces, cg.lengths)):
+        prompt = [t for t, m in zip(ids[b].tolist(), mask[b].tolist()) if m]
+        answer = gen[b, :n].tolist()
+        want = brute_force(full_window(model, prompt, answer), answer)
+        assert trace.final_step is (n < n_max)
+        if n == n_max:
+            assert np.isnan(trace.log_partition[:, -1]).all() and math.isnan(trace.jsd_next[-1])
+            assert not trace.nonfinite.any()
+            want["log_partition"][:, -1] = np.nan
+            want["jsd_next"][-1] = np.nan
+        assert_trace(trace, want, answer)
+
+
 def test_stop_on_first_token(model, batch):
     _, gen = greedy_reference(model, batch)
     cg, lengths = _check_stopped_run(model, batch, [gen[0, 0].item()])
