@@ -8,11 +8,13 @@ Both arms call the same langchain-huggingface object on the same prompts, greedy
                 the start/end callbacks, building the ScoredAnswer, the verdict and the report
 
 Call styles: ``chat.invoke(question)`` (batch 1) as the model answers it (it stops on its end
-of turn, here after 8 tokens), the same forced to ``--long-tokens`` tokens
+of turn, here after 8 tokens), the same forced to each of ``--long-tokens`` lengths
 (``min_new_tokens``), and ``llm.generate(prompts)`` on a ``HuggingFacePipeline`` whose
-transformers pipeline batches all prompts into one padded ``generate`` call. The length matters:
-the scored answer needs one forward step more than generation does (``z_(T+1)``, the logits after
-the last token), a fixed cost of one decoding step per call. Arms are interleaved, the order reversed every repeat (AB BA AB ...), after a
+transformers pipeline batches all prompts into one padded ``generate`` call, at each of
+``--batch-tokens``. The length matters: an answer cut by the limit needs one forward step more
+than generation does (``z_(T+1)``, the logits after the last token), a fixed cost of one decoding
+step per call, so its share is about 1/(T+1). Both arms count the model's forward passes, so the
+table shows how many extra steps the instrumented call ran. Arms are interleaved, the order reversed every repeat (AB BA AB ...), after a
 warm-up round; outputs are checked to be identical in both arms. Clocks: wall
 (``time.perf_counter``) and the process's CPU time (``time.process_time``; with one torch thread
 it is much less sensitive to other processes on a shared machine). The overhead is the ratio of
@@ -58,9 +60,11 @@ def _summary(plain: list[float], inst: list[float]) -> dict[str, Any]:
 
 
 def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[], None],
-              make_handler: Callable[[], Any], repeats: int, warmup: int, log: Callable[[str], None]) -> dict[str, Any]:
+              make_handler: Callable[[], Any], repeats: int, warmup: int, log: Callable[[str], None],
+              forwards: Callable[[], int]) -> dict[str, Any]:
     times: dict[str, dict[str, list[float]]] = {arm: {"wall": [], "cpu": []} for arm in ("plain", "instrumented")}
     outputs: dict[str, set] = {"plain": set(), "instrumented": set()}
+    passes: dict[str, set] = {"plain": set(), "instrumented": set()}
     scored = 0
 
     tokens: list[int] = []
@@ -73,7 +77,9 @@ def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[],
         else:
             handler = make_handler()  # built outside the timed call; installs the recorder
             callbacks = [handler]
+        before = forwards()
         wall, cpu, out = _timed(lambda: call(callbacks))
+        passes[arm].add(forwards() - before)
         if record:
             times[arm]["wall"].append(wall)
             times[arm]["cpu"].append(cpu)
@@ -96,14 +102,18 @@ def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[],
         "identical_outputs": outputs["plain"] == outputs["instrumented"] and len(outputs["plain"]) == 1,
         "answers_scored": scored,
         "scored_tokens_per_answer": sorted(set(tokens)),
+        "forward_passes": {arm: sorted(v) for arm, v in passes.items()},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench/results/dropin_overhead.json"))
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--long-tokens", type=int, default=64, help="new tokens of the forced-length chat style")
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="limit of the chat style that stops on its own")
+    ap.add_argument("--long-tokens", type=int, nargs="+", default=[32, 64, 128],
+                    help="new tokens of the forced-length chat styles (one style per length)")
+    ap.add_argument("--batch-tokens", type=int, nargs="+", default=[32, 64],
+                    help="max_new_tokens of the padded-batch styles (one style per length)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per arm and style")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
@@ -127,10 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(model=loaded.model, tokenizer=loaded.tokenizer, max_new_tokens=args.max_new_tokens, do_sample=False,
                   return_full_text=False)
     chat = ChatHuggingFace(llm=HuggingFacePipeline(pipeline=transformers.pipeline("text-generation", **common)))
-    forced = dict(common, max_new_tokens=args.long_tokens, min_new_tokens=args.long_tokens)
-    long_chat = ChatHuggingFace(llm=HuggingFacePipeline(pipeline=transformers.pipeline("text-generation", **forced)))
-    batched = HuggingFacePipeline(pipeline=transformers.pipeline("text-generation", batch_size=len(PROMPTS), **common),
-                                  batch_size=len(PROMPTS))
+
+    def forced_chat(tokens: int) -> Any:
+        forced = dict(common, max_new_tokens=tokens, min_new_tokens=tokens)
+        return ChatHuggingFace(llm=HuggingFacePipeline(pipeline=transformers.pipeline("text-generation", **forced)))
+
+    def batched_llm(tokens: int) -> Any:
+        pipe = transformers.pipeline("text-generation", batch_size=len(PROMPTS), **dict(common, max_new_tokens=tokens))
+        return HuggingFacePipeline(pipeline=pipe, batch_size=len(PROMPTS))
+
+    passes = [0]
+
+    def count_forward(module: Any, args: Any, output: Any) -> None:  # both arms: a counter, no tensor work
+        passes[0] += 1
+
+    loaded.model.register_forward_hook(count_forward)
 
     def recorder_off() -> None:
         GenerationRecorder.for_model(loaded.model, loaded.tokenizer).uninstall()
@@ -151,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "warmup": args.warmup,
         "target_overhead_pct": TARGET_OVERHEAD_PCT, "model": loaded.name,
     }
-    styles = {
+    styles: dict[str, Callable[[list], Any]] = {
         "chat.invoke (B=1, stops on its own)": lambda cbs: chat.invoke(QUESTIONS[0], config={"callbacks": cbs}).content,
-        f"chat.invoke (B=1, {args.long_tokens} tokens)":
-            lambda cbs: long_chat.invoke(QUESTIONS[0], config={"callbacks": cbs}).content,
-        f"llm.generate ({len(PROMPTS)} prompts, one padded generate)":
-            lambda cbs: [g[0].text for g in batched.generate(PROMPTS, callbacks=cbs).generations],
     }
-    results = {name: run_style(name, call, recorder_off, make_handler, args.repeats, args.warmup, log)
+    for tokens in args.long_tokens:
+        styles[f"chat.invoke (B=1, forced to {tokens} tokens)"] = (
+            lambda cbs, m=forced_chat(tokens): m.invoke(QUESTIONS[0], config={"callbacks": cbs}).content)
+    for tokens in args.batch_tokens:
+        styles[f"llm.generate ({len(PROMPTS)} prompts, one padded generate, max {tokens})"] = (
+            lambda cbs, m=batched_llm(tokens): [g[0].text for g in m.generate(PROMPTS, callbacks=cbs).generations])
+    results = {name: run_style(name, call, recorder_off, make_handler, args.repeats, args.warmup, log,
+                               lambda: passes[0])
                for name, call in styles.items()}
     meta["loadavg_end"] = list(os.getloadavg())
     meta["total_s"] = round(time.perf_counter() - started, 1)
@@ -185,14 +209,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"warm-up round(s), interleaved, order reversed every repeat; total {m['total_s']} s",
         f"- target: instrumented ≤ {m['target_overhead_pct']} % over plain",
         "",
-        "| call | tokens/answer | clock | plain median | instrumented median | overhead (ratio of medians) | paired ratio median [min, max] | identical outputs | answers scored |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| call | tokens/answer | forward passes plain → instrumented | clock | plain median | instrumented median | overhead (ratio of medians) | paired ratio median [min, max] | identical outputs | answers scored |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["styles"].items():
+        fp = r.get("forward_passes", {})
+        shown = " → ".join("/".join(map(str, fp.get(arm, []))) or "?" for arm in ("plain", "instrumented"))
         for clock in ("cpu", "wall"):
             s = r[clock]
             lines.append(
-                f"| {name} | {', '.join(map(str, r['scored_tokens_per_answer']))} | {clock} | {s['plain_median_s']:.3f} s | {s['instrumented_median_s']:.3f} s | "
+                f"| {name} | {', '.join(map(str, r['scored_tokens_per_answer']))} | {shown} | {clock} | {s['plain_median_s']:.3f} s | {s['instrumented_median_s']:.3f} s | "
                 f"{s['overhead_pct']:+.2f} % | {s['paired_ratio_median']:.4f} [{s['paired_ratio_min']:.4f}, "
                 f"{s['paired_ratio_max']:.4f}] | {r['identical_outputs']} | {r['answers_scored']} |")
     lines += [
@@ -200,9 +226,10 @@ def markdown(report: dict[str, Any]) -> str:
         "Reading it: on a machine shared with other jobs (see the load average) only the cpu rows mean something;",
         "wall time mostly measures the other jobs. An answer that ends on its stop token (<|im_end|>, no text)",
         "costs no extra forward step: the handler's guard skips z_(T+1) there (final_step='auto'), since no span",
-        "reads that token's Δ. Answers that run to max_new_tokens (the 64-token style; the padded batch, whose",
-        "longest rows hit the limit) still need that step, about 1/(T+1) of the decoding work. The per-step",
-        "capture (log-partitions of the raw logits) and the callbacks add the rest.", "",
+        "reads that token's Δ. Answers that run to max_new_tokens (the forced styles; the padded batches, whose",
+        "longest rows hit the limit) still need that step (one forward pass more, see the passes column), about",
+        "1/(T+1) of the decoding work: the exact Δ of the last token is defined by the logits after it. The",
+        "per-step capture (log-partitions of the raw logits) and the callbacks add the rest.", "",
     ]
     return "\n".join(lines)
 

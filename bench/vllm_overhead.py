@@ -90,11 +90,14 @@ def main() -> None:
     prompts = [guarded.prompt_ids(QUESTIONS[args.questions].format(s)) for s in SUBJECTS]
     final_steps = {}  # batch -> answers that got z_(T+1) under "auto"
 
+    answers_of: dict[tuple[str, int], list[list[int]]] = {}  # (arm, batch) -> the warm-up's answer tokens
+
     def plain_arm(logprobs: int | None):
         def run(batch: list[list[int]]) -> int:
             params = SamplingParams(max_tokens=args.max_new_tokens, temperature=0.0, stop_token_ids=stops,
                                     logprobs=logprobs)
             outs = plain.generate([TokensPrompt(prompt_token_ids=p) for p in batch], params, use_tqdm=False)
+            answers_of.setdefault((arm_of[id(run)], len(batch)), [list(o.outputs[0].token_ids) for o in outs])
             return sum(len(o.outputs[0].token_ids) for o in outs)
         return run
 
@@ -104,11 +107,14 @@ def main() -> None:
                                                 final_step=final_step)
             if final_step == "auto":
                 final_steps[len(batch)] = sum(a.trace.final_step for a in answers)
+            answers_of.setdefault((arm_of[id(run)], len(batch)), [list(a.answer_ids) for a in answers])
             return sum(len(a.answer_ids) for a in answers)
         return run
 
     runners = {"plain": plain_arm(None), "plain_logprobs": plain_arm(0),
                "capture_always": guarded_arm("always"), "capture_auto": guarded_arm("auto")}
+    arm_of = {id(run): arm for arm, run in runners.items()}
+    started = time.perf_counter()
     batches = [int(b) for b in args.batches.split(",")]
     for b in batches:  # warm-up: first calls pay one-off allocations
         for arm in arms:
@@ -126,7 +132,9 @@ def main() -> None:
                 # CPU seconds of this process (engine in-process): less sensitive to other jobs' load
                 cpu_rows[b][arm].append(tokens / (time.process_time() - cpu))
     stats = guarded.store_stats()
-    columns = len(guarded.columns.betas) + 3
+    columns = guarded.columns.width
+    # greedy: every arm must have produced the same tokens (the capture observes, never steers)
+    identical = all(answers_of[(arm, b)] == answers_of[("plain", b)] for arm in arms for b in batches)
     result = {
         "command": "bench/vllm_overhead.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                                         if v is not None and k != "out"),
@@ -138,6 +146,8 @@ def main() -> None:
         "extra_memory_bytes": {"capture_ring": stats["capacity"] * columns * 4,
                                "note": "the ring is the capture's only persistent device buffer"},
         "store_after_run": stats,
+        "identical_answers_across_arms": identical,
+        "total_seconds": round(time.perf_counter() - started, 1),
     }
     for b in batches:
         summary, per_cpu = summarize(rows[b]), summarize(cpu_rows[b])

@@ -18,7 +18,7 @@ from spill_guard.capture.token_offsets import token_char_spans
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import InvalidInputError, NonFiniteLogitsError, SpillGuardError
 from spill_guard.scoring.energy import MarginalEnergy, SpilledEnergy, TokenEnergy
-from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, catalogue
+from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, pooled_catalogue
 
 SCHEMA_VERSION = 1
 
@@ -132,11 +132,7 @@ def build_scored_answer(
             stacklevel=2,
         )
     else:
-        for spec in catalogue():
-            try:
-                pooled[spec.name] = spec.score(trace)
-            except InvalidInputError:
-                continue  # undefined for this answer (e.g. Δ' on a one-token answer)
+        pooled = pooled_catalogue(trace)
 
     def as_list(values: Any) -> list[float]:
         return [float(v) for v in values]

@@ -47,11 +47,56 @@ def validate_betas(betas: tuple[float, ...] | list[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def log_partition(logits: torch.Tensor, betas: tuple[float, ...]) -> torch.Tensor:
-    """``logsumexp_v(β · z[..., v])`` for each β: ``[len(betas), ...]``."""
+def _logsumexp_and_max(z: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logsumexp(z), max(z), log_softmax(z))`` over the last axis, from one fused pass.
+
+    ``log_softmax`` is ``z - logsumexp(z)`` elementwise, so at the row maximum it equals
+    ``max(z) - logsumexp(z)``; hence ``logsumexp = max(z) - max(log_softmax(z))``. Both
+    maxima are cheap vectorised reductions, and torch's CPU ``log_softmax`` kernel is about
+    twice as fast as its ``logsumexp`` (which runs max, subtract, exp and sum as separate passes).
+    The value at the maximum is ``-log Σ exp(z - max)`` with the sum in ``[1, V]``, so the
+    result is as precise as ``logsumexp``'s. Rows whose maximum is not finite (+inf, NaN, or all
+    -inf) take the maximum itself, which is what ``logsumexp`` returns for them; no branch
+    depends on the values, so nothing waits for the device. ``out``: a buffer like ``z`` for the
+    log-softmax (a fresh ``[B, V]`` buffer per step costs page faults on CPU).
+    """
+    top = z.amax(dim=-1)
+    log_probs = torch.log_softmax(z, dim=-1, out=out) if out is not None else torch.log_softmax(z, dim=-1)
+    lse = top - log_probs.amax(dim=-1)
+    return torch.where(torch.isfinite(top), lse, top), top, log_probs
+
+
+def log_partition_and_max(
+    logits: torch.Tensor, betas: tuple[float, ...], *, scratch: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logsumexp_v(β · z[..., v])`` for each β (``[len(betas), ...]``) and ``max_v z`` (``[...]``).
+
+    The maximum is the chosen logit of a greedy step (the sampled token is the argmax).
+    ``scratch``: an optional float32 buffer shaped like the logits, reused (see :func:`summarize`).
+    """
     z = _upcast(logits)
-    # β = 1 reads z as is: scaling by 1.0 would copy the whole [..., V] row for nothing.
-    return torch.stack([torch.logsumexp(z if beta == 1.0 else beta * z, dim=-1) for beta in betas])
+    values, top, _ = _log_partitions(z, betas, _fits(scratch, z))
+    return values, top
+
+
+def _log_partitions(z: torch.Tensor, betas: tuple[float, ...], out: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-partitions of ``z`` at every β, ``max z``, and ``log_softmax(z)`` (if β = 1 is among them)."""
+    top: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None
+    values = []
+    for beta in betas:
+        if beta == 1.0:  # reads z as is: scaling by 1.0 would copy the whole [..., V] row for nothing
+            lse, top, log_probs = _logsumexp_and_max(z, out)
+        else:
+            lse = _logsumexp_and_max(beta * z)[0]
+        values.append(lse)
+    return torch.stack(values), (z.amax(dim=-1) if top is None else top), log_probs
+
+
+def log_partition(logits: torch.Tensor, betas: tuple[float, ...], *, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """``logsumexp_v(β · z[..., v])`` for each β: ``[len(betas), ...]``."""
+    return log_partition_and_max(logits, betas, scratch=scratch)[0]
 
 
 def gather_token_logit(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -107,14 +152,14 @@ def summarize(
     is ``probs_out`` when given.
     """
     z = _upcast(logits)
-    lp = log_partition(z, betas)
-    lse = lp[betas.index(1.0)]
-    # log p = z - lse is already needed for p, so H = -Σ p log p is a dot product instead of
-    # a log per entry (xlogy); measured several times cheaper. Computing log p per entry (not
-    # lse - Σ p z) keeps it exact when logits are large. Masked -inf logits have p = 0:
-    # clamping their log p to the lowest finite value makes 0 · log p = 0 instead of NaN.
+    # The log-partition pass leaves log p = log_softmax(z) behind, which p needs anyway, so
+    # H = -Σ p log p is a dot product instead of a log per entry (xlogy); measured several
+    # times cheaper. Computing log p per entry (not lse - Σ p z) keeps it exact when logits are
+    # large. Masked -inf logits have p = 0: clamping their log p to the lowest finite value
+    # makes 0 · log p = 0 instead of NaN.
     # Ops write in place where they can: a fresh [B, V] buffer per op costs page faults on CPU.
-    log_probs = torch.sub(z, lse.unsqueeze(-1), out=_fits(scratch, z))
+    lp, _, log_probs = _log_partitions(z, betas, _fits(scratch, z))
+    lse = lp[betas.index(1.0)]
     probs = torch.exp(log_probs, out=_fits(probs_out, z))
     entropy = -torch.linalg.vecdot(probs, log_probs.clamp_min_(torch.finfo(z.dtype).min))
     # logsumexp is NaN for a NaN row, +inf for a +inf entry and -inf for a fully masked row.

@@ -86,6 +86,7 @@ class StreamingCapture:
         self.steps = 0
         self._probs: list[torch.Tensor] = []  # two [B, V] buffers, alternating (see _buffers)
         self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._lse_scratch: torch.Tensor | None = None  # stats="energy" (see _energy_scratch)
         self._prev: StepDistribution | None = None
         self._prev_logits: torch.Tensor | None = None
         self._prev_prev_logits: torch.Tensor | None = None
@@ -111,7 +112,7 @@ class StreamingCapture:
             ThreadRouter.detach(self.model, self)
             self._active = False
         self._prev = self._prev_logits = self._prev_prev_logits = None  # release the [B, V] rows
-        self._probs, self._scratch = [], None
+        self._probs, self._scratch, self._lse_scratch = [], None, None
 
     @torch.no_grad()
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -124,7 +125,7 @@ class StreamingCapture:
             log_z, nonfinite = current.log_partition, current.nonfinite
         else:
             current = None
-            log_z = log_partition(z, self.betas)
+            log_z = log_partition(z, self.betas, scratch=self._energy_scratch(z))
             nonfinite = ~torch.isfinite(log_z[self.betas.index(1.0)])  # as summarize() flags it
         if self.steps > 0:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -157,6 +158,14 @@ class StreamingCapture:
         self._prev_prev_logits, self._prev_logits = self._prev_logits, kept
         self._prev = current
         self.steps += 1
+
+    def _energy_scratch(self, z: torch.Tensor) -> torch.Tensor:
+        """One float32 ``[B, V]`` buffer for the log-partition pass, reused across steps."""
+        buffer = self._lse_scratch
+        if buffer is None or buffer.shape != z.shape or buffer.device != z.device:
+            dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+            buffer = self._lse_scratch = torch.empty(z.shape, dtype=dtype, device=z.device)
+        return buffer
 
     def _buffers(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """This step's probability buffer and two scratch buffers, reused across steps.

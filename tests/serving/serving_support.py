@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -175,11 +176,27 @@ def running_replica_pids() -> list[int]:
     return sorted(r["pid"] for r in replicas if r["state"] == "RUNNING" and r.get("pid"))
 
 
-def wait_for_replicas(count: int, timeout: float = 300) -> list[int]:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # the cluster is local: the replica's pid is a process on this machine
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_replicas(count: int, timeout: float = 300, *, replacing: int | None = None) -> list[int]:
+    """The pids of ``count`` RUNNING replicas, all alive; with ``replacing``, none of them that pid.
+
+    The controller keeps listing a killed replica as RUNNING until its next health check, so a
+    pid it reports is only taken once its process exists.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = running_replica_pids()
+        pids = [p for p in running_replica_pids() if p != replacing and _alive(p)]
         if len(pids) == count:
             return pids
         time.sleep(1)
-    raise AssertionError(f"{count} replicas were not running after {timeout} s")
+    raise AssertionError(f"{count} live replicas{'' if replacing is None else f' besides {replacing}'} "
+                         f"were not running after {timeout} s")

@@ -135,8 +135,8 @@ def test_sigkill_of_one_replica_fails_only_in_flight_requests(ray_server):
     assert len(failed) <= 4, failed  # at most one request in flight per client when the replica died
     assert len(ok) >= 12
 
-    new_pids = wait_for_replicas(2)  # Ray replaces the killed replica
-    assert pids[0] not in new_pids
+    new_pids = wait_for_replicas(2, replacing=pids[0])  # Ray replaces the killed replica
+    assert pids[0] not in new_pids and pids[1] in new_pids
     with httpx.Client(timeout=300) as client:
         _chat(client, ray_server["url"], QUESTIONS[0])
     with open_log(ray_server["log"]) as sink:

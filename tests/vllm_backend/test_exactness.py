@@ -94,3 +94,41 @@ def test_length_cut_answers_take_z_next_from_their_own_request_not_a_follow_up(v
 def test_store_holds_nothing_after_calls(vllm_model):
     vllm_model.generate(QUESTIONS[:2], max_new_tokens=8)
     assert vllm_model.store_stats()["holding"] == 0
+
+
+def _sent_params(vllm_model, call):
+    """Run ``call()`` and return the SamplingParams of every request it sent to the engine."""
+    sent = []
+    generate = vllm_model.llm.generate
+
+    def recording_generate(prompts, params, *args, **kwargs):
+        sent.extend(params)
+        return generate(prompts, params, *args, **kwargs)
+
+    vllm_model.llm.generate = recording_generate
+    try:
+        return call(), sent
+    finally:
+        del vllm_model.llm.generate
+
+
+def test_greedy_answers_read_the_chosen_logit_from_the_row_max_without_vllm_logprobs(vllm_model, reference_model):
+    # Greedy without penalties samples the raw argmax, so z_t[x_t] = max_v z_t (captured); vLLM's
+    # logprob path (log-softmax, rank count, a Logprob object per token) is not asked for at all.
+    answers, sent = _sent_params(vllm_model, lambda: vllm_model.generate(QUESTIONS, max_new_tokens=12,
+                                                                         final_step="always"))
+    assert sent and all(p.logprobs is None and p.extra_args["spill_guard"]["chosen"] == "max" for p in sent)
+    for answer, reference in zip(answers, reference_of(reference_model, answers)):
+        assert_same(answer, reference)
+
+
+@pytest.mark.parametrize("penalty", [{"repetition_penalty": 1.3}, {"presence_penalty": 0.5},
+                                     {"frequency_penalty": 0.5}])
+def test_greedy_answers_under_a_penalty_use_raw_logprobs_and_stay_exact(vllm_model, reference_model, penalty):
+    # A penalty can move the argmax away from the raw maximum: the chosen logit must come from the
+    # sampled token's raw logprob instead.
+    answers, sent = _sent_params(vllm_model, lambda: vllm_model.generate(QUESTIONS[:2], max_new_tokens=12, **penalty))
+    first = sent[0]
+    assert first.logprobs == 0 and first.extra_args["spill_guard"]["chosen"] == "logprob"
+    for answer, reference in zip(answers, reference_of(reference_model, answers)):
+        assert_same(answer, reference)

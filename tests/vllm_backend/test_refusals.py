@@ -61,3 +61,36 @@ def test_engine_settings_that_break_the_capture_are_refused():
         engine_kwargs("m", speculative_config={"method": "ngram"})
     with pytest.raises(InvalidParameterError, match="raw_logprobs"):
         engine_kwargs("m", logprobs_mode="processed_logprobs")
+
+
+@pytest.mark.parametrize("settings, words", [({"temperature": 0.8}, "temperature=0.8"),
+                                             ({"temperature": 0.0, "repetition_penalty": 1.2}, "repetition_penalty"),
+                                             ({"temperature": 0.0, "frequency_penalty": 0.3}, "frequency_penalty")])
+def test_reading_the_chosen_logit_from_the_row_max_is_refused_unless_greedy_without_penalties(vllm_model, settings,
+                                                                                               words):
+    # The row maximum is the sampled token's logit only when the sampler takes the raw argmax.
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+
+    params = SamplingParams(max_tokens=2, extra_args=CaptureRequest("max", chosen="max").as_extra_args(), **settings)
+    assert any(words in r for r in compromising_settings(params))
+    with pytest.raises(VLLMValidationError, match=words):
+        vllm_model.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [params], use_tqdm=False)
+    unknown = SamplingParams(max_tokens=2, temperature=0.0, extra_args={"spill_guard": {"key": "k", "chosen": "top"}})
+    with pytest.raises(UnsupportedSamplingError, match="chosen='top'"):
+        from spill_guard.backends.vllm.requests import check_capturable
+
+        check_capturable(unknown)
+
+
+def test_greedy_reads_the_row_max_only_when_no_other_logits_processor_is_installed():
+    from types import SimpleNamespace
+
+    from spill_guard.backends.vllm.engine import PROCESSOR, PROCESSOR_V2, greedy_reads_max
+
+    def config(processors):
+        return SimpleNamespace(model_config=SimpleNamespace(logits_processors=processors))
+
+    assert greedy_reads_max(config([PROCESSOR])) and greedy_reads_max(config([PROCESSOR_V2]))
+    # a user's processor after ours may change the greedy choice: chosen logits then come from logprobs
+    assert not greedy_reads_max(config([PROCESSOR, "my_pkg.procs:NoRepeat"]))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-from spill_guard.backends.vllm.engine import check_engine_config, engine_kwargs, require_vllm
+from spill_guard.backends.vllm.engine import check_engine_config, engine_kwargs, greedy_reads_max, require_vllm
 from spill_guard.backends.vllm.loading import VllmLoadedModel, load_model_info, vllm_dtype
 from spill_guard.backends.vllm.model import default_engine_options
-from spill_guard.backends.vllm.plan import PlannedAnswer, Sampling, answer_params, follow_up_params, new_key, stopped_on_stop_token
+from spill_guard.backends.vllm.plan import (PlannedAnswer, Sampling, answer_params, chosen_source, follow_up_params, new_key,
+                                            stopped_on_stop_token)
 from spill_guard.backends.vllm.reduce import Columns
 from spill_guard.capture.final_step import skip_ids_for
 from spill_guard.capture.step_stats import validate_betas
@@ -37,6 +38,7 @@ class AsyncVllmSpillModel:
         if self.beta not in self.betas:
             raise InvalidParameterError(f"beta {beta} is not captured by this engine (it captures {list(self.betas)}).")
         self.columns = Columns(self.betas)
+        self.greedy_reads_max = greedy_reads_max(engine.vllm_config)
         self.instruction, self.system = instruction, system
 
     @classmethod
@@ -85,9 +87,9 @@ class AsyncVllmSpillModel:
         sampling = Sampling.from_kwargs(max_new_tokens=min(max_new_tokens, room), do_sample=do_sample, seed=seed, **kwargs)
         stops = self.loaded.stop_token_ids
         skip_after = skip_ids_for(final_step, self.tokenizer, stops)
-        plan = PlannedAnswer(list(prompt), new_key(), new_key())
+        plan = PlannedAnswer(list(prompt), new_key(), new_key(), chosen=chosen_source(sampling, self.greedy_reads_max))
         rid = request_id or plan.key
-        params = answer_params(sampling, stops, plan.key)
+        params = answer_params(sampling, stops, plan.key, chosen=plan.chosen)
         try:
             final = await _last(self.engine.generate(TokensPrompt(prompt_token_ids=plan.prompt), params, rid))
             plan.record_output(final.outputs[0], sampling.max_new_tokens)

@@ -82,6 +82,21 @@ def engine_kwargs(
     }
 
 
+def _processor_names(vllm_config: Any) -> list[str]:
+    return [p if isinstance(p, str) else f"{p.__module__}:{p.__qualname__}"
+            for p in (vllm_config.model_config.logits_processors or [])]
+
+
+def greedy_reads_max(vllm_config: Any) -> bool:
+    """True if a greedy request without penalties samples the argmax of the raw logits here.
+
+    vLLM's built-in processors that run for greedy requests (min_tokens, logit_bias) only act
+    on requests that set them, which captured requests may not; a custom processor besides
+    ours could change the argmax, so then the chosen logit is read from raw logprobs instead.
+    """
+    return all(name in (PROCESSOR, PROCESSOR_V2) for name in _processor_names(vllm_config))
+
+
 def check_engine_config(vllm_config: Any) -> tuple[float, ...]:
     """Raise if an existing engine cannot capture; return its captured betas."""
     model_config = vllm_config.model_config
@@ -90,7 +105,7 @@ def check_engine_config(vllm_config: Any) -> tuple[float, ...]:
             f"this vLLM engine runs with logprobs_mode={model_config.logprobs_mode!r}; spill_guard needs "
             "'raw_logprobs'. Create it with spill_guard.backends.vllm.engine_kwargs()."
         )
-    names = [p if isinstance(p, str) else f"{p.__module__}:{p.__qualname__}" for p in (model_config.logits_processors or [])]
+    names = _processor_names(vllm_config)
     if PROCESSOR not in names and PROCESSOR_V2 not in names:
         raise InvalidParameterError(
             f"this vLLM engine has no spill_guard capture processor (logits_processors={names}); "

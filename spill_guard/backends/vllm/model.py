@@ -14,9 +14,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from spill_guard.backends.vllm.engine import check_engine_config, engine_kwargs, require_vllm
+from spill_guard.backends.vllm.engine import check_engine_config, engine_kwargs, greedy_reads_max, require_vllm
 from spill_guard.backends.vllm.loading import VllmLoadedModel, load_model_info, vllm_dtype
-from spill_guard.backends.vllm.plan import PlannedAnswer, Sampling, answer_params, follow_up_params, new_key, stopped_on_stop_token
+from spill_guard.backends.vllm.plan import (PlannedAnswer, Sampling, answer_params, chosen_source, follow_up_params, new_key,
+                                            stopped_on_stop_token)
 from spill_guard.backends.vllm.reduce import Columns
 from spill_guard.capture.final_step import skip_ids_for
 from spill_guard.capture.step_stats import validate_betas
@@ -60,6 +61,7 @@ class VllmSpillModel(SpillModel):
                                         "build it with engine_kwargs(..., betas=...) including them.")
         self.columns = Columns(captured)
         self.llm = llm
+        self.greedy_reads_max = greedy_reads_max(llm.llm_engine.vllm_config)
 
     @classmethod
     def load(cls, name_or_path: str | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -105,8 +107,9 @@ class VllmSpillModel(SpillModel):
         sampling = Sampling.from_kwargs(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, **generate_kwargs)
         stops = self.loaded.stop_token_ids
         skip_after = skip_ids_for(final_step, self.tokenizer, stops)
-        plans = [PlannedAnswer(list(p), new_key(), new_key()) for p in prompts]
-        params = [answer_params(sampling, stops, plan.key) for plan in plans]
+        chosen = chosen_source(sampling, self.greedy_reads_max)
+        plans = [PlannedAnswer(list(p), new_key(), new_key(), chosen=chosen) for p in prompts]
+        params = [answer_params(sampling, stops, plan.key, chosen=chosen) for plan in plans]
         keys = [k for plan in plans for k in (plan.key, plan.follow_key)]
         try:
             outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p.prompt) for p in plans], params, use_tqdm=False)

@@ -55,8 +55,24 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
-def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str) -> Any:
-    """``SamplingParams`` of a captured answer request; refused if it cannot be captured exactly."""
+def chosen_source(sampling: Sampling, greedy_reads_max: bool) -> str:
+    """Where the answer's chosen logits come from (:data:`~spill_guard.backends.vllm.requests.CHOSEN_SOURCES`).
+
+    A greedy request without penalties on an engine where nothing else changes the argmax
+    (``greedy_reads_max``) reads them from the captured row maximum, so vLLM skips its
+    logprob path (a log-softmax, a rank count and a logprob object per token).
+    """
+    extra = dict(sampling.extra)
+    penalties = [(sampling.repetition_penalty or 1.0) != 1.0, extra.get("presence_penalty") or 0.0,
+                 extra.get("frequency_penalty") or 0.0]
+    return "max" if greedy_reads_max and not sampling.do_sample and not any(penalties) else "logprob"
+
+
+def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str, *, chosen: str = "logprob") -> Any:
+    """``SamplingParams`` of a captured answer request; refused if it cannot be captured exactly.
+
+    ``chosen``: from :func:`chosen_source`.
+    """
     from vllm import SamplingParams
 
     greedy = not sampling.do_sample
@@ -70,10 +86,10 @@ def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str) -
         top_k=(sampling.top_k or 0) if not greedy else 0,
         repetition_penalty=sampling.repetition_penalty or 1.0,
         seed=sampling.seed,
-        logprobs=0,  # the sampled token's raw log-probability, always returned
+        logprobs=0 if chosen == "logprob" else None,  # the sampled token's raw log-probability
         stop_token_ids=list(stop_token_ids),
         skip_special_tokens=False,
-        extra_args=CaptureRequest(key, sampling.stats).as_extra_args(),
+        extra_args=CaptureRequest(key, sampling.stats, chosen=chosen).as_extra_args(),
         **dict(sampling.extra),
     )
     check_capturable(params)
@@ -84,8 +100,9 @@ def follow_up_params(stats: str, key: str, continues: str) -> Any:
     """One captured step after the answer: its logits are z_(T+1)."""
     from vllm import SamplingParams
 
-    return SamplingParams(max_tokens=1, temperature=0.0, logprobs=0, ignore_eos=True,
-                          extra_args=CaptureRequest(key, stats, continues).as_extra_args())
+    # only its log-partitions are read, never its chosen logit: no logprobs needed
+    return SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True,
+                          extra_args=CaptureRequest(key, stats, continues, chosen="max").as_extra_args())
 
 
 @dataclass
@@ -96,7 +113,8 @@ class PlannedAnswer:
     key: str
     follow_key: str
     token_ids: list[int] | None = None
-    logprobs: list[float] | None = None
+    logprobs: list[float] | None = None  # None when chosen == "max"
+    chosen: str = "logprob"  # where the chosen logits come from (chosen_source)
     finish_reason: str | None = None
     follow_up: bool = True  # a z_(T+1) follow-up request is sent (see skip_follow_up)
     #: the answer request itself ran the step after its last kept token (it had max_new_tokens + 1)
@@ -109,10 +127,11 @@ class PlannedAnswer:
         logits are z_(T+1), and the extra token (whatever ended it) is not part of the answer.
         """
         token_ids = list(completion.token_ids)
-        logprobs = sampled_logprobs(token_ids, completion.logprobs)
+        logprobs = None if self.chosen == "max" else sampled_logprobs(token_ids, completion.logprobs)
         self.finish_reason = completion.finish_reason
         if len(token_ids) > max_new_tokens:
-            token_ids, logprobs = token_ids[:max_new_tokens], logprobs[:max_new_tokens]
+            token_ids = token_ids[:max_new_tokens]
+            logprobs = None if logprobs is None else logprobs[:max_new_tokens]
             self.finish_reason, self.final_in_answer = "length", True
         self.token_ids, self.logprobs = token_ids, logprobs
 

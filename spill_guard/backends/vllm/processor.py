@@ -8,10 +8,12 @@ touch the logits before it, reads each captured row and returns the logits uncha
 
 Per captured request and step it stores the log-partitions at every captured β, a
 non-finite flag and, for ``stats="full"``, entropy and the JSD to the previous step, in the
-worker's :class:`~spill_guard.backends.vllm.store.CaptureStore` (on the device). The chosen
-logit ``z_t[x_t]`` is not read here: the engine runs with ``logprobs_mode="raw_logprobs"``,
-so the sampled token's raw log-probability comes back with the output and
-``z_t[x_t] = logprob + logsumexp(z_t)``.
+worker's :class:`~spill_guard.backends.vllm.store.CaptureStore` (on the device), plus the
+row maximum. The chosen logit ``z_t[x_t]`` is not read here (the token is sampled after this
+runs): the engine runs with ``logprobs_mode="raw_logprobs"``, so the sampled token's raw
+log-probability comes back with the output and ``z_t[x_t] = logprob + logsumexp(z_t)``; a
+greedy request without penalties (``chosen="max"``, no logprobs) samples the raw argmax, so
+``z_t[x_t]`` is the stored maximum.
 
 Engine-wide settings come from ``additional_config={"spill_guard": {"betas": [...],
 "capacity": N, "max_detached": N}}``.
@@ -59,6 +61,7 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
         # (batch rows, captured indices, their index tensor or None, their rows): rebuilt only when
         # update_state changed the batch, not on every decoding step.
         self._layout: tuple[int, list[int], torch.Tensor | None, list[_Row]] | None = None
+        self._scratch: torch.Tensor | None = None  # see _scratch_for
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -111,11 +114,24 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
         steps = [len(r.output_ids) for r in rows]
         full = [j for j, r in enumerate(rows) if r.full]
         previous = [self.store.previous(rows[j].key, steps[j]) for j in full]
-        values, kept = reduce_step(z, self.columns, full, previous)
+        values, kept = reduce_step(z, self.columns, full, previous, scratch=self._scratch_for(z))
         self.store.write(values, [(r.key, s) for r, s in zip(rows, steps)])
         for j, dist in zip(full, kept):
             self.store.keep_previous(rows[j].key, steps[j], dist)
         return logits
+
+    def _scratch_for(self, z: torch.Tensor) -> torch.Tensor | None:
+        """A reused float32 ``[R, V]`` buffer for the log-softmax pass, on CPU only.
+
+        A fresh multi-megabyte buffer per step costs page faults on CPU; GPU allocations come
+        from torch's caching allocator, where a kept buffer would only hold memory back.
+        """
+        if z.device.type != "cpu" or z.dtype != torch.float32:
+            return None
+        rows, vocab = z.shape
+        if self._scratch is None or self._scratch.shape[0] < rows or self._scratch.shape[1] != vocab:
+            self._scratch = torch.empty(max(rows, 1), vocab, dtype=torch.float32)
+        return self._scratch[:rows]
 
     def _batch_layout(self, logits: torch.Tensor) -> tuple[int, list[int], torch.Tensor | None, list[_Row]]:
         layout = self._layout

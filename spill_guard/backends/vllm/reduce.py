@@ -2,7 +2,7 @@
 
 Columns of one captured step (float32): ``logsumexp(β z_t)`` for each captured β, then a
 non-finite flag, then entropy and the JSD to the same request's previous step (NaN unless
-the request asked for ``stats="full"``). The maths is :mod:`spill_guard.capture.step_stats`,
+the request asked for ``stats="full"``), then ``max_v z_t`` (a greedy step's chosen logit). The maths is :mod:`spill_guard.capture.step_stats`,
 the same functions the transformers backend calls.
 """
 
@@ -15,7 +15,7 @@ import torch
 from spill_guard.capture.step_stats import (
     StepDistribution,
     js_from_distributions,
-    log_partition,
+    log_partition_and_max,
     summarize,
     validate_betas,
 )
@@ -40,8 +40,12 @@ class Columns:
         return len(self.betas) + 2
 
     @property
-    def width(self) -> int:
+    def row_max(self) -> int:
         return len(self.betas) + 3
+
+    @property
+    def width(self) -> int:
+        return len(self.betas) + 4
 
     @classmethod
     def for_betas(cls, betas: tuple[float, ...] | list[float]) -> "Columns":
@@ -63,18 +67,21 @@ def reduce_step(
     columns: Columns,
     full_rows: list[int],
     previous: list[Previous | None],
+    *,
+    scratch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[Previous]]:
     """Reduce raw logits ``z`` ``[R, V]`` to ring rows ``[R, columns.width]``.
 
     ``full_rows`` are the row indices that want entropy/JSD; ``previous[j]`` is the previous
     distribution of ``full_rows[j]`` (None at a request's first step). Returns the values and,
-    for each full row, its distribution to keep as the next step's ``previous``.
+    for each full row, its distribution to keep as the next step's ``previous``. ``scratch``: an
+    optional float32 buffer shaped like ``z``, reused for the log-softmax pass.
     """
-    lp = log_partition(z, columns.betas)  # [nβ, R]
+    lp, top = log_partition_and_max(z, columns.betas, scratch=scratch)  # [nβ, R], [R]
     lse = lp[columns.betas.index(1.0)]
-    values = torch.full((z.shape[0], columns.width), float("nan"), dtype=torch.float32, device=z.device)
-    values[:, : len(columns.betas)] = lp.T
-    values[:, columns.nonfinite] = (~torch.isfinite(lse)).float()
+    nan = torch.full_like(lse, float("nan"))
+    # one stack in column order instead of a NaN fill plus a write per column
+    values = torch.stack([*lp, (~torch.isfinite(lse)).float(), nan, nan, top], dim=1).float()
     kept: list[Previous] = []
     if full_rows:
         index = torch.tensor(full_rows, dtype=torch.long, device=z.device)

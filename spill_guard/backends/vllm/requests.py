@@ -20,6 +20,15 @@ EXTRA_ARGS_KEY = "spill_guard"
 #: or "full" (plus entropy and the JSD to the previous step).
 VLLM_STATS = ("energy", "full")
 
+#: Where a request's chosen logit z_t[x_t] comes from: "logprob" (vLLM returns the sampled token's
+#: raw log-probability, ``logprobs=0``; z_t[x_t] = logprob + logsumexp) or "max" (a greedy request
+#: without penalties samples the argmax of the raw logits, so z_t[x_t] = max_v z_t, which the
+#: capture stores; vLLM then computes no logprobs at all).
+CHOSEN_SOURCES = ("logprob", "max")
+
+#: vLLM treats a temperature below this as greedy (its sampler's epsilon).
+GREEDY_TEMPERATURE = 1e-5
+
 
 class UnsupportedSamplingError(InvalidParameterError):
     """A vLLM request setting would alter the logits before capture, so its scores would not be raw."""
@@ -33,9 +42,11 @@ class CaptureRequest:
     stats: str = "energy"
     #: key of the request this one continues (the 1-token follow-up for z_(T+1)), for the JSD.
     continues: str | None = None
+    chosen: str = "logprob"  # one of CHOSEN_SOURCES
 
     def as_extra_args(self) -> dict[str, Any]:
-        return {EXTRA_ARGS_KEY: {"key": self.key, "stats": self.stats, "continues": self.continues}}
+        return {EXTRA_ARGS_KEY: {"key": self.key, "stats": self.stats, "continues": self.continues,
+                                 "chosen": self.chosen}}
 
     @classmethod
     def from_params(cls, params: Any) -> "CaptureRequest | None":
@@ -43,7 +54,19 @@ class CaptureRequest:
         spec = extra.get(EXTRA_ARGS_KEY)
         if not spec:
             return None
-        return cls(key=str(spec["key"]), stats=str(spec.get("stats", "energy")), continues=spec.get("continues"))
+        return cls(key=str(spec["key"]), stats=str(spec.get("stats", "energy")), continues=spec.get("continues"),
+                   chosen=str(spec.get("chosen", "logprob")))
+
+
+def penalized(params: Any) -> list[str]:
+    """The penalty settings of ``params`` that change its logits (penalties apply to greedy requests too)."""
+    found = []
+    if getattr(params, "repetition_penalty", 1.0) not in (None, 1.0):
+        found.append(f"repetition_penalty={params.repetition_penalty}")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(params, name, 0.0) not in (None, 0.0):
+            found.append(f"{name}={getattr(params, name)}")
+    return found
 
 
 def compromising_settings(params: Any, *, runner: str = "v1") -> list[str]:
@@ -66,13 +89,17 @@ def compromising_settings(params: Any, *, runner: str = "v1") -> list[str]:
     if (getattr(params, "min_tokens", 0) or 0) > 0:
         reasons.append(f"min_tokens={params.min_tokens} masks stop tokens before capture")
     if runner == "v2":
-        if getattr(params, "repetition_penalty", 1.0) not in (None, 1.0):
-            reasons.append(f"repetition_penalty={params.repetition_penalty} is applied before capture on the V2 runner")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(params, name, 0.0) not in (None, 0.0):
-                reasons.append(f"{name}={getattr(params, name)} is applied before capture on the V2 runner")
-    if getattr(params, "logprobs", None) is None:
-        reasons.append("logprobs is None; captured requests need logprobs>=0 (the sampled token's raw logprob)")
+        reasons += [f"{p} is applied before capture on the V2 runner" for p in penalized(params)]
+    spec = CaptureRequest.from_params(params)
+    if spec is not None and spec.chosen == "max":
+        # the sampled token is the raw argmax only without temperature sampling and penalties
+        if (getattr(params, "temperature", 1.0) or 0.0) >= GREEDY_TEMPERATURE:
+            reasons.append(f"chosen='max' needs a greedy request, got temperature={params.temperature}")
+        reasons += [f"chosen='max' is wrong under {p} (the sampled token is not the raw argmax)"
+                    for p in penalized(params)]
+    elif getattr(params, "logprobs", None) is None:
+        reasons.append("logprobs is None; captured requests need logprobs>=0 (the sampled token's raw logprob) "
+                       "unless they are greedy without penalties and ask for chosen='max'")
     return reasons
 
 
@@ -81,6 +108,8 @@ def check_capturable(params: Any, *, runner: str = "v1") -> None:
     spec = CaptureRequest.from_params(params)
     if spec is not None and spec.stats not in VLLM_STATS:
         raise UnsupportedSamplingError(f"spill_guard stats={spec.stats!r} is not one of {list(VLLM_STATS)}.")
+    if spec is not None and spec.chosen not in CHOSEN_SOURCES:
+        raise UnsupportedSamplingError(f"spill_guard chosen={spec.chosen!r} is not one of {list(CHOSEN_SOURCES)}.")
     reasons = compromising_settings(params, runner=runner)
     if reasons:
         raise UnsupportedSamplingError(

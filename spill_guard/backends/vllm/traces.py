@@ -3,7 +3,9 @@
 Inputs per answer: the generated token ids, the raw log-probability of each (vLLM with
 ``logprobs_mode="raw_logprobs"``, ``logprobs=0``), and the captured ring rows of steps
 ``0..T-1`` plus the row of step ``T`` (from the z_(T+1) follow-up, or from the answer's own
-request when vLLM ran one step past the end). ``z_t[x_t] = log p_t(x_t) + logsumexp(z_t)``.
+request when vLLM ran one step past the end). ``z_t[x_t] = log p_t(x_t) + logsumexp(z_t)``;
+for a greedy request without penalties (no logprobs asked) ``z_t[x_t] = max_v z_t``, a
+captured column.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def sampled_logprobs(token_ids: Sequence[int], logprobs: Any) -> list[float]:
 
 def build_trace(
     token_ids: Sequence[int],
-    logprobs: Sequence[float],
+    logprobs: Sequence[float] | None,
     rows: Sequence[Sequence[float]],
     columns: Columns,
     vocab_size: int,
@@ -47,6 +49,7 @@ def build_trace(
 
     ``final_step=False``: z_(T+1) was not asked for (``rows`` holds ``T``); the last token's
     next-step values are NaN, flagged as not computed rather than non-finite.
+    ``logprobs=None``: the chosen logits are the captured row maxima (greedy, no penalties).
     """
     n = len(token_ids)
     if n == 0:
@@ -61,7 +64,10 @@ def build_trace(
         values = torch.cat([values, missing])
     nb = len(columns.betas)
     lse = values[:, :nb].T  # [nβ, T + 1]
-    chosen = torch.tensor(logprobs, dtype=torch.float64) + lse[columns.betas.index(1.0), :n]
+    if logprobs is None:
+        chosen = values[:n, columns.row_max]
+    else:
+        chosen = torch.tensor(logprobs, dtype=torch.float64) + lse[columns.betas.index(1.0), :n]
     nan = torch.full((1, n), float("nan"), dtype=torch.float64)
     entropy = values[:n, columns.entropy].unsqueeze(0) if full else nan
     # The ring stores JSD(p_(t-1), p_t) at step t; the trace wants JSD(p_t, p_(t+1)) at t.
