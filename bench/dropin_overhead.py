@@ -45,6 +45,44 @@ PROMPTS = ["The capital of France is", "The play Hamlet was written by", "Water 
            "The largest planet of the solar system is"]
 
 
+class Sections:
+    """Exclusive thread-CPU time of named functions (a section's time excludes sections inside it).
+
+    Wrapped around the instrumentation's own functions, so the instrumented call measures what it
+    adds: the per-step hook, the z_(T+1) forward step, recording the rows and the callbacks. These
+    parts are small, so their timings are not drowned by the ±10 % the whole call varies between
+    repeats on this VM (the end-to-end ratios below cannot resolve a 3 % target; these can).
+    """
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._inner: list[float] = []
+
+    def wrap(self, owner: Any, attribute: str, name: str) -> None:
+        fn = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            self._inner.append(0.0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                total, inner = time.thread_time() - start, self._inner.pop()
+                self.spent[name] = self.spent.get(name, 0.0) + total - inner
+                if self._inner:
+                    self._inner[-1] += total
+
+        setattr(owner, attribute, timed)
+
+    def take(self) -> dict[str, float]:
+        out, self.spent = self.spent, {}
+        return out
+
+
+SECTIONS = Sections()
+PARTS = ("per-step hook", "z_(T+1) step", "recording rows", "callbacks")
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
@@ -65,6 +103,7 @@ def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[],
     times: dict[str, dict[str, list[float]]] = {arm: {"wall": [], "cpu": []} for arm in ("plain", "instrumented")}
     outputs: dict[str, set] = {"plain": set(), "instrumented": set()}
     passes: dict[str, set] = {"plain": set(), "instrumented": set()}
+    parts: dict[str, list[float]] = {part: [] for part in PARTS}
     scored = 0
 
     tokens: list[int] = []
@@ -78,8 +117,13 @@ def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[],
             handler = make_handler()  # built outside the timed call; installs the recorder
             callbacks = [handler]
         before = forwards()
+        SECTIONS.take()
         wall, cpu, out = _timed(lambda: call(callbacks))
+        spent = SECTIONS.take()
         passes[arm].add(forwards() - before)
+        if record and arm == "instrumented":
+            for part in PARTS:
+                parts[part].append(spent.get(part, 0.0))
         if record:
             times[arm]["wall"].append(wall)
             times[arm]["cpu"].append(cpu)
@@ -103,6 +147,9 @@ def run_style(name: str, call: Callable[[list], Any], recorder_off: Callable[[],
         "answers_scored": scored,
         "scored_tokens_per_answer": sorted(set(tokens)),
         "forward_passes": {arm: sorted(v) for arm, v in passes.items()},
+        "parts_median_s": {part: statistics.median(v) for part, v in parts.items()},
+        "parts_pct_of_plain_cpu": {part: 100 * statistics.median(v) / statistics.median(times["plain"]["cpu"])
+                                   for part, v in parts.items()},
     }
 
 
@@ -152,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         passes[0] += 1
 
     loaded.model.register_forward_hook(count_forward)
+    from spill_guard.capture import recorder as recorder_module
+    from spill_guard.capture.streaming import StreamingCapture
+
+    SECTIONS.wrap(recorder_module._GuardedCapture, "_hook", "per-step hook")
+    SECTIONS.wrap(StreamingCapture, "ensure_final_step", "z_(T+1) step")  # its forward's hook is timed apart
+    SECTIONS.wrap(GenerationRecorder, "_record", "recording rows")
+    for hook in ("on_llm_start", "on_chat_model_start", "on_llm_end"):
+        SECTIONS.wrap(SpillCallbackHandler, hook, "callbacks")
 
     def recorder_off() -> None:
         GenerationRecorder.for_model(loaded.model, loaded.tokenizer).uninstall()
@@ -221,6 +276,19 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name} | {', '.join(map(str, r['scored_tokens_per_answer']))} | {shown} | {clock} | {s['plain_median_s']:.3f} s | {s['instrumented_median_s']:.3f} s | "
                 f"{s['overhead_pct']:+.2f} % | {s['paired_ratio_median']:.4f} [{s['paired_ratio_min']:.4f}, "
                 f"{s['paired_ratio_max']:.4f}] | {r['identical_outputs']} | {r['answers_scored']} |")
+    timed = [(name, r) for name, r in report["styles"].items() if "parts_pct_of_plain_cpu" in r]
+    if timed:
+        lines += [
+            "", "What the instrumentation adds, timed inside the instrumented calls (exclusive thread CPU time, "
+            "median over the timed calls, as % of the plain call's CPU median):", "",
+            "| call | " + " | ".join(PARTS) + " | total | total without the z_(T+1) step |",
+            "|---|" + "---|" * (len(PARTS) + 2),
+        ]
+        for name, r in timed:
+            pct = r["parts_pct_of_plain_cpu"]
+            total = sum(pct.values())
+            lines.append(f"| {name} | " + " | ".join(f"{pct[p]:.2f} %" for p in PARTS)
+                         + f" | **{total:.2f} %** | {total - pct['z_(T+1) step']:.2f} % |")
     lines += [
         "", "cpu = `time.process_time` of the benchmark process; wall = `time.perf_counter`.", "",
         "Reading it: on a machine shared with other jobs (see the load average) only the cpu rows mean something;",

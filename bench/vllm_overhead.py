@@ -13,6 +13,10 @@ Throughput is measured in wall-clock tokens/s and in tokens per CPU-second of th
 - ``capture_always``: the guarded call with ``final_step="always"`` (a z_(T+1) step for every answer);
 - ``capture_auto``: ``final_step="auto"`` (what the guard uses: no step after a text-less stop token).
 
+GPU section (``bench/vllm_overhead_gpu.py``): where ``torch.cuda.is_available()``, a Llama-3-8B-shaped
+model with random weights (vLLM ``load_format="dummy"``, no download), plain vs capture_auto on one
+engine; skipped and recorded as such elsewhere.
+
 Run in .venv-vllm:
 
     .venv-vllm/bin/python bench/vllm_overhead.py --out bench/results/vllm_overhead_cpu.json
@@ -68,6 +72,11 @@ def main() -> None:
     parser.add_argument("--questions", choices=sorted(QUESTIONS), default="describe")
     parser.add_argument("--block-size", type=int, default=None,
                         help="vLLM KV block size for both engines (CPU default 128; prefix caching reuses whole blocks)")
+    parser.add_argument("--skip-gpu", action="store_true", help="leave out the GPU section (bench/vllm_overhead_gpu.py)")
+    parser.add_argument("--gpu-batches", default="1,8,32")
+    parser.add_argument("--gpu-repeats", type=int, default=5)
+    parser.add_argument("--gpu-max-new-tokens", type=int, default=256)
+    parser.add_argument("--gpu-prompt-tokens", type=int, default=32)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     arms = args.arms.split(",")
@@ -136,8 +145,9 @@ def main() -> None:
     # greedy: every arm must have produced the same tokens (the capture observes, never steers)
     identical = all(answers_of[(arm, b)] == answers_of[("plain", b)] for arm in arms for b in batches)
     result = {
-        "command": "bench/vllm_overhead.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                        if v is not None and k != "out"),
+        "command": "bench/vllm_overhead.py " + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
+            if v not in (None, False) and k != "out"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()},
         "max_new_tokens": args.max_new_tokens,
@@ -155,11 +165,18 @@ def main() -> None:
         line = "  ".join(f"{arm} {s['median']:7.1f} tok/s ({s['ratio']:.3f}, cpu {per_cpu[arm]['ratio']:.3f})"
                          for arm, s in summary.items())
         print(f"batch {b:>2}: {line}  auto z_(T+1) {final_steps.get(b)}/{b}")
+    plain.llm_engine.engine_core.shutdown()
+    guarded.llm.llm_engine.engine_core.shutdown()
+    if args.skip_gpu:
+        result["gpu"] = {"skipped": True, "reason": "--skip-gpu given"}
+    else:
+        from vllm_overhead_gpu import section
+
+        result["gpu"] = section(batches=[int(b) for b in args.gpu_batches.split(",")], repeats=args.gpu_repeats,
+                                max_new_tokens=args.gpu_max_new_tokens, prompt_tokens=args.gpu_prompt_tokens, log=print)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
-    plain.llm_engine.engine_core.shutdown()
-    guarded.llm.llm_engine.engine_core.shutdown()
 
 
 if __name__ == "__main__":
