@@ -63,9 +63,9 @@ def chosen_source(sampling: Sampling, greedy_reads_max: bool) -> str:
     logprob path (a log-softmax, a rank count and a logprob object per token).
     """
     extra = dict(sampling.extra)
-    penalties = [(sampling.repetition_penalty or 1.0) != 1.0, extra.get("presence_penalty") or 0.0,
-                 extra.get("frequency_penalty") or 0.0]
-    return "max" if greedy_reads_max and not sampling.do_sample and not any(penalties) else "logprob"
+    penalized = ((sampling.repetition_penalty or 1.0) != 1.0 or bool(extra.get("presence_penalty"))
+                 or bool(extra.get("frequency_penalty")))
+    return "max" if greedy_reads_max and not sampling.do_sample and not penalized else "logprob"
 
 
 def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str, *, chosen: str = "logprob") -> Any:
