@@ -2,8 +2,9 @@
 
 Columns of one captured step (float32): ``logsumexp(β z_t)`` for each captured β, then a
 non-finite flag, then entropy and the JSD to the same request's previous step (NaN unless
-the request asked for ``stats="full"``), then ``max_v z_t`` (a greedy step's chosen logit). The maths is :mod:`spill_guard.capture.step_stats`,
-the same functions the transformers backend calls.
+the request asked for ``stats="full"``), then ``max_v z_t`` (a greedy step's chosen logit).
+The maths is :mod:`spill_guard.capture.step_stats`, the same functions the transformers
+backend calls.
 """
 
 from __future__ import annotations
