@@ -28,8 +28,9 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
+
+from throughput_ratios import summarize
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 # One unbound OpenMP thread, as bench/overhead.py --threads 1: with vLLM's default (threads bound
@@ -47,20 +48,6 @@ ARMS = ("plain", "plain_logprobs", "capture_always", "capture_auto")
 #: "describe": open-ended answers that run to --max-new-tokens (z_(T+1) is needed under both modes);
 #: "capital": short answers that end on <|im_end|> (final_step="auto" skips z_(T+1) for them).
 QUESTIONS = {"describe": "Tell me about {}.", "capital": "What is the capital of {}?"}
-
-
-def summarize(samples: dict[str, list[float]], baseline: str = "plain") -> dict[str, dict]:
-    """Per arm: the samples, their median, and the throughput ratio to the baseline's median."""
-    base = statistics.median(samples[baseline])
-    out = {}
-    for arm, values in samples.items():
-        median = statistics.median(values)
-        # spread of the ratio: each repeat's arm sample over the same repeat's baseline sample
-        paired = [v / b for v, b in zip(values, samples[baseline])]
-        out[arm] = {"tokens_per_s": values, "median": median, "ratio": median / base,
-                    "overhead_percent": 100 * (1 - median / base),
-                    "paired_ratio_min": min(paired), "paired_ratio_max": max(paired)}
-    return out
 
 
 def main() -> None:

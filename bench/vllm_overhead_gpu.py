@@ -13,13 +13,14 @@ shape in the tests (``tests/vllm_backend/test_vllm_overhead_bench.py``), so its 
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from throughput_ratios import summarize
 
 #: Llama-3-8B: 32 layers, 4096 hidden, GQA 32/8 heads, 14336 MLP, 128,256-token vocabulary.
 LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
@@ -41,14 +42,6 @@ def write_random_model(folder: Path, shape: dict[str, Any]) -> Path:
     PreTrainedTokenizerFast(tokenizer_object=words, bos_token="w0", eos_token="w1", pad_token="w1",
                             unk_token="w2").save_pretrained(folder)
     return folder
-
-
-def _ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    base = statistics.median(samples["plain"])
-    return {arm: {"tokens_per_s": v, "median": statistics.median(v), "ratio": statistics.median(v) / base,
-                  "paired_ratio_min": min(a / b for a, b in zip(v, samples["plain"])),
-                  "paired_ratio_max": max(a / b for a, b in zip(v, samples["plain"]))}
-            for arm, v in samples.items()}
 
 
 def section(*, batches: list[int], repeats: int, max_new_tokens: int, prompt_tokens: int, log: Callable[[str], None],
@@ -100,7 +93,7 @@ def section(*, batches: list[int], repeats: int, max_new_tokens: int, prompt_tok
                     t = time.perf_counter()
                     tokens = sum(len(a) for a in arms[arm](prompts[:b]))
                     samples[arm].append(tokens / (time.perf_counter() - t))
-            out["batches"][str(b)] = {"wall": _ratios(samples),
+            out["batches"][str(b)] = {"wall": summarize(samples),
                                       "identical_answers": warm["plain"] == warm["capture_auto"]}
             log(f"GPU section batch {b}: capture_auto/plain throughput "
                 f"{out['batches'][str(b)]['wall']['capture_auto']['ratio']:.3f}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Sequence
 
 from spill_guard.backends.vllm.reduce import Columns
-from spill_guard.backends.vllm.requests import CaptureRequest, VLLM_STATS, check_capturable
+from spill_guard.backends.vllm.requests import CaptureRequest, VLLM_STATS, check_capturable, penalties_in
 from spill_guard.backends.vllm.traces import build_trace, sampled_logprobs
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import CaptureError, InvalidParameterError
@@ -62,9 +62,7 @@ def chosen_source(sampling: Sampling, greedy_reads_max: bool) -> str:
     (``greedy_reads_max``) reads them from the captured row maximum, so vLLM skips its
     logprob path (a log-softmax, a rank count and a logprob object per token).
     """
-    extra = dict(sampling.extra)
-    penalized = ((sampling.repetition_penalty or 1.0) != 1.0 or bool(extra.get("presence_penalty"))
-                 or bool(extra.get("frequency_penalty")))
+    penalized = penalties_in({**dict(sampling.extra), "repetition_penalty": sampling.repetition_penalty})
     return "max" if greedy_reads_max and not sampling.do_sample and not penalized else "logprob"
 
 

@@ -10,7 +10,7 @@ so such requests are refused, both in the client (before submission) and in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from spill_guard.errors import InvalidParameterError
 
@@ -58,15 +58,19 @@ class CaptureRequest:
                    chosen=str(spec.get("chosen", "logprob")))
 
 
+#: vLLM's penalty settings and the value at which each leaves the logits alone.
+NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+
+
+def penalties_in(settings: Mapping[str, Any]) -> list[str]:
+    """``name=value`` for each penalty in ``settings`` that changes the logits (greedy requests too)."""
+    return [f"{name}={settings[name]}" for name, neutral in NEUTRAL_PENALTIES.items()
+            if settings.get(name) not in (None, neutral)]
+
+
 def penalized(params: Any) -> list[str]:
-    """The penalty settings of ``params`` that change its logits (penalties apply to greedy requests too)."""
-    found = []
-    if getattr(params, "repetition_penalty", 1.0) not in (None, 1.0):
-        found.append(f"repetition_penalty={params.repetition_penalty}")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(params, name, 0.0) not in (None, 0.0):
-            found.append(f"{name}={getattr(params, name)}")
-    return found
+    """:func:`penalties_in` of a ``SamplingParams``."""
+    return penalties_in({name: getattr(params, name, None) for name in NEUTRAL_PENALTIES})
 
 
 def compromising_settings(params: Any, *, runner: str = "v1") -> list[str]:
