@@ -44,8 +44,18 @@ from typing import Any
 import torch
 
 from overhead_arms import TARGET_OVERHEAD_PCT, _loadavg
+from overhead_final_rows import add_arguments as add_final_rows_arguments
+from overhead_final_rows import final_rows_markdown, final_rows_section
 from overhead_runs import cpu_section, gpu_section
-from overhead_report import markdown
+from overhead_report import markdown as sections_markdown
+
+
+def markdown(result: dict) -> str:
+    """The report: CPU / GPU sections, then the final-step-rows section when it was run."""
+    text = sections_markdown(result)
+    if "final_step_rows" in result:
+        text = text.rstrip("\n") + "\n" + "\n".join(final_rows_markdown(result["final_step_rows"])) + "\n"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="capture arms: always run the z_(T+1) step, or skip it after a textless stop token (the guard)")
     ap.add_argument("--end-on-stop", action="store_true",
                     help="every row ends on the stop token at exactly --max-new-tokens (the guard's usual answer)")
+    add_final_rows_arguments(ap)
     ap.add_argument("--note", action="append", default=[], help="free-text note copied into the results")
     ap.add_argument("--render-only", action="store_true", help="only re-write the markdown from the --out JSON")
     ap.add_argument("--analysis", type=Path, default=None,
@@ -126,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_cpu:
         result["cpu"] = cpu_section(args, log)
     result["gpu"] = gpu_section(args, log)
+    if args.final_step_rows:
+        result["final_step_rows"] = final_rows_section(args, log)
     result["meta"]["loadavg_end"] = _loadavg()
     result["meta"]["total_wall_s"] = time.perf_counter() - started
 

@@ -1,20 +1,25 @@
-"""Latency and throughput of `spill-guard serve`: guarded vs scoring off, batched vs not.
+"""Throughput and CPU per request of `spill-guard serve`: guarded vs scoring off, paired.
 
-Arms (same embedded model, loaded once; each a real uvicorn server on 127.0.0.1, driven
-over HTTP by threads with httpx clients):
+Each arm is a real `spill-guard serve` process on 127.0.0.1 (its own interpreter, model and
+worker thread), started once and driven over HTTP by this process through ONE persistent
+httpx client per arm (keep-alive connections, reused by every run):
 
-    guarded            the guard on, dynamic batching (--max-batch 8)
-    plain              scoring off (what --no-guard serves: plain generate, no capture), same batching
-    guarded_unbatched  the guard on, --max-batch 1
+    guarded            the guard on, dynamic batching (--max-batch), a JSONL review log (fsync on)
+    plain              --no-guard: scoring off (plain generate, no capture, no log), same batching
+    guarded_nolog      (optional) the guard on, no review log
+    guarded_unbatched  (optional) the guard on, --max-batch 1, the JSONL log
 
-At each concurrency c, c clients each send --requests-per-client greedy chat requests
-(max_tokens fixed, so every arm generates the same tokens). Arms are interleaved and their
-order reversed on each repeat, so a drift in machine speed (the machine is shared) hits
-every arm alike. Reported per arm and concurrency: p50/p95 request latency, requests/s and
-answer tokens/s; then the guard's latency overhead (guarded vs plain, p50) and the
-throughput gain from c=1 to the largest c.
+At each concurrency c, c threads start together (a barrier) and each sends
+--requests-per-client greedy chat requests (max_tokens fixed, so every arm generates the
+same tokens). A run of every arm makes one repeat; arms alternate order between repeats
+(ABBA...), so a drift in machine speed hits them alike, and every comparison is paired: the
+guarded / plain ratio of throughput and of server CPU per request is taken within a repeat,
+then summarised over repeats (median and min–max). Per run the bench records the batch
+sizes the server formed (its Prometheus histogram `spill_guard_batch_size`, read before and
+after the run), the server process's CPU time (/proc/<pid>/stat: all its threads) and the
+load average, so a run whose batches formed differently can be seen, not guessed.
 
-    .venv/bin/python bench/serve_bench.py --out bench/results/serve_bench.json
+    .venv/bin/python bench/serve_bench.py --threads 1 --out bench/results/serve_bench.json
 """
 
 from __future__ import annotations
@@ -24,143 +29,296 @@ import datetime as dt
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "serving"))  # the loopback server helper the tests use
 
 QUESTIONS = [f"What is the capital of {c}?" for c in (
     "France", "Spain", "Italy", "Japan", "Peru", "Kenya", "Norway", "Chile",
     "Egypt", "Canada", "Poland", "India", "Ghana", "Cuba", "Nepal", "Mali")]
-ARMS = ("guarded", "plain", "guarded_unbatched")
+ARMS = ("guarded", "plain", "guarded_nolog", "guarded_unbatched")
+DEFAULT_ARMS = ("guarded", "plain")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def build_app(arm: str, model: Any, max_batch: int, max_wait_ms: float) -> Any:
-    from spill_guard import SpillGuard
-    from spill_guard.serving import ServerSettings, create_app
-
-    batch = 1 if arm.endswith("unbatched") else max_batch
-    settings = ServerSettings(max_batch=batch, max_wait_ms=max_wait_ms, max_tokens_limit=512)
-    return create_app(model if arm.startswith("plain") else SpillGuard(model), settings)
+# -- servers ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def worker_cpu_clock(server: Any) -> int:
-    """The CPU clock of the app's model worker thread (all model work runs there; with
-    --threads 1 torch does not spread it over other threads)."""
-    ident = server.state.batcher.executor.submit(threading.get_ident).result()
-    return time.pthread_getcpuclockid(ident)
+def serve_command(arm: str, port: int, max_batch: int, max_wait_ms: float, log_dir: Path) -> list[str]:
+    """The `spill-guard serve` command line of ``arm``."""
+    cmd = [sys.executable, "-m", "spill_guard.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--max-wait-ms", str(max_wait_ms), "--log-level", "warning",
+           "--max-batch", str(1 if arm == "guarded_unbatched" else max_batch)]
+    if arm == "plain":
+        cmd.append("--no-guard")
+    elif arm != "guarded_nolog":
+        cmd += ["--log", str(log_dir / f"{arm}.jsonl")]
+    return cmd
 
 
-def drive(url: str, model_name: str, concurrency: int, per_client: int, max_tokens: int,
-          cpu_clock: int | None = None) -> dict[str, Any]:
-    import httpx
+class Server:
+    """One `spill-guard serve` subprocess; its stderr goes to a file (shown if it fails)."""
 
+    def __init__(self, arm: str, cmd: list[str], port: int, threads: int | None, stderr_path: Path):
+        env = dict(os.environ)
+        if threads:  # torch's intra-op threads (read when torch starts)
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.arm, self.port, self.stderr_path = arm, port, stderr_path
+        self._stderr = open(stderr_path, "wb")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=ROOT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, client: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.arm} server exited ({self.proc.returncode}): {self.stderr_tail()}")
+            try:
+                if client.get(self.url + "/readyz", timeout=5).status_code == 200:
+                    return
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the {self.arm} server was not ready after {timeout:.0f} s: {self.stderr_tail()}")
+
+    def stderr_tail(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")[-2000:]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads), from /proc."""
+        return process_cpu_seconds(Path(f"/proc/{self.proc.pid}/stat").read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self._stderr.close()
+
+
+def process_cpu_seconds(stat: str) -> float:
+    """utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, in seconds."""
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces; fields after it start at 3
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def batch_histogram(metrics_text: str) -> dict[str, float]:
+    """The server's `spill_guard_batch_size` histogram: cumulative bucket counts by ``le``, sum and count."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "spill_guard_batch_size":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out[f"le={sample.labels['le']}"] = sample.value
+            elif sample.name.endswith("_sum"):
+                out["sum"] = sample.value
+            elif sample.name.endswith("_count"):
+                out["count"] = sample.value
+    return out
+
+
+def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Batches a run formed: how many, their mean size, and how many of each size bucket."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    count = delta.get("count", 0.0)
+    buckets = sorted(((float(k[3:]), v) for k, v in delta.items() if k.startswith("le=")), key=lambda kv: kv[0])
+    by_size, below = {}, 0.0
+    for le, cumulative in buckets:
+        if cumulative - below > 0:
+            by_size["+Inf" if le == float("inf") else f"<={le:g}"] = int(cumulative - below)
+        below = cumulative
+    return {"batches": int(count), "rows": int(delta.get("sum", 0.0)),
+            "mean_size": delta.get("sum", 0.0) / count if count else float("nan"), "by_size": by_size}
+
+
+# -- load -------------------------------------------------------------------------------------
+def drive(client: Any, server: Server, concurrency: int, per_client: int, max_tokens: int, model: str,
+          offset: int = 0) -> dict[str, Any]:
+    """``concurrency`` threads sharing ``client`` send ``per_client`` requests each; one run's numbers."""
     latencies: list[float] = []
     tokens: list[int] = []
     errors: list[str] = []
     lock = threading.Lock()
+    start = threading.Barrier(concurrency + 1)
 
-    def client(i: int) -> None:
-        with httpx.Client(timeout=600) as http:
-            for j in range(per_client):
-                q = QUESTIONS[(i * per_client + j) % len(QUESTIONS)]
-                body = {"model": model_name, "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens}
-                t0 = time.perf_counter()
-                try:
-                    resp = http.post(url + "/v1/chat/completions", json=body)
-                    resp.raise_for_status()
-                    n = resp.json()["usage"]["completion_tokens"]
-                except Exception as exc:  # counted and reported, never hidden
-                    with lock:
-                        errors.append(repr(exc))
-                    continue
+    def worker(i: int) -> None:
+        start.wait()
+        for j in range(per_client):
+            q = QUESTIONS[(offset + i * per_client + j) % len(QUESTIONS)]
+            body = {"model": model, "messages": [{"role": "user", "content": q}], "max_tokens": max_tokens,
+                    "temperature": 0.0}
+            t0 = time.perf_counter()
+            try:
+                resp = client.post(server.url + "/v1/chat/completions", json=body)
+                resp.raise_for_status()
+                n = resp.json()["usage"]["completion_tokens"]
+            except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
                 with lock:
-                    latencies.append(time.perf_counter() - t0)
-                    tokens.append(n)
+                    errors.append(repr(exc)[:300])
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+                tokens.append(n)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
-    cpu0 = time.clock_gettime(cpu_clock) if cpu_clock is not None else 0.0
-    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
+    hist0 = batch_histogram(client.get(server.url + "/metrics").text)
+    load0 = os.getloadavg()[0]
+    cpu0 = server.cpu_seconds()
+    t0 = time.perf_counter()
+    start.wait()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    cpu = time.clock_gettime(cpu_clock) - cpu0 if cpu_clock is not None else float("nan")
-    return {"latencies": latencies, "tokens": sum(tokens), "wall": wall, "errors": errors, "worker_cpu": cpu}
+    cpu = server.cpu_seconds() - cpu0
+    hist1 = batch_histogram(client.get(server.url + "/metrics").text)
+    ok = len(latencies)
+    return {"requests": ok, "errors": errors, "tokens": sum(tokens), "wall_s": wall,
+            "requests_per_s": ok / wall if wall > 0 else float("nan"),
+            "server_cpu_s": cpu, "cpu_s_per_request": cpu / ok if ok else float("nan"),
+            "p50_latency_s": quantile(latencies, 0.5), "p95_latency_s": quantile(latencies, 0.95),
+            "batches": batch_sizes(hist0, hist1), "load_1min_before": round(load0, 2),
+            "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
 def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    lat = [x for r in runs for x in r["latencies"]]
-    wall = sum(r["wall"] for r in runs)
-    requests = len(lat)
-    cpu = sum(r["worker_cpu"] for r in runs)
-    return {"requests": requests, "errors": sum(len(r["errors"]) for r in runs),
-            "worker_cpu_s_per_request": cpu / requests if requests else float("nan"),
-            "p50_s": quantile(lat, 0.50), "p95_s": quantile(lat, 0.95),
-            "requests_per_s": requests / wall, "tokens_per_s": sum(r["tokens"] for r in runs) / wall,
-            "wall_s": wall, "per_repeat_wall_s": [r["wall"] for r in runs]}
+# -- summary ----------------------------------------------------------------------------------
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median and range of per-repeat values (NaN-free values only)."""
+    finite = [v for v in values if v == v]
+    if not finite:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "values": values}
+    return {"median": statistics.median(finite), "min": min(finite), "max": max(finite), "values": values}
+
+
+def paired(runs: dict[str, dict[int, list[dict[str, Any]]]], arm: str, base: str, concurrency: list[int]
+           ) -> dict[int, dict[str, Any]]:
+    """Per concurrency, ``arm`` / ``base`` within each repeat: throughput and CPU per request."""
+    out = {}
+    for c in concurrency:
+        pairs = list(zip(runs[arm][c], runs[base][c]))
+        out[c] = {"throughput_ratio": spread([ratio(a["requests_per_s"], b["requests_per_s"]) for a, b in pairs]),
+                  "cpu_per_request_ratio": spread([ratio(a["cpu_s_per_request"], b["cpu_s_per_request"])
+                                                   for a, b in pairs])}
+    return out
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b else float("nan")
+
+
+def summarize(arm_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"requests": sum(r["requests"] for r in arm_runs), "errors": sum(len(r["errors"]) for r in arm_runs),
+            "requests_per_s": spread([r["requests_per_s"] for r in arm_runs]),
+            "cpu_s_per_request": spread([r["cpu_s_per_request"] for r in arm_runs]),
+            "p50_latency_s": spread([r["p50_latency_s"] for r in arm_runs]),
+            "mean_batch_size": spread([r["batches"]["mean_size"] for r in arm_runs]),
+            "batches_per_run": [r["batches"]["batches"] for r in arm_runs],
+            "batch_sizes_per_run": [r["batches"]["by_size"] for r in arm_runs]}
+
+
+def arm_flags(command: list[str]) -> str:
+    """``serve`` and the flags that set an arm apart (no host, port or log level)."""
+    shown, skip = [], False
+    for x in command[3:]:
+        if skip:
+            skip = False
+        elif x in ("--host", "--port", "--log-level"):
+            skip = True
+        else:
+            shown.append(x)
+    return " ".join(shown)
+
+
+def fmt(s: dict[str, Any], digits: int = 3, pct: bool = False) -> str:
+    if pct:
+        return f"{(s['median'] - 1) * 100:+.1f} % ({(s['min'] - 1) * 100:+.1f} … {(s['max'] - 1) * 100:+.1f})"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f} … {s['max']:.{digits}f})"
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["# `spill-guard serve`: latency and throughput", "",
-             f"Command: `{report['command']}`  ", f"Date: {report['date']}; {report['machine']}; "
-             f"load average before/after: {report['load_before']} / {report['load_after']}", "",
-             f"Greedy chat requests, max_tokens={report['max_tokens']}, {report['requests_per_client']} per client per "
-             f"repeat, {report['repeats']} repeats; max_batch {report['max_batch']}, max_wait_ms {report['max_wait_ms']}.",
-             "", "| arm | concurrency | requests | errors | p50 latency (s) | p95 latency (s) | requests/s | tokens/s "
-             "| model-thread CPU s / request |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for arm, by_c in report["results"].items():
-        for c, r in by_c.items():
-            lines.append(f"| {arm} | {c} | {r['requests']} | {r['errors']} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | "
-                         f"{r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | {r['worker_cpu_s_per_request']:.3f} |")
-    lines += ["", "| comparison | concurrency | value |", "|---|---|---|"]
-    for c, v in report["guard_overhead_p50"].items():
-        lines.append(f"| guard latency overhead, p50 guarded / plain − 1 | {c} | {v * 100:+.1f} % |")
-    for c, v in report["guard_overhead_cpu"].items():
-        lines.append(f"| guard CPU overhead, model-thread CPU per request guarded / plain − 1 | {c} | {v * 100:+.1f} % |")
-    for arm, v in report["throughput_gain"].items():
-        lines.append(f"| throughput c={report['concurrency'][-1]} / c={report['concurrency'][0]} ({arm}) | — | {v:.2f}× |")
-    first, last = (str(c) for c in (report["concurrency"][0], report["concurrency"][-1]))
-    for arm, by_c in report["results"].items():
-        if first in by_c and last in by_c:  # requests per model-thread CPU second: what a dedicated core would give
-            gain = by_c[first]["worker_cpu_s_per_request"] / by_c[last]["worker_cpu_s_per_request"]
-            lines.append(f"| throughput per model-thread CPU second c={last} / c={first} ({arm}) | — | {gain:.2f}× |")
-    for c, v in report["batching_gain"].items():
-        lines.append(f"| throughput guarded / guarded_unbatched | {c} | {v:.2f}× |")
-    for c, v in report["batching_cpu_gain"].items():
-        lines.append(f"| CPU per request guarded_unbatched / guarded | {c} | {v:.2f}× |")
-    lines += ["", "Targets (issue 12): guard overhead ≤ 5 % of latency; throughput at c=16 ≥ 2× c=1.",
-              "The machine is shared (2 cores, other jobs running): wall-clock numbers swing with the load. "
-              "The model thread's CPU time (with --threads 1 all model work runs in that one thread) is the "
-              "steadier measure of the work each arm does. Compare arms within one run (they were interleaved).",
-              "A scored answer that ends on its stop token costs no extra decode step (the guard skips z_(T+1) "
-              "after a stop token without text); one that hits max_tokens costs T + 1 steps.", ""]
+    lines = ["# `spill-guard serve`: throughput and CPU per request, guarded vs scoring off", "",
+             f"Command: `{report['command']}`  ", f"Date: {report['date']}; {report['machine']}  ",
+             f"Load average (1, 5, 15 min) before / after: {report['load_before']} / {report['load_after']}; "
+             f"whole bench {report['bench_wall_s']:.0f} s.", "",
+             f"Each arm is its own `spill-guard serve` process on 127.0.0.1 driven by one persistent httpx client; "
+             f"greedy chat requests, max_tokens={report['max_tokens']}, {report['requests_per_client']} per client "
+             f"thread per run (threads start together), {report['repeats']} repeats with the arms' order alternating; "
+             f"max_batch {report['max_batch']}, max_wait_ms {report['max_wait_ms']}. Arms: "
+             + ", ".join(f"`{a}` = `spill-guard {arm_flags(report['commands'][a])}`" for a in report["arms"]) + ".",
+             f"1-minute load average during the runs: {report['load_during']['min']:.1f} … "
+             f"{report['load_during']['max']:.1f} (median {report['load_during']['median']:.1f}).", "",
+             "Values are the median over repeats (min … max).", "",
+             "| arm | c | requests (errors) | requests/s | server CPU s / request | p50 latency s | mean batch size "
+             "| batches per run |", "|---|---|---|---|---|---|---|---|"]
+    for arm in report["arms"]:
+        for c in report["concurrency"]:
+            r = report["results"][arm][str(c)]
+            lines.append(f"| {arm} | {c} | {r['requests']} ({r['errors']}) | {fmt(r['requests_per_s'], 2)} | "
+                         f"{fmt(r['cpu_s_per_request'])} | {fmt(r['p50_latency_s'])} | "
+                         f"{fmt(r['mean_batch_size'], 2)} | {', '.join(map(str, r['batches_per_run']))} |")
+    for arm, by_c in report["paired"].items():
+        lines += ["", f"Paired within each repeat, `{arm}` / `plain` − 1 (median, min … max over repeats):", "",
+                  "| c | throughput | server CPU per request |", "|---|---|---|"]
+        for c in report["concurrency"]:
+            p = by_c[str(c)]
+            lines.append(f"| {c} | {fmt(p['throughput_ratio'], pct=True)} | {fmt(p['cpu_per_request_ratio'], pct=True)} |")
+    lines += ["", "Batch sizes per run (size bucket: batches), from each server's `spill_guard_batch_size` histogram:", ""]
+    for arm in report["arms"]:
+        for c in report["concurrency"]:
+            sizes = report["results"][arm][str(c)]["batch_sizes_per_run"]
+            lines.append(f"- {arm}, c={c}: " + " ".join(
+                "[" + ", ".join(f"{k}: {v}" for k, v in s.items()) + "]" for s in sizes))
+    lines += ["", "The machine is shared (other jobs run alongside; see the load average): wall-clock throughput "
+              "swings with the load, so CPU time per request of the server process (all its threads, /proc) is the "
+              "steadier measure of the work each arm does. Compare arms within this run only: every ratio pairs "
+              "two runs made back to back.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", default="1,4,16")
-    p.add_argument("--requests-per-client", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--max-tokens", type=int, default=8)
+    p.add_argument("--requests-per-client", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-wait-ms", type=float, default=10.0)
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--max-wait-ms", type=float, default=50.0,
+                   help="the servers' --max-wait-ms (default 50, above serve's 10: on a loaded machine c closed-loop "
+                        "clients' next requests can arrive more than 10 ms apart, and batches would form by luck)")
+    p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each server (OMP_NUM_THREADS)")
+    p.add_argument("--ready-timeout", type=float, default=300.0)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_bench.json"))
     args = p.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -168,61 +326,63 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(arms) - set(ARMS)
     if unknown:
         p.error(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
+    if args.repeats < 1 or args.requests_per_client < 1 or min(concurrency) < 1:
+        p.error("--repeats, --requests-per-client and every concurrency must be >= 1")
 
-    import torch
+    import httpx
 
-    from serving_support import LiveServer
-    from spill_guard import SpillModel
-    from spill_guard.cli.common import quiet_transformers
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    quiet_transformers()
-    model = SpillModel.load(device="cpu")
-    servers = {arm: LiveServer(build_app(arm, model, args.max_batch, args.max_wait_ms)).start() for arm in arms}
-    clocks = {arm: worker_cpu_clock(srv) for arm, srv in servers.items()}
-    load_before = os.getloadavg()
+    started = time.perf_counter()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    commands, servers, clients = {}, {}, {}
+    limits = httpx.Limits(max_connections=max(concurrency) * 2, max_keepalive_connections=max(concurrency) * 2)
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {a: {c: [] for c in concurrency} for a in arms}
     try:
-        for srv in servers.values():  # warm-up: one request per arm
-            drive(srv.url, model.loaded.name, 1, 1, args.max_tokens)
-        for c in concurrency:
-            for repeat in range(args.repeats):
+        for arm in arms:  # all start (and load) together; each waits idle while another arm runs
+            port = free_port()
+            commands[arm] = serve_command(arm, port, args.max_batch, args.max_wait_ms, work)
+            servers[arm] = Server(arm, commands[arm], port, args.threads, work / f"{arm}.stderr")
+            clients[arm] = httpx.Client(timeout=600, limits=limits)
+        for arm in arms:
+            servers[arm].wait_ready(clients[arm], args.ready_timeout)
+        model = clients[arms[0]].get(servers[arms[0]].url + "/v1/models").json()["data"][0]["id"]
+        for arm in arms:  # warm-up (not measured): opens the client's connections, first batches, caches
+            drive(clients[arm], servers[arm], max(concurrency), 1, args.max_tokens, model)
+        for repeat in range(args.repeats):
+            for c in concurrency:
                 order = arms if repeat % 2 == 0 else list(reversed(arms))
                 for arm in order:
-                    run = drive(servers[arm].url, model.loaded.name, c, args.requests_per_client, args.max_tokens,
-                                clocks[arm])
+                    run = drive(clients[arm], servers[arm], c, args.requests_per_client, args.max_tokens, model,
+                                offset=repeat)
+                    run["repeat"] = repeat
                     runs[arm][c].append(run)
-                    print(f"c={c} repeat {repeat} {arm}: {len(run['latencies'])} ok, {len(run['errors'])} errors, "
-                          f"{run['wall']:.1f} s", flush=True)
+                    print(f"repeat {repeat} c={c} {arm}: {run['requests']} ok, {len(run['errors'])} errors, "
+                          f"{run['requests_per_s']:.2f} req/s, {run['cpu_s_per_request']:.3f} CPU s/req, "
+                          f"batches {run['batches']['by_size']}, load {run['load_1min_after']}", flush=True)
     finally:
-        for srv in servers.values():
-            srv.stop()
-    results = {a: {c: summarize(runs[a][c]) for c in concurrency} for a in arms}
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            server.stop()
+    import torch
+
     report: dict[str, Any] = {
         "command": "python bench/serve_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} torch threads",
-        "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
+                   f"{args.threads or 'default'} torch threads per server",
+        "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
+        "bench_wall_s": time.perf_counter() - started,
         "max_tokens": args.max_tokens, "requests_per_client": args.requests_per_client, "repeats": args.repeats,
-        "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "concurrency": concurrency,
-        "results": results, "guard_overhead_p50": {}, "guard_overhead_cpu": {}, "throughput_gain": {},
-        "batching_gain": {}, "batching_cpu_gain": {},
+        "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "concurrency": concurrency, "arms": arms,
+        "commands": {a: ["python", *(x.replace(str(work), "$TMP") for x in commands[a][1:])] for a in arms},
+        "results": {a: {str(c): summarize(runs[a][c]) for c in concurrency} for a in arms},
+        "paired": {a: {str(c): v for c, v in paired(runs, a, "plain", concurrency).items()}
+                   for a in arms if a != "plain" and "plain" in arms},
+        "runs": {a: {str(c): runs[a][c] for c in concurrency} for a in arms},
+        "load_during": spread([r[k] for a in arms for c in concurrency for r in runs[a][c]
+                               for k in ("load_1min_before", "load_1min_after")]),
     }
-    if "guarded" in results and "plain" in results:
-        report["guard_overhead_p50"] = {c: results["guarded"][c]["p50_s"] / results["plain"][c]["p50_s"] - 1
-                                        for c in concurrency}
-        report["guard_overhead_cpu"] = {c: results["guarded"][c]["worker_cpu_s_per_request"]
-                                        / results["plain"][c]["worker_cpu_s_per_request"] - 1 for c in concurrency}
-    for arm in arms:
-        report["throughput_gain"][arm] = (results[arm][concurrency[-1]]["requests_per_s"]
-                                          / results[arm][concurrency[0]]["requests_per_s"])
-    if "guarded" in results and "guarded_unbatched" in results:
-        report["batching_gain"] = {c: results["guarded"][c]["requests_per_s"]
-                                   / results["guarded_unbatched"][c]["requests_per_s"] for c in concurrency}
-        report["batching_cpu_gain"] = {c: results["guarded_unbatched"][c]["worker_cpu_s_per_request"]
-                                       / results["guarded"][c]["worker_cpu_s_per_request"] for c in concurrency}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -7,7 +7,7 @@ likely a hallucination, for every scorer and pooling.
     >>> from spill_guard import SpillModel
     >>> sm = SpillModel.load()                      # embedded SmolLM2-135M-Instruct
     >>> [ans] = sm.generate("What is the capital of France?")
-    >>> ans.answer, ans.score()                     # default: spilled_energy:mean
+    >>> ans.answer, ans.score()                     # spilled_energy:mean on the answer's text: the guard's number
 """
 
 from spill_guard.capture import StreamingCapture, TokenTrace, generate_with_capture, teacher_forced_traces

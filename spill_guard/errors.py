@@ -49,6 +49,14 @@ class ModelLoadError(SpillGuardError, ValueError):
     """A model file exists but cannot be read (a corrupt or truncated ``.gguf`` / ``.safetensors``)."""
 
 
+class DependencyImportError(SpillGuardError, ImportError):
+    """A module a load needs (``gguf``, ``safetensors``, a transformers modeling module) failed to import.
+
+    An environment problem, not a bad model file: the message names the module and the
+    command that installs or repairs it.
+    """
+
+
 class FinalStepNotComputedError(InvalidInputError):
     """A score needs ``z_(T+1)``, the logits after an answer's last token, and it was skipped.
 

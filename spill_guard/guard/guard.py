@@ -12,6 +12,7 @@ import itertools
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from spill_guard.capture.final_step import check_final_step_mode
@@ -48,6 +49,15 @@ DISTRIBUTION_SCORERS = frozenset({"entropy", "instability"})
 
 #: What the guard does when the review log cannot record a verdict (see :meth:`SpillGuard.log`).
 ON_LOG_ERROR = ("raise", "warn")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One verdict to log, with its record's tags and metadata (:meth:`SpillGuard.log_many`)."""
+
+    verdict: Verdict
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] | None = None
 
 
 class SpillGuard:
@@ -121,7 +131,8 @@ class SpillGuard:
         self.rule: RiskRule = resolve_rule(self.model, threshold=threshold, calibration=calibration,
                                            spec=spec, locator=locator_name, override=override)
         self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(self.rule.locator)
-        for needs, beta in (("the rule's spec " + self.rule.spec.name, self.rule.spec.beta),
+        where = "" if self.rule.source == "threshold" else f" (from {self.rule.source})"  # names a calibration file
+        for needs, beta in ((f"the rule's spec {self.rule.spec.name}{where}", self.rule.spec.beta),
                             ("early_stop", early_stop.beta if early_stop else 1.0)):
             if beta not in self.model.betas:  # else the first generation would fail half-way
                 raise InvalidParameterError(
@@ -171,18 +182,9 @@ class SpillGuard:
             raise InvalidInputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
         prompts = [self.model.prompt_ids(q, context=c) for q, c in zip(questions, contexts)]
         answers, cut = self._generate(prompts)
-        verdicts: list[Verdict] = []
-        not_logged: list[VerdictNotLoggedError] = []
-        for ans, q, c, stopped in zip(answers, questions, contexts, cut):
-            try:
-                verdicts.append(self._decide(ans, q, c, tags, metadata, regenerate=self._regenerator(q, c),
-                                             early_stopped=stopped))
-            except VerdictNotLoggedError as exc:  # keep deciding (and logging) the rest of the batch
-                verdicts.append(exc.verdict)
-                not_logged.append(exc)
-        if not_logged:
-            first = not_logged[0]
-            raise VerdictNotLoggedError(first.verdict, first.cause, verdicts=verdicts) from first.cause
+        verdicts = [self._judge(ans, q, c, regenerate=self._regenerator(q, c), early_stopped=stopped)
+                    for ans, q, c, stopped in zip(answers, questions, contexts, cut)]
+        self.log_many([LogEntry(v, tuple(tags), metadata) for v in verdicts])  # one write for the batch
         _raise_first(verdicts)
         return verdicts
 
@@ -260,26 +262,107 @@ class SpillGuard:
         (docs/observability.md), emitted first, whether or not a review log is configured, and
         counted in the guard's Prometheus ``metrics`` (if any).
         """
+        self.observe(verdict)
+        [failure] = self.write_log([LogEntry(verdict, tuple(tags), metadata)])
+        return self.settle_log(verdict, failure)
+
+    def log_many(self, entries: Sequence[LogEntry]) -> list[str | None]:
+        """:meth:`log` for several verdicts with one review-log write (one fsync, one transaction).
+
+        Each verdict is observed (OpenTelemetry, metrics) first, then all records go to the sink
+        in one call; a record that cannot be stored fails alone. With ``on_log_error="warn"``
+        each unlogged verdict is warned about and gets ``None``; with ``"raise"`` (default) one
+        :class:`VerdictNotLoggedError` is raised after the rest were stored: ``.verdict`` is the
+        first unlogged one, ``.verdicts`` every verdict given, in order.
+        """
+        for entry in entries:
+            self.observe(entry.verdict)
+        failures = self.write_log(entries)
+        ids: list[str | None] = []
+        first: VerdictNotLoggedError | None = None
+        for entry, failure in zip(entries, failures):
+            try:
+                ids.append(self.settle_log(entry.verdict, failure))
+            except VerdictNotLoggedError as exc:
+                ids.append(None)
+                first = first or exc
+        if first is not None:
+            raise VerdictNotLoggedError(first.verdict, first.cause,
+                                        verdicts=[e.verdict for e in entries]) from first.cause
+        return ids
+
+    def observe(self, verdict: Verdict) -> None:
+        """The OpenTelemetry event and Prometheus metrics of one verdict (what :meth:`log` does first).
+
+        A host that batches the write for several requests (the server) calls this per verdict
+        in each request's own context, then :meth:`write_log` once, then :meth:`settle_log`.
+        """
         emit_evaluation(verdict)
         if self.metrics is not None:
             self.metrics.observe_verdict(verdict)
-        if self.sink is None or not (self.log_all or verdict.flagged):
-            return None
+
+    def write_log(self, entries: Sequence[LogEntry]) -> list[Exception | None]:
+        """Write the records of ``entries`` with one sink call; per entry ``None`` or why it was not logged.
+
+        Sets each logged verdict's ``record_id`` (``None`` when its write failed); raises nothing
+        for a sink's failure (:meth:`settle_log` applies ``on_log_error``). Without a log, or for
+        a passed verdict under ``log_all=False``, nothing is written and the entry gets ``None``.
+        """
         from spill_guard.review import ReviewRecord
 
-        try:
-            record = ReviewRecord.from_verdict(verdict, model=verdict.model, tags=tuple(tags),
-                                               metadata=dict(metadata or {}))
-            self.sink.write(record)
-        except Exception as exc:  # any sink (custom ones too) may fail; the decided verdict must survive it
-            verdict.record_id = None
-            if self.on_log_error == "warn":
-                warnings.warn(f"verdict on {verdict.question!r} returned without a review record: "
-                              f"{type(exc).__name__}: {exc}", VerdictNotLoggedWarning, stacklevel=3)
-                return None
-            raise VerdictNotLoggedError(verdict, exc) from exc
-        verdict.record_id = record.id
-        return record.id
+        failures: list[Exception | None] = [None] * len(entries)
+        records: list[tuple[int, ReviewRecord]] = []
+        for i, entry in enumerate(entries):
+            if self.sink is None or not (self.log_all or entry.verdict.flagged):
+                continue
+            try:  # the one place a verdict becomes a record
+                records.append((i, ReviewRecord.from_verdict(entry.verdict, model=entry.verdict.model,
+                                                              tags=tuple(entry.tags),
+                                                              metadata=dict(entry.metadata or {}))))
+            except Exception as exc:  # noqa: BLE001 - this verdict's failure only
+                failures[i] = exc
+        for (i, record), outcome in zip(records, self._write_records([r for _, r in records])):
+            if isinstance(outcome, BaseException):
+                failures[i] = outcome
+            else:
+                entries[i].verdict.record_id = record.id
+        for entry, failure in zip(entries, failures):
+            if failure is not None:
+                entry.verdict.record_id = None
+        return failures
+
+    def _write_records(self, records: list[Any]) -> list[Any]:
+        """Per record, what the sink returned or the exception it raised: one ``write_many`` on a
+        :class:`~spill_guard.review.ReviewSink`, one ``write`` per record on any other sink."""
+        from spill_guard.review import ReviewLogBatchWriteError, ReviewSink
+
+        if not records:
+            return []
+        if isinstance(self.sink, ReviewSink):
+            try:
+                return self.sink.write_many(records)
+            except ReviewLogBatchWriteError as exc:
+                return exc.results
+            except Exception as exc:  # noqa: BLE001 - any sink may fail; the decided verdicts must survive it
+                return [exc] * len(records)
+        outcomes: list[Any] = []
+        for record in records:  # your own sink (anything with .write(record))
+            try:
+                outcomes.append(self.sink.write(record))
+            except Exception as exc:  # noqa: BLE001 - as above
+                outcomes.append(exc)
+        return outcomes
+
+    def settle_log(self, verdict: Verdict, failure: Exception | None) -> str | None:
+        """Apply ``on_log_error`` to one verdict's write: its record id, or ``None`` with a
+        :class:`VerdictNotLoggedWarning`, or :class:`VerdictNotLoggedError`."""
+        if failure is None:
+            return verdict.record_id
+        if self.on_log_error == "warn":
+            warnings.warn(f"verdict on {verdict.question!r} returned without a review record: "
+                          f"{type(failure).__name__}: {failure}", VerdictNotLoggedWarning, stacklevel=3)
+            return None
+        raise VerdictNotLoggedError(verdict, failure) from failure
 
     def close(self) -> None:
         if self.sink is not None:
@@ -343,11 +426,15 @@ class SpillGuard:
 
         return regenerate
 
-    def _decide(self, scored: ScoredAnswer, question: str, context: str | None, tags: Sequence[str],
-                metadata: Mapping[str, Any] | None, *, regenerate: Any, early_stopped: bool = False) -> Verdict:
+    def _judge(self, scored: ScoredAnswer, question: str, context: str | None, *, regenerate: Any,
+               early_stopped: bool = False) -> Verdict:
         first = assess(scored, question, self.rule, self.locator, early_stopped=early_stopped)
         decision = apply_policy(self.policy, first, regenerate)
-        verdict = _verdict(decision, question, context, self.rule, self.model.loaded.name)
+        return _verdict(decision, question, context, self.rule, self.model.loaded.name)
+
+    def _decide(self, scored: ScoredAnswer, question: str, context: str | None, tags: Sequence[str],
+                metadata: Mapping[str, Any] | None, *, regenerate: Any, early_stopped: bool = False) -> Verdict:
+        verdict = self._judge(scored, question, context, regenerate=regenerate, early_stopped=early_stopped)
         self.log(verdict, tags=tags, metadata=metadata)
         return verdict
 

@@ -2,7 +2,8 @@
 
 Precedence: an explicit ``threshold`` wins (with the given or default spec and locator); else
 a given calibration (object or JSON path), checked against the model, spec and locator;
-else the calibration packaged for the model, if any; else a clear error saying how to get one.
+else the calibration packaged for the model, if any (found by name, or by the model's fingerprint
+when it was loaded under another name); else a clear error saying how to get one.
 """
 
 from __future__ import annotations
@@ -38,17 +39,20 @@ def resolve_rule(
                 "pass either threshold=... or calibration=..., not both: a calibration file already fixes the threshold."
             )
         return RiskRule(wanted or DEFAULT_SPEC, locator or "full", float(threshold), 1, "threshold")
-    from spill_guard.calibration import Calibration, default_calibration
+    from spill_guard.calibration import Calibration
+    from spill_guard.calibration.packaged import packaged_calibration, packaged_calibrations
 
     if calibration is None:
-        calibration = default_calibration(model.loaded.name)
+        calibration = packaged_calibration(model)  # by name, else by what the model is (its fingerprint)
         if calibration is None:
+            shipped = ", ".join(repr(c.model) for c in packaged_calibrations()) or "none"
             raise InvalidParameterError(
-                f"no calibration is packaged for model {model.loaded.name!r}: run `spill-guard calibrate TASK "
-                f"--model ... -o calibration.json` on labelled questions of your task and pass "
+                f"no calibration is packaged for model {model.loaded.name!r} (calibrations ship for {shipped}; "
+                "this model is none of them by name, weights or architecture): run `spill-guard calibrate TASK "
+                "--model ... -o calibration.json` on labelled questions of your task and pass "
                 "calibration='calibration.json', or pass threshold=<risk score above which to flag>."
             )
-        source = f"calibration:packaged:{model.loaded.name}"
+        source = f"calibration:packaged:{calibration.model}"
     elif isinstance(calibration, (str, Path)):
         source = f"calibration:{calibration}"
         calibration = Calibration.load(calibration)

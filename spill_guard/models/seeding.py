@@ -8,6 +8,10 @@ functions their own ``torch.Generator`` seeded with ``seed`` whenever the caller
 Torch function modes are thread-local, so only the calling thread's draws are redirected;
 the sampling code and the probabilities it samples from are those of ``transformers``,
 unchanged, and a single-threaded call draws exactly what ``torch.manual_seed(seed)`` would.
+
+A seed is an integer from :data:`SEED_MIN` (0) to :data:`SEED_MAX` (``2**63 - 1``);
+:func:`check_seed` refuses anything else with the range, before torch would fail with a bare
+``ValueError: Overflow when unpacking long long``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,28 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from spill_guard.errors import InvalidParameterError
+
+#: The seeds accepted. torch takes ``-2**63 .. 2**64 - 1`` (a negative one is remapped); vLLM reads
+#: -1 as "no seed". Non-negative up to ``2**63 - 1`` means the same everywhere, and leaves room for
+#: the offsets a retry or a request's ``n`` rows add to a seed.
+SEED_MIN = 0
+SEED_MAX = 2**63 - 1
+
+
+def check_seed(seed: object, what: str = "seed") -> int | None:
+    """``seed`` if it is ``None`` or an integer in ``[SEED_MIN, SEED_MAX]``; else :class:`InvalidParameterError`."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidParameterError(f"{what} must be an integer or None, got {seed!r}.")
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise InvalidParameterError(
+            f"{what}={seed} is out of range: a seed must be an integer from {SEED_MIN} to {SEED_MAX} (2**63 - 1)."
+        )
+    return seed
+
 
 #: Random functions that take a ``generator=`` argument (sampling uses multinomial; some
 #: decoding strategies use exponential_/uniform_ for Gumbel-style draws).
@@ -67,7 +93,7 @@ class SeededSampling:
     """
 
     def __init__(self, seed: int):
-        self.mode = _SeededGenerators(int(seed))
+        self.mode = _SeededGenerators(check_seed(seed))
         self.pushed = False
 
     def generate_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:

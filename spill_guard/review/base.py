@@ -1,21 +1,29 @@
 """``ReviewSink``: the small interface every review-log backend implements.
 
 A sink stores :class:`ReviewRecord` objects and human labels. Writers (the guard, in any
-number of threads or processes) only call :meth:`ReviewSink.write`; reviewers list, look up
-and label. Backends implement five primitives; id-prefix lookup, redaction and label
-validation live here once.
+number of threads or processes) only call :meth:`ReviewSink.write` or, for a batch,
+:meth:`ReviewSink.write_many`; reviewers list, look up and label. Backends implement five
+primitives (and may implement a sixth, ``_append_many``, to commit a batch at once); id-prefix
+lookup, redaction, label validation and the per-record error handling of a batch live here once.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from spill_guard.review.errors import AmbiguousRecordIdError, InvalidLabelError, NotARecordError, RecordNotFoundError
+from spill_guard.review.errors import (
+    AmbiguousRecordIdError,
+    InvalidLabelError,
+    NotARecordError,
+    RecordNotFoundError,
+    ReviewLogBatchWriteError,
+)
 from spill_guard.review.record import ReviewRecord, check_label, utc_now_iso
 
 Redactor = Callable[[ReviewRecord], ReviewRecord]
+Encoded = TypeVar("Encoded")
 
 
 class ReviewSink(abc.ABC):
@@ -36,6 +44,48 @@ class ReviewSink(abc.ABC):
     @abc.abstractmethod
     def _append(self, record: ReviewRecord) -> None:
         """Store one (already redacted) record durably; a record with an existing id replaces it."""
+
+    def _append_many(self, records: list[ReviewRecord]) -> list[Exception | None]:
+        """Store (already redacted) records in order, as ``_append`` would one by one; per record
+        ``None`` (stored) or the exception that kept it out.
+
+        The default calls ``_append`` per record; a backend that can commit several records at
+        once (one fsync, one transaction) overrides it, usually with :meth:`_commit_encoded`.
+        """
+        failures: list[Exception | None] = []
+        for record in records:
+            try:
+                self._append(record)
+                failures.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed back per record, raised by write/write_many
+                failures.append(exc)
+        return failures
+
+    @staticmethod
+    def _commit_encoded(records: list[ReviewRecord], encode: Callable[[ReviewRecord], Encoded],
+                        commit: Callable[[list[Encoded]], None]) -> list[Exception | None]:
+        """The batch write of a backend: ``encode`` each record (a record that cannot be encoded
+        fails alone), then ``commit`` the encoded ones with one durable commit (if it fails,
+        every record it carried fails with its error and none of them is stored).
+
+        A backend's ``_append(record)`` is ``commit([encode(record)])``: one write path for both.
+        """
+        failures: list[Exception | None] = [None] * len(records)
+        encoded: list[Encoded] = []
+        carried: list[int] = []
+        for i, record in enumerate(records):
+            try:
+                encoded.append(encode(record))
+                carried.append(i)
+            except Exception as exc:  # noqa: BLE001 - this record's failure only
+                failures[i] = exc
+        if encoded:
+            try:
+                commit(encoded)
+            except Exception as exc:  # noqa: BLE001 - the commit's failure is every carried record's
+                for i in carried:
+                    failures[i] = exc
+        return failures
 
     @abc.abstractmethod
     def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
@@ -64,14 +114,49 @@ class ReviewSink(abc.ABC):
 
     # -- public API ---------------------------------------------------------------------
     def write(self, record: ReviewRecord) -> str:
-        """Store ``record`` (after redaction) and return its id."""
-        if not isinstance(record, ReviewRecord):
-            raise NotARecordError(f"write() takes a ReviewRecord, got {type(record).__name__}; "
-                            "build one with ReviewRecord(...) or ReviewRecord.from_verdict(verdict).")
-        if self.redact is not None:
-            record = self._redacted(record)
-        self._append(record)
-        return record.id
+        """Store ``record`` (after redaction) durably and return its id."""
+        [outcome] = self._store([record], "write()")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def write_many(self, records: Sequence[ReviewRecord]) -> list[str]:
+        """Store ``records`` (each after redaction) with one durable commit and return their ids.
+
+        Stores exactly what calling :meth:`write` once per record, in order, would store (a
+        repeated id replaces the earlier record), with one ``fsync`` (JSONL) or one transaction
+        (SQLite, PostgreSQL) instead of one per record. A record that cannot be stored on its
+        own (a value JSON cannot hold, a ``redact`` hook that fails on it) fails alone; a
+        commit that fails (full disk, read-only file, lost server) fails every record it
+        carried, and none of those is stored. Unless every record was stored, a
+        :class:`~spill_guard.review.errors.ReviewLogBatchWriteError` is raised after the
+        others were: its ``.results`` hold each record's id or error.
+        """
+        outcomes = self._store(list(records), "write_many()")
+        if any(isinstance(o, BaseException) for o in outcomes):
+            error = ReviewLogBatchWriteError(outcomes)
+            raise error from next(o for o in outcomes if isinstance(o, BaseException))
+        return outcomes  # type: ignore[return-value]
+
+    def _store(self, records: list[ReviewRecord], caller: str) -> list[Any]:
+        """Redact and store ``records`` with one ``_append_many``; per record its id or its exception."""
+        for record in records:  # a wrong type is the caller's bug: refused before anything is stored
+            if not isinstance(record, ReviewRecord):
+                raise NotARecordError(f"{caller} takes ReviewRecord objects, got {type(record).__name__}; "
+                                      "build one with ReviewRecord(...) or ReviewRecord.from_verdict(verdict).")
+        outcomes: list[Any] = [None] * len(records)
+        ready: list[ReviewRecord] = []
+        where: list[int] = []
+        for i, record in enumerate(records):
+            try:
+                ready.append(self._redacted(record) if self.redact is not None else record)
+                where.append(i)
+            except Exception as exc:  # noqa: BLE001 - a hook failing on one record fails that record
+                outcomes[i] = exc
+        if ready:
+            for i, record, failure in zip(where, ready, self._append_many(ready)):
+                outcomes[i] = record.id if failure is None else failure
+        return outcomes
 
     def _redacted(self, record: ReviewRecord) -> ReviewRecord:
         redacted = self.redact(record)  # type: ignore[misc]

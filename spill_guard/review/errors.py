@@ -29,6 +29,24 @@ class ReviewLogWriteError(ReviewLogError, OSError):
     """
 
 
+class ReviewLogBatchWriteError(ReviewLogWriteError):
+    """``write_many`` could not store some of its records; the others were stored.
+
+    ``.results`` holds, per record in order, its id (stored) or the exception that kept it
+    out (a :class:`ReviewLogWriteError`, or what a ``redact`` hook raised); ``.failures`` maps
+    the index of each failed record to its exception. The first failure is chained.
+    """
+
+    def __init__(self, results: list):
+        self.results = results
+        self.failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        first = next(iter(self.failures.values()), None)
+        super().__init__(f"{len(self.failures)} of {len(results)} records could not be written to the review log; "
+                         f"the others were stored. First failure: {first}")
+        if isinstance(first, OSError) and first.errno is not None:
+            self.errno = first.errno
+
+
 class ReviewLogReadError(ReviewLogError, OSError):
     """The log exists but cannot be read (permissions, I/O error); the message says what to do."""
 

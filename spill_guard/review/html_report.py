@@ -48,12 +48,16 @@ def _esc(value: object) -> str:
 def _summary(records: Sequence[ReviewRecord]) -> str:
     actions = Counter(r.action for r in records)
     labels = Counter(r.label or "unlabelled" for r in records)
-    head = "".join(f"<th>{_esc(a)}</th>" for a in ACTIONS)
+    # Two different facts: the action the guard took (``flagged`` is one of them) and whether the
+    # risk crossed the threshold (``record.flagged``: true for abstained, raised and log-only answers too).
+    head = "".join(f'<th title="the guard\'s action">action: {_esc(a)}</th>' for a in ACTIONS)
     cells = "".join(f"<td>{actions.get(a, 0)}</td>" for a in ACTIONS)
+    label_heads = "".join(f"<th>label: {k}</th>" for k in ("correct", "incorrect", "unlabelled"))
     label_cells = "".join(f"<td>{labels.get(k, 0)}</td>" for k in ("correct", "incorrect", "unlabelled"))
     return (
         '<table class="summary"><tr><th>records</th>' + head
-        + "<th>flagged</th><th>correct</th><th>incorrect</th><th>unlabelled</th></tr>"
+        + '<th title="records whose risk score crossed the threshold, whatever the action">over threshold</th>'
+        + label_heads + "</tr>"
         + f"<tr><td>{len(records)}</td>{cells}<td>{sum(r.flagged for r in records)}</td>{label_cells}</tr></table>"
     )
 

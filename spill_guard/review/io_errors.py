@@ -22,6 +22,13 @@ _FIX_BY_ERRNO = {
     errnos.ENOENT: "the folder does not exist and could not be created: check the log path",
 }
 
+_CHANGED_UNDER_SQLITE = (
+    "the database's -wal file was deleted, or the database was truncated or replaced, while it was open "
+    "(removed by hand, or another program or code in a process using the log opened and closed the database "
+    "file, which drops SQLite's locks); records written since may be lost: stop whatever touches the log's files, "
+    "check it with `sqlite3 LOG 'PRAGMA integrity_check'`, and check the filesystem (dmesg) if nothing did"
+)
+
 # sqlite3 exceptions carry the SQLite result code name (Python >= 3.11).
 _FIX_BY_SQLITE_CODE = {
     "SQLITE_FULL": _FIX_BY_ERRNO[errnos.ENOSPC],
@@ -36,6 +43,9 @@ _FIX_BY_SQLITE_CODE = {
                      "or rename a JSONL log to *.jsonl",
     "SQLITE_CORRUPT": "the database is damaged: move it aside (keep it for recovery with `sqlite3 .recover`) "
                       "and start a new log",
+    # Before the generic I/O error: these mean the files changed under the connection, not a failing disk.
+    "SQLITE_IOERR_SHORT_READ": _CHANGED_UNDER_SQLITE,
+    "SQLITE_IOERR_DELETE_NOENT": _CHANGED_UNDER_SQLITE,
     "SQLITE_IOERR": "the disk reported an I/O error: check the filesystem (dmesg), or use another disk",
     "SQLITE_PERM": _FIX_BY_ERRNO[errnos.EACCES],
 }

@@ -7,18 +7,21 @@ history plus, at worst, one torn last line.
 
 Why each write is safe:
 
-* every line (record or label) goes out in one ``os.write`` loop on an ``O_APPEND`` file
-  descriptor while holding an exclusive ``flock`` on it, so lines from different processes
-  never interleave (``O_APPEND`` alone is not enough for large lines on every filesystem);
+* every line (record or label), or every batch of lines (``write_many``), goes out in one
+  ``os.write`` loop on an ``O_APPEND`` file descriptor while holding an exclusive ``flock``
+  on it, so lines from different processes never interleave (``O_APPEND`` alone is not
+  enough for large lines on every filesystem);
 * a thread lock serialises threads of one process, which share the descriptor;
 * after ``fork`` the child opens its own descriptor: an inherited one shares the parent's
   open file description, and ``flock`` would then not exclude parent and child;
 * if the file does not end in ``\\n`` (a writer was killed mid-line), the next writer first
   terminates the torn line so its own record starts on a fresh line;
-* ``fsync`` (on by default) makes a returned ``write`` survive a power cut.
+* ``fsync`` (on by default) makes a returned ``write`` survive a power cut; a ``write_many``
+  batch is one write and one ``fsync``.
 
-* if a write fails half-way (full disk), the file is truncated back to where the line began,
-  so the log never keeps half a record; the failure is a :class:`ReviewLogWriteError`.
+* if a write fails half-way (full disk), the file is truncated back to where the line (or
+  the batch) began, so the log never keeps half a record; the failure is a
+  :class:`ReviewLogWriteError`.
 
 Readers take the lock only to learn the current size, then parse that many bytes without
 blocking writers. A line that is not a record or a well-formed label event (torn, not JSON,
@@ -113,12 +116,9 @@ class JsonlSink(ReviewSink):
                 "suffix (rename it, e.g. `mv guard.jsonl guard.sqlite`), or give another path for a JSONL log."
             )
 
-    def _append_line(self, obj: dict[str, Any] | str, what: str) -> None:
-        try:
-            line = obj if isinstance(obj, str) else dumps_line(obj)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise write_error(self.path, exc, what=what) from exc
-        payload = line.encode("utf-8") + b"\n"  # dumps_line escaped any lone surrogate
+    def _append_lines(self, lines: list[str], what: str) -> None:
+        """Append ``lines`` (JSON, no newline) with one write and one fsync, all or none."""
+        payload = "".join(line + "\n" for line in lines).encode("utf-8")  # dumps_line escaped lone surrogates
         with self._lock:
             try:
                 fd = self._writer_fd()
@@ -150,16 +150,28 @@ class JsonlSink(ReviewSink):
         except OSError:
             pass  # the reader's torn-line handling still copes
 
-    def _append(self, record: ReviewRecord) -> None:
+    def _record_line(self, record: ReviewRecord) -> str:
         try:
-            line = record.to_json()
+            return record.to_json()
         except (ValueError, TypeError, RecursionError) as exc:
             raise write_error(self.path, exc) from exc
-        self._append_line(line, "record")
+
+    def _record_lines(self, lines: list[str]) -> None:
+        self._append_lines(lines, "record")
+
+    def _append(self, record: ReviewRecord) -> None:
+        self._record_lines([self._record_line(record)])
+
+    def _append_many(self, records: list[ReviewRecord]) -> list[Exception | None]:
+        return self._commit_encoded(records, self._record_line, self._record_lines)
 
     def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
-        self._append_line({"event": LABEL_EVENT, "id": record_id, "label": label, "note": note,
-                           "labelled_at": labelled_at}, "label")
+        event = {"event": LABEL_EVENT, "id": record_id, "label": label, "note": note, "labelled_at": labelled_at}
+        try:
+            line = dumps_line(event)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise write_error(self.path, exc, what="label") from exc
+        self._append_lines([line], "label")
 
     def _stable_size(self, f: Any) -> int:
         """File size at a moment when no writer is mid-line (writers hold the lock per line)."""

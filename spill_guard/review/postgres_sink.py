@@ -15,7 +15,8 @@ another with ``table=`` or a URL fragment, ``postgresql://host/db#my_table``):
 
 Concurrency: each thread (and each process, after ``fork``) uses its own autocommit
 connection. A record is one ``INSERT … ON CONFLICT (id) DO UPDATE``, so a rewrite replaces
-the record and moves it to the end like the other sinks. A label is one transaction that
+the record and moves it to the end like the other sinks; a ``write_many`` batch is one
+transaction of such inserts (one commit, one WAL flush). A label is one transaction that
 updates the row (taking its lock) and then appends the event, so concurrent labellers
 agree on which label is the latest. Tables are created under an advisory lock, because
 ``CREATE TABLE IF NOT EXISTS`` races when two processes create at once. A connection the
@@ -43,6 +44,7 @@ from spill_guard.review.errors import (
     ReviewLogError,
     ReviewLogWriteError,
 )
+from spill_guard.review.io_errors import write_error
 from spill_guard.review.jsontext import loads_strict
 from spill_guard.review.postgres_errors import (
     CONNECT_FIX,
@@ -299,15 +301,31 @@ class PostgresSink(ReviewSink):
                                      f"(no columns {missing}); name another table with '#table' in the URL.")
 
     # -- primitives ----------------------------------------------------------------------
-    def _append(self, record: ReviewRecord) -> None:
-        params = (pg_text(record.id), pg_text(record.created_at), record.action, record.flagged, record.score,
-                  record.label, pg_text(record.label_note), pg_text(record.labelled_at), record.to_json())
+    def _row(self, record: ReviewRecord) -> tuple:
+        try:
+            data = record.to_json()
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise write_error(self.location, exc) from exc
+        return (pg_text(record.id), pg_text(record.created_at), record.action, record.flagged, record.score,
+                record.label, pg_text(record.label_note), pg_text(record.labelled_at), data)
 
+    def _insert_rows(self, rows: list[tuple]) -> None:
+        """Insert (or replace) ``rows``: one statement, or one transaction for several (all or none)."""
         def insert(conn: Any) -> None:
             self._tables_ready(conn, create=True)
-            conn.execute(self._sql(INSERT_RECORD), params)
+            if len(rows) == 1:  # autocommit: the statement is its own transaction
+                conn.execute(self._sql(INSERT_RECORD), rows[0])
+                return
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self._sql(INSERT_RECORD), rows)
 
         self._run("record", insert)
+
+    def _append(self, record: ReviewRecord) -> None:
+        self._insert_rows([self._row(record)])
+
+    def _append_many(self, records: list[ReviewRecord]) -> list[Exception | None]:
+        return self._commit_encoded(records, self._row, self._insert_rows)
 
     def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
         row_id, note = pg_text(record_id), pg_text(note)

@@ -106,6 +106,49 @@ def redact_token_texts(tokens: list[str], regex: re.Pattern[str], replacement: s
     return out
 
 
+def _indexes(answer: str, token: dict) -> bool:
+    """Whether ``token`` carries offsets into ``answer`` that give its text (a ScoredAnswer token)."""
+    start, end = token.get("start"), token.get("end")
+    return (type(start) is int and type(end) is int and 0 <= start <= end <= len(answer)
+            and answer[start:end] == token.get("text"))
+
+
+def redact_with_offsets(answer: str, tokens: list[dict], regex: re.Pattern[str],
+                        replacement: str) -> tuple[str, list[dict]]:
+    """Redact ``answer`` and move each token's ``start``/``end`` with it: ``text == answer[start:end]`` still holds.
+
+    The tokens a match covers share its replacement in proportion (``[RE``, ``DACT``, ``ED]``),
+    and the first and last of them keep at least one character, so a span that starts or ends
+    on redacted text (the ``full`` span of "Write to bob@example.org") still covers the tokens
+    it covered before redaction.
+    """
+    matches = [(m.start(), m.end()) for m in regex.finditer(answer) if m.end() > m.start()]
+    pieces, pos = [], 0
+    for start, end in matches:
+        pieces += [answer[pos:start], replacement]
+        pos = end
+    redacted = "".join(pieces) + answer[pos:]
+
+    def moved(offset: int) -> int:
+        shift = 0
+        for start, end in matches:
+            if offset <= start:
+                break
+            if offset < end:  # inside a match: the same fraction of its replacement, never its very ends
+                inner = (offset - start) * len(replacement) // (end - start)
+                if len(replacement) >= 2:
+                    inner = min(max(inner, 1), len(replacement) - 1)
+                return start + shift + inner
+            shift += len(replacement) - (end - start)
+        return offset + shift
+
+    out = []
+    for tok in tokens:
+        start, end = moved(tok["start"]), moved(tok["end"])
+        out.append({**tok, "start": start, "end": end, "text": redacted[start:end]})
+    return redacted, out
+
+
 def redact_patterns(
     patterns: Iterable[str | re.Pattern[str]] = DEFAULT_PII_PATTERNS,
     replacement: str = "[REDACTED]",
@@ -141,8 +184,14 @@ def redact_patterns(
         payload = dict(payload)
         payload["prompt"] = ""
         payload["prompt_ids"] = []
-        payload["answer"] = text(payload.get("answer", ""))
+        answer = payload.get("answer", "")
         tokens = [dict(t) for t in payload.get("tokens", [])]
+        if isinstance(answer, str) and all(_indexes(answer, t) for t in tokens):
+            # A ScoredAnswer's tokens index its answer: keep it so, or every span calibration
+            # later maps to tokens would land on the wrong ones.
+            payload["answer"], payload["tokens"] = redact_with_offsets(answer, tokens, regex, replacement)
+            return payload
+        payload["answer"] = text(answer)
         for tok, new in zip(tokens, redact_token_texts([t.get("text", "") for t in tokens], regex, replacement)):
             tok["text"] = new
         payload["tokens"] = tokens

@@ -12,7 +12,9 @@ connection, because a ``sqlite3.Connection`` must not be shared across threads o
 Failures: a write that cannot be stored (read-only file, full disk, lock timeout) is a
 :class:`ReviewLogWriteError` and leaves the database as it was (the transaction is rolled
 back); a file that is not a SQLite database, or a database of another application, is a
-:class:`NotAReviewLogError` before anything touches it; a row whose JSON is not a record is
+:class:`NotAReviewLogError` before anything is written to it (SQLite itself reads the header;
+the sink opens the file itself only once SQLite refused it, because closing a descriptor of
+the database would drop this process's WAL locks); a row whose JSON is not a record is
 skipped with a :class:`ReviewLogWarning` naming its rowid.
 """
 
@@ -116,46 +118,63 @@ class SqliteSink(ReviewSink):
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == pid:
             return conn
-        self._refuse_foreign_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        size = _file_size(self.path)
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        try:
+        with self._closed_if_refused(conn):
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            self._initialise(conn)
+            self._initialise(conn, size)
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'NORMAL'}")
-        except BaseException:
-            conn.close()
-            raise
         self._local.conn, self._local.pid = conn, pid
         with self._all_lock:
             self._all.append((pid, conn))
         return conn
 
-    def _refuse_foreign_file(self) -> None:
-        """Check the file's first bytes before SQLite opens it (and maybe changes it)."""
+    @contextlib.contextmanager
+    def _closed_if_refused(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Close ``conn`` if setting it up fails; a file that is not a database becomes a NotAReviewLogError.
+
+        Foreignness is left to SQLite, which reads the header through its own descriptor before
+        it writes anything: this process must not open and close the database file itself while
+        any of its connections is open, because closing *any* descriptor of a file drops all of
+        the process's POSIX locks on it, including the shared lock WAL mode relies on (another
+        process closing its connection would then checkpoint and delete the -wal file under
+        this one's writers, and their next commits would be lost).
+        """
+        try:
+            yield
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, _NotADatabase):
+                raise self._not_a_database_error() from None
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:  # "file is not a database"
+                raise self._not_a_database_error() from exc
+            raise
+
+    def _not_a_database_error(self) -> NotAReviewLogError:
+        """The error for a file that is not a SQLite database. Its first bytes are read only for
+        the hint, once SQLite refused it: no connection can be using it as a database then."""
         try:
             with open(self.path, "rb") as f:
                 head = f.read(len(SQLITE_HEADER))
-        except FileNotFoundError:
-            return
-        if not head or head == SQLITE_HEADER:
-            return  # new (empty) or a SQLite database
+        except OSError:
+            head = b""
         looks_jsonl = head.lstrip()[:1] in (b"{", b"[")
-        raise NotAReviewLogError(
+        return NotAReviewLogError(
             f"{self.path} is not a SQLite database"
             + (" (it looks like a JSONL review log: rename it to *.jsonl)" if looks_jsonl else
                "; point the log at the .sqlite file the guard wrote, or at a new path")
             + "."
         )
 
-    def _initialise(self, conn: sqlite3.Connection) -> None:
+    def _initialise(self, conn: sqlite3.Connection, size: int) -> None:
         # Switching to WAL needs an exclusive moment; when several processes open a fresh
         # database together SQLite may report "locked" without calling the busy handler,
         # so retry for up to `timeout` seconds.
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                self._refuse_other_schema(conn)
+                self._refuse_other_schema(conn, size)
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 conn.executescript(SCHEMA)
                 break
@@ -169,10 +188,17 @@ class SqliteSink(ReviewSink):
                 "filesystem with shared memory for WAL: use a local path or a .jsonl log."
             )
 
-    def _refuse_other_schema(self, conn: sqlite3.Connection) -> None:
+    def _refuse_other_schema(self, conn: sqlite3.Connection, size: int) -> None:
+        """Refuse a file that is not a review log; ``size`` is the file's size before ``conn`` was opened.
+
+        Reading ``sqlite_master`` is the first thing read through ``conn``: SQLite refuses a file
+        whose header is not SQLite's with SQLITE_NOTADB before it writes anything.
+        """
         # Another application's database must not get our table (and WAL mode) added to it.
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
+            if size and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                raise _NotADatabase  # SQLite takes a 1-byte file for an empty database and would overwrite it
             return
         if "records" not in tables:
             raise NotAReviewLogError(
@@ -208,18 +234,27 @@ class SqliteSink(ReviewSink):
             raise write_error(self.path, exc, what=what) from exc
 
     # -- writing ------------------------------------------------------------------------
-    def _append(self, record: ReviewRecord) -> None:
+    def _row(self, record: ReviewRecord) -> tuple:
         with self._failures("record"):
-            data = record.to_json()
+            return (sql_text(record.id), sql_text(record.created_at), record.action, int(record.flagged),
+                    record.score, record.label, sql_text(record.label_note), sql_text(record.labelled_at),
+                    record.to_json())
+
+    def _insert_rows(self, rows: list[tuple]) -> None:
+        """Insert (or replace) ``rows`` in one transaction: one commit, one WAL sync, all or none."""
+        with self._failures("record"):
             conn = self._connection()
             with _transaction(conn):
-                conn.execute(
+                conn.executemany(
                     "INSERT OR REPLACE INTO records "
                     "(id, created_at, action, flagged, score, label, label_note, labelled_at, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sql_text(record.id), sql_text(record.created_at), record.action, int(record.flagged),
-                     record.score, record.label, sql_text(record.label_note), sql_text(record.labelled_at), data),
-                )
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _append(self, record: ReviewRecord) -> None:
+        self._insert_rows([self._row(record)])
+
+    def _append_many(self, records: list[ReviewRecord]) -> list[Exception | None]:
+        return self._commit_encoded(records, self._row, self._insert_rows)
 
     def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
         with self._failures("label"):
@@ -255,13 +290,11 @@ class SqliteSink(ReviewSink):
         wal = self.path.with_name(self.path.name + "-wal")
         if not on_read_only_filesystem(self.path) or (wal.exists() and wal.stat().st_size > 0):
             raise failure
+        size = _file_size(self.path)
         conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
                                check_same_thread=False)
-        try:
-            self._refuse_other_schema(conn)
-        except BaseException:
-            conn.close()
-            raise
+        with self._closed_if_refused(conn):
+            self._refuse_other_schema(conn, size)
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._all_lock:
             self._all.append((os.getpid(), conn))
@@ -324,6 +357,18 @@ class SqliteSink(ReviewSink):
         for conn in mine:  # a connection inherited through fork belongs to the parent: never close it here
             conn.close()
         self._local = threading.local()
+
+
+class _NotADatabase(Exception):
+    """A non-empty file that SQLite would take for an empty database (see ``_refuse_other_schema``)."""
+
+
+def _file_size(path: Path) -> int:
+    """The file's size (``os.stat``: no descriptor that could drop SQLite's locks), 0 if it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 class _transaction:

@@ -150,26 +150,37 @@ def catalogue() -> list[ScoreSpec]:
     return list(_CATALOGUE)
 
 
-def pooled_catalogue(trace: TokenTrace) -> dict[str, float]:
-    """Every catalogue score over the whole answer, by spec name; specs undefined here are left out.
+def pooled_catalogue(trace: TokenTrace, start: int | None = None, end: int | None = None) -> dict[str, float]:
+    """Every catalogue score over tokens ``[start, end)`` (default: all), by spec name.
 
-    Same values as ``spec.score(trace)`` for each spec, but each scorer's per-token values are
-    computed once for its four poolings. Raises :class:`~spill_guard.errors.NonFiniteLogitsError`
+    Specs undefined there are left out. Same values as ``spec.score(trace, start, end)`` for
+    each spec, but each scorer's per-token values are computed once for its four poolings.
+    Raises :class:`~spill_guard.errors.NonFiniteLogitsError`
     like :meth:`ScoreSpec.score` when the answer has non-finite steps.
     """
     try:
-        start, end = resolve_range(trace, None, None)
+        start, end = resolve_range(trace, start, end)
     except InvalidInputError:
         return {}  # no tokens: no spec is defined
     check_finite(trace, start, end)
     pooled: dict[str, float] = {}
     per_token: dict[tuple[str, float], np.ndarray] = {}
+    undefined: set[tuple[str, float]] = set()
     for spec in _CATALOGUE:
+        key = (spec.scorer, spec.beta)
+        if key in undefined or (spec.scorer in _DISTRIBUTION_SCORERS and not trace.distribution_stats):
+            continue  # not captured (stats="energy"), or already found undefined for another pooling
         try:
-            key = (spec.scorer, spec.beta)
             if key not in per_token:
                 per_token[key] = spec.values(trace)
             pooled[spec.name] = spec._pool_range(trace, per_token[key], start, end)
         except InvalidInputError:
-            continue  # undefined for this answer (e.g. Δ' on a one-token answer)
+            # Undefined for this answer (e.g. Δ' on a one-token answer, Δ without z_(T+1)). Whether it
+            # is does not depend on the pooling, so the scorer's other poolings are skipped too.
+            undefined.add(key)
     return pooled
+
+
+#: Scorers that read per-step entropy/JSD, which a ``stats="energy"`` capture does not record
+#: (they refuse such traces via ``TokenTrace.require_distribution_stats``).
+_DISTRIBUTION_SCORERS = frozenset({"entropy", "instability"})

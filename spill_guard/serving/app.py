@@ -3,7 +3,8 @@
 The same app runs under uvicorn (``spill-guard serve``), in tests, and inside Ray Serve
 (``serve.ingress(app)``). Given a :class:`GuardConfig`, the model loads in the background
 when the app starts (or when :meth:`ServerState.load` is called, e.g. by a Ray deployment's
-constructor), and ``GET /readyz`` says 503 until it is loaded; given a ready
+constructor), and ``GET /readyz`` says 503 until it is loaded (a failed load is reported to
+``on_load_error``: ``spill-guard serve`` then stops with the error); given a ready
 :class:`~spill_guard.SpillGuard` (or a bare :class:`~spill_guard.SpillModel`, scoring off),
 the app is ready at once.
 """
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from spill_guard.errors import SpillGuardError
 from spill_guard.observability.metrics import GuardMetrics
@@ -59,7 +60,8 @@ class ServerState:
                                    max_wait_ms=settings.max_wait_ms, on_batch=self.metrics.batch_size.observe)
         self.dispatcher = Dispatcher(self.engine, self.batcher, self.metrics)
         self.config = source if isinstance(source, GuardConfig) else None
-        self.load_error: str | None = None
+        self.load_error: str | None = None  # what /readyz says after a failed load
+        self.load_failure: BaseException | None = None  # the exception itself
         self.started = time.time()
         if self.config is None:
             self.engine.attach(*loaded_parts(source))
@@ -73,7 +75,11 @@ class ServerState:
             log.info("model %s loaded", self.engine.model_name)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
-            log.exception("loading the model failed")
+            self.load_failure = exc
+            if isinstance(exc, SpillGuardError):  # a deliberate refusal: its message says it all
+                log.error("loading the model failed: %s", self.load_error)
+            else:
+                log.exception("loading the model failed")
             raise
 
     def count_error(self, code: str) -> None:
@@ -113,11 +119,14 @@ class RequestMetrics:
         await self.app(scope, receive, tracking_send)
 
 
-def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, load_on_startup: bool = True) -> Any:
+def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, load_on_startup: bool = True,
+               on_load_error: Callable[[BaseException], None] | None = None) -> Any:
     """The ASGI app serving ``guard_or_config`` (a GuardConfig, SpillGuard, or SpillModel for scoring off).
 
     ``load_on_startup``: with a GuardConfig, start loading the model when the app starts
     (readiness turns true when done); ``False`` leaves it to :meth:`ServerState.load`.
+    ``on_load_error``: called (on the event loop) with the exception when that background load
+    fails, e.g. to stop the server; without it the app stays up and ``/readyz`` reports the error.
     """
     require_serve_extra()
     from fastapi import FastAPI
@@ -136,7 +145,7 @@ def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, 
         loading = None
         if load_on_startup and not state.engine.ready and state.config is not None:
             loading = asyncio.get_running_loop().run_in_executor(state.batcher.executor, state.load)
-            loading.add_done_callback(lambda f: f.exception())  # kept in state.load_error; don't warn twice
+            loading.add_done_callback(lambda f: _loaded(f, on_load_error))
         try:
             yield
         finally:
@@ -179,6 +188,14 @@ def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, 
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, on_error=state.count_error)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
+
+
+def _loaded(future: Any, on_load_error: Callable[[BaseException], None] | None) -> None:
+    """Done-callback of the background load: retrieve its exception (kept in ``state.load_error``; asyncio
+    would warn about it again) and hand it to ``on_load_error``."""
+    error = None if future.cancelled() else future.exception()
+    if error is not None and on_load_error is not None:
+        on_load_error(error)
 
 
 def _version() -> str:

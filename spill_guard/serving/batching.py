@@ -9,10 +9,18 @@ arrival order. While one batch runs, the next one fills up.
 The key is chosen by the caller: all greedy requests share one; sampled ones share one per
 (temperature, top_p); a seeded request gets a key of its own, because the random numbers a
 row draws depend on the batch it is in, and a seed must give the same answer every time.
+
+After the generate, each job's finish runs in its request's context. A :class:`StagedFinish`
+runs in two steps around one shared write: every job's ``decide`` (the guard's decisions,
+returning the review-log entries), then one ``write`` of all the batch's entries (one fsync
+or transaction for the batch), then every job's ``complete`` with its entries' outcomes. A
+job's future is resolved only after that write returned: a response never leaves before its
+record is in the log.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import contextvars
@@ -22,6 +30,31 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
 log = logging.getLogger("spill_guard.serving")
+
+
+class StagedFinish(abc.ABC):
+    """A job's finish in two steps around the batch's one review-log write (see the module docstring).
+
+    Called as a plain function (``finish(outcomes)``, as runners without a shared write do,
+    e.g. the vLLM runner), it runs both steps around its own :meth:`write`. The finishes
+    submitted to one :class:`Batcher` write to the same log (one server's engine): the
+    batch's write goes through the first staged job's :meth:`write`.
+    """
+
+    @abc.abstractmethod
+    def decide(self, outcomes: list[Any]) -> list[Any]:
+        """Worker thread, the request's context: decide; return the entries to write."""
+
+    @abc.abstractmethod
+    def write(self, entries: list[Any]) -> list[Any]:
+        """Write entries (of one job or of a whole batch) at once; one outcome per entry."""
+
+    @abc.abstractmethod
+    def complete(self, written: list[Any]) -> Any:
+        """Worker thread, the request's context, after the write: the job's result (or raise)."""
+
+    def __call__(self, outcomes: list[Any]) -> Any:
+        return self.complete(self.write(self.decide(outcomes)))
 
 
 @dataclass
@@ -140,12 +173,36 @@ class Batcher:
                 self._resolve(job, error=exc)
             return
         start = 0
+        staged: list[tuple[Job, list[Any]]] = []
         for job in batch:
             mine = outcomes[start : start + len(job.rows)]
             start += len(job.rows)
             try:
-                self._resolve(job, result=job.context.run(job.finish, mine))
+                if isinstance(job.finish, StagedFinish):
+                    staged.append((job, job.context.run(job.finish.decide, mine)))
+                else:
+                    self._resolve(job, result=job.context.run(job.finish, mine))
             except BaseException as exc:  # one job's policy or log failure fails that job only
+                self._resolve(job, error=exc)
+        if staged:
+            self._write_and_complete(staged)
+
+    def _write_and_complete(self, staged: list[tuple["Job", list[Any]]]) -> None:
+        """One write for every staged job's entries, then each job's ``complete`` with its outcomes."""
+        entries = [entry for _, mine in staged for entry in mine]
+        try:
+            written = staged[0][0].finish.write(entries)  # type: ignore[union-attr] - every finish shares the writer
+        except BaseException as exc:
+            for job, _ in staged:
+                self._resolve(job, error=exc)
+            return
+        start = 0
+        for job, mine in staged:
+            outcomes = written[start : start + len(mine)]
+            start += len(mine)
+            try:
+                self._resolve(job, result=job.context.run(job.finish.complete, outcomes))  # type: ignore[union-attr]
+            except BaseException as exc:
                 self._resolve(job, error=exc)
 
     @staticmethod

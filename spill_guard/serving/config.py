@@ -52,10 +52,14 @@ class GuardConfig:
             raise InvalidParameterError(f"threshold must be a finite number, got {self.threshold!r}.")
         if not isinstance(self.retry_attempts, int) or self.retry_attempts < 2:
             raise InvalidParameterError(f"retry attempts must be an integer >= 2, got {self.retry_attempts!r}.")
-        if self.calibration is not None and not os.path.isfile(self.calibration):
-            raise InvalidParameterError(
-                f"calibration file {self.calibration!r} does not exist; pass the JSON written by `spill-guard calibrate`."
-            )
+        if self.calibration is not None:
+            if self.threshold is not None:
+                raise InvalidParameterError("pass either a threshold (--threshold) or a calibration file "
+                                            "(--calibration), not both: the calibration already fixes the threshold.")
+            if not os.path.isfile(self.calibration):
+                raise InvalidParameterError(f"calibration file {self.calibration!r} does not exist; pass the JSON "
+                                            "written by `spill-guard calibrate`.")
+            self.read_calibration()  # its contents too, before any load: CalibrationFileError names the file
         if self.log is not None:
             from spill_guard.review.errors import UnsupportedLogFormatError
             from spill_guard.review.opening import sink_class
@@ -87,6 +91,19 @@ class GuardConfig:
             raise InvalidParameterError(f"device {self.device!r}: the vLLM backend takes auto, cpu or cuda (the vLLM "
                                         "build decides; pick GPUs with CUDA_VISIBLE_DEVICES).")
 
+    def load_failed(self, reason: str) -> str:
+        """The message a server that stops because its model failed to load ends with (uvicorn or Ray)."""
+        from spill_guard.models.embedded import DEFAULT_MODEL
+
+        with_file = f" with calibration file {self.calibration!r}" if self.calibration else ""
+        return f"loading model {self.model or DEFAULT_MODEL!r}{with_file} failed, so the server stopped: {reason}"
+
+    def read_calibration(self) -> Any:
+        """The :class:`~spill_guard.calibration.Calibration` in the ``calibration`` file (``None`` without one)."""
+        from spill_guard.calibration import Calibration
+
+        return None if self.calibration is None else Calibration.load(self.calibration)
+
     def build_policy(self) -> Any:
         from spill_guard.policy import Abstain, Flag, Raise, Resample, Retry
 
@@ -108,7 +125,9 @@ class GuardConfig:
             from spill_guard.serving.vllm_generation import build_vllm_guard
 
             return build_vllm_guard(self)
-        model = SpillModel.load(self.model, device=self.device, dtype=self.dtype)
+        calibration = self.read_calibration()
+        betas = () if calibration is None else (calibration.beta,)  # a spec at β != 1 needs that β captured
+        model = SpillModel.load(self.model, device=self.device, dtype=self.dtype, extra_betas=betas)
         if not self.guard:
             return model
         return self.guard_over(model)

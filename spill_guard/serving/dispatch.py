@@ -15,7 +15,8 @@ from typing import Any, Callable, Protocol
 
 from spill_guard.guard.verdict import HallucinationDetected
 from spill_guard.policy.base import Action
-from spill_guard.serving.engine import ChoiceResult, Engine, Prepared
+from spill_guard.serving.batching import StagedFinish
+from spill_guard.serving.engine import ChoiceResult, Decided, Engine, Prepared
 from spill_guard.serving.errors import OpenAIError
 from spill_guard.serving.generation import StreamToken
 from spill_guard.serving.sse import DONE, event
@@ -43,6 +44,36 @@ def _usage(prepared: Prepared, results: list[ChoiceResult]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+class _Finish(StagedFinish):
+    """One request's finish (worker thread): decide its choices, then (after the batch's one
+    review-log write) settle ``on_log_error`` and build the choices' JSON."""
+
+    def __init__(self, dispatcher: "Dispatcher", prepared: Prepared, shape: Shape, token_scores: bool):
+        self.engine, self.metrics = dispatcher.engine, dispatcher.metrics
+        self.prepared, self.shape, self.token_scores = prepared, shape, token_scores
+        self.decided: Decided | None = None
+
+    def decide(self, outcomes: list[Any]) -> list[Any]:
+        self.decided = self.engine.decide(self.prepared, outcomes)
+        return self.decided.entries
+
+    def write(self, entries: list[Any]) -> list[Any]:
+        return self.engine.write_log(entries)
+
+    def complete(self, written: list[Any]) -> tuple[list[ChoiceResult], list[dict[str, Any]]]:
+        assert self.decided is not None, "complete() before decide()"
+        results = self.engine.complete(self.decided, written)
+        bodies = []
+        for r in results:
+            guard = None
+            if r.verdict is not None:
+                guard = verdict_object(r.verdict, stop_sequence=r.stop_sequence, token_scores=self.token_scores)
+                self.metrics.observe_verdict(r.verdict, tokens=False)  # tokens: counted below, guarded or not
+            self.metrics.tokens.inc(r.completion_tokens)
+            bodies.append(self.shape.choice(r, guard))
+        return results, bodies
+
+
 class Dispatcher:
     def __init__(self, engine: Engine, batcher: Any, metrics: Any):
         self.engine = engine
@@ -50,18 +81,7 @@ class Dispatcher:
         self.metrics = metrics
 
     def _finisher(self, prepared: Prepared, shape: Shape, token_scores: bool) -> Callable[[list[Any]], Any]:
-        def finish(outcomes: list[Any]) -> tuple[list[ChoiceResult], list[dict[str, Any]]]:
-            results = self.engine.finish(prepared, outcomes)
-            bodies = []
-            for r in results:
-                guard = None
-                if r.verdict is not None:
-                    guard = verdict_object(r.verdict, stop_sequence=r.stop_sequence, token_scores=token_scores)
-                    self.metrics.observe_verdict(r.verdict, tokens=False)  # tokens: counted below, guarded or not
-                self.metrics.tokens.inc(r.completion_tokens)
-                bodies.append(shape.choice(r, guard))
-            return results, bodies
-        return finish
+        return _Finish(self, prepared, shape, token_scores)
 
     def _raised(self, results: list[ChoiceResult], bodies: list[dict[str, Any]]) -> OpenAIError | None:
         for r in results:

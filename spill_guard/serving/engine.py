@@ -3,8 +3,11 @@
 The engine owns the model (through a :class:`~spill_guard.SpillGuard`, or a bare
 :class:`~spill_guard.SpillModel` with scoring off) and the batcher. Everything that touches
 the model runs in the batcher's one worker thread: the batched generate, then per request
-the guard's decision (``assess`` → policy → ``verdict_from`` → ``log``), including any
-retry's extra generation, so policies run per request while generation is shared.
+the guard's decision (``assess`` → policy → ``verdict_from``, :meth:`Engine.decide`),
+including any retry's extra generation, so policies run per request while generation is
+shared; then one review-log write for every request of the batch (:meth:`Engine.write_log`:
+one fsync or transaction), then per request ``on_log_error`` and the choices
+(:meth:`Engine.complete`), before any response is sent.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from spill_guard.guard.assess import assess
-from spill_guard.models.prompting import chat_prompt_ids
+from spill_guard.guard.guard import LogEntry
+from spill_guard.models.prompting import chat_prompt_ids, check_text
 from spill_guard.policy import Flag, Reprompt, Resample, apply_policy
 from spill_guard.serving.config import ServerSettings
 from spill_guard.serving.errors import OpenAIError
@@ -57,6 +61,16 @@ class Prepared:
 
     def prompt_of(self, choice: int) -> Prompt:
         return self.prompts[choice // self.n]
+
+
+@dataclass
+class Decided:
+    """One request's choices, decided, waiting for the batch's review-log write."""
+
+    prepared: Prepared
+    outcomes: list[RowOutcome]
+    verdicts: list[Any]  # a Verdict per choice; None per choice with scoring off
+    entries: list[LogEntry]  # what to log: one per verdict (none with scoring off)
 
 
 @dataclass
@@ -158,6 +172,8 @@ class Engine:
         stops = request.stops()
         if len(stops) > 4:
             raise OpenAIError(400, f"at most 4 stop sequences are allowed, got {len(stops)}.", param="stop")
+        for stop in stops:
+            check_text(stop, "stop sequence")
         prepared = Prepared(route, prompts, request.n, tokens, stops, Sampling(temperature, top_p, request.seed),
                             request_id=f"{next(self._ids)}-{uuid.uuid4().hex[:12]}")
         prepared.rows = [Row(p.ids, tokens, stops) for p in prompts for _ in range(request.n)]
@@ -181,6 +197,7 @@ class Engine:
         tok = self.model.tokenizer
         if not text.strip():
             raise OpenAIError(400, "the prompt is empty; send the text to complete.", param="prompt")
+        check_text(text, "prompt")  # the chat route's check (chat_prompt_ids): lone surrogates are a 400
         return Prompt(list(tok(text)["input_ids"]), text, lambda instruction: list(tok(f"{text} {instruction}")["input_ids"]))
 
     # -- the worker thread -------------------------------------------------------------------
@@ -197,23 +214,45 @@ class Engine:
                                beta=self.guard.rule.spec.beta, early_stop=self.guard.early_stop,
                                final_step=self.guard.final_step)
 
-    def finish(self, prepared: Prepared, outcomes: list[RowOutcome], *,
-               tags: tuple[str, ...] = ("serve",)) -> list[ChoiceResult]:
-        """Decide and log every choice of one request (worker thread)."""
-        return [self._choice(prepared, i, out, tags) for i, out in enumerate(outcomes)]
-
-    def _choice(self, prepared: Prepared, index: int, outcome: RowOutcome, tags: tuple[str, ...]) -> ChoiceResult:
+    def decide(self, prepared: Prepared, outcomes: list[RowOutcome], *,
+               tags: tuple[str, ...] = ("serve",)) -> Decided:
+        """Every choice's verdict (worker thread, the request's context), with its OpenTelemetry
+        event and metrics; its review-log entry is written later, with the batch's."""
         if self.guard is None:
-            text, matched = cut_at_stop(outcome.text, prepared.stops)
-            return ChoiceResult(index, text, _finish_reason(outcome.stopped_on_eos, matched), None, matched, None,
-                                len(outcome.answer_ids))
+            return Decided(prepared, outcomes, [None] * len(outcomes), [])
+        verdicts = [self._verdict(prepared, i, out) for i, out in enumerate(outcomes)]
+        for verdict in verdicts:
+            self.guard.observe(verdict)
+        entries = [LogEntry(v, tags, {"request_id": prepared.request_id, "route": prepared.route, "choice": i})
+                   for i, v in enumerate(verdicts)]
+        return Decided(prepared, outcomes, verdicts, entries)
+
+    def write_log(self, entries: list[LogEntry]) -> list[Exception | None]:
+        """Write the entries of one request, or of every request of a batch, with one sink call."""
+        if self.guard is None or not entries:
+            return [None] * len(entries)
+        return self.guard.write_log(entries)
+
+    def complete(self, decided: Decided, failures: list[Exception | None]) -> list[ChoiceResult]:
+        """After the write (worker thread, the request's context): ``on_log_error`` per verdict, then the choices."""
+        if self.guard is not None:
+            for verdict, failure in zip(decided.verdicts, failures):
+                self.guard.settle_log(verdict, failure)  # "raise": this request fails; "warn": it goes on
+        return [self._choice(decided.prepared, i, out, verdict)
+                for i, (out, verdict) in enumerate(zip(decided.outcomes, decided.verdicts))]
+
+    def _verdict(self, prepared: Prepared, index: int, outcome: RowOutcome) -> Any:
         guard, prompt = self.guard, prepared.prompt_of(index)
         first = assess(outcome.scored, prompt.question, guard.rule, guard.locator,
                        strategy="greedy" if prepared.sampling.greedy else "sample", early_stopped=outcome.early_stopped)
         decision = apply_policy(guard.policy, first, self._regenerator(prepared, prompt))
-        verdict = guard.verdict_from(decision, question=prompt.question)
-        guard.log(verdict, tags=tags, metadata={"request_id": prepared.request_id, "route": prepared.route,
-                                                "choice": index})
+        return guard.verdict_from(decision, question=prompt.question)
+
+    def _choice(self, prepared: Prepared, index: int, outcome: RowOutcome, verdict: Any) -> ChoiceResult:
+        if verdict is None:
+            text, matched = cut_at_stop(outcome.text, prepared.stops)
+            return ChoiceResult(index, text, _finish_reason(outcome.stopped_on_eos, matched), None, matched, None,
+                                len(outcome.answer_ids))
         scored = verdict.scored
         text, matched = verdict.answer, None
         if verdict.action not in HIDDEN:

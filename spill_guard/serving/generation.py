@@ -4,7 +4,9 @@ Rows share sampling settings but each keeps its own ``max_tokens`` and stop sequ
 per-row stopping criterion ends a row at its own limit (the batch runs to the longest), and
 the capture's ``length_limits`` cuts its trace there. The token after the cut still gets its
 ``z_{T+1}`` from the next decode step, so a row's values equal those of the same prompt
-generated alone (up to float rounding of the padded batch).
+generated alone (up to float rounding of the padded batch). Only the rows that run to the
+batch's last column need the extra ``z_{T+1}`` step, and it runs on those rows alone
+(:meth:`~spill_guard.capture.streaming.StreamingCapture.finish`).
 
 Scored rows go through :meth:`SpillModel.generate_from_ids` (streaming capture of raw
 logits); with scoring off (``scored=False``) the model's plain ``generate`` runs, with no hook.

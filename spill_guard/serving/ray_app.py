@@ -14,7 +14,9 @@ Entry points:
   :class:`ServerSettings` (what ``spill-guard serve --ray`` runs);
 - :func:`app_builder` — for ``serve run spill_guard.serving.ray_app:app_builder model=... replicas=2``
   or a Serve config file (``import_path: spill_guard.serving.ray_app:app_builder`` with ``args``);
-- :func:`run_ray` — start (or join) a cluster, deploy, block until interrupted.
+- :func:`run_ray` — start (or join) a cluster, deploy, block until interrupted. A replica
+  whose model fails to load fails the deployment (after Ray's bounded constructor retries), and
+  ``run_ray`` raises a :class:`~spill_guard.errors.SpillGuardError` with the replica's error.
 
 Every replica writes the review log the config names. On one machine a JSONL or SQLite
 file on a shared path is safe for any number of replica processes (both sinks lock across
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import threading
 from typing import Any, Mapping
@@ -32,8 +35,9 @@ from typing import Any, Mapping
 from spill_guard.errors import InvalidParameterError, SpillGuardError
 from spill_guard.serving.config import GuardConfig, ServerSettings, parse_engine_options
 
-#: The deployment's name in Ray (``serve status`` shows it).
+#: The deployment's name in Ray (``serve status`` shows it), and its application's.
 DEPLOYMENT_NAME = "SpillGuardServer"
+APP_NAME = "spill-guard"
 #: Logical CPUs a local cluster declares: Ray reserves CPUs for its controller and proxy, and on
 #: a 2-core machine the ingress replica would otherwise never be scheduled.
 MIN_LOCAL_CPUS = 4
@@ -139,7 +143,10 @@ def run_ray(config: GuardConfig, settings: ServerSettings, *, host: str, port: i
     previous = _install_stop_signals(stop)
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(application, name="spill-guard", route_prefix="/")
+        try:
+            serve.run(application, name=APP_NAME, route_prefix="/")
+        except RuntimeError as exc:  # DEPLOY_FAILED: a replica's constructor (the model load) kept failing
+            raise SpillGuardError(config.load_failed(_replica_error(serve) or str(exc))) from None
         if ready is not None:
             ready.set()
         stop.wait()
@@ -151,6 +158,23 @@ def run_ray(config: GuardConfig, settings: ServerSettings, *, host: str, port: i
 
 
 # -- helpers -------------------------------------------------------------------------------
+#: The last exception line of a traceback: ``[module.]SomeError: message`` (the message may go on).
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception)): ", re.MULTILINE)
+
+
+def _replica_error(serve: Any) -> str | None:
+    """``SomeError: message`` a failed replica raised, read from the deployment's status (Ray keeps
+    the constructor's traceback there as text); ``None`` when there is none to read."""
+    try:
+        message = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME].message
+    except Exception:  # noqa: BLE001 - no status to read: the caller falls back to Ray's own error
+        return None
+    found = list(_EXCEPTION_LINE.finditer(message or ""))
+    if not found:
+        return None
+    return f"{found[-1].group(1)}: {message[found[-1].end():].strip()}"
+
+
 def _loopback_node(host: str) -> dict[str, Any]:
     # Ray binds its own services (GCS, raylet, object store) on the node address: keep them on
     # loopback unless the HTTP server itself is exposed.

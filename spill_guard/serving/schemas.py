@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spill_guard.models.seeding import check_seed
 
 
 class SpillGuardOptions(BaseModel):
@@ -59,7 +61,7 @@ class _Generation(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, description="an integer from 0 to 2**63 - 1 (models.seeding.SEED_MIN .. SEED_MAX)")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -75,6 +77,11 @@ class _Generation(BaseModel):
         ("frequency_penalty", (None, 0, 0.0), "penalties are not supported; remove it or send 0"),
         ("logit_bias", (None, {}), "logit_bias is not supported; remove it"),
     )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, seed: int | None) -> int | None:
+        return check_seed(seed)  # the library's bound: torch cannot seed past 64 bits
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

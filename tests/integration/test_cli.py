@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from spill_guard.report import ScoredAnswer
+
 pytestmark = pytest.mark.model
 
 
@@ -34,7 +36,8 @@ def test_score_json_contract_matches_spec(spill_model):
     e, f, d = out["token_energy"], out["marginal_energy"], out["spilled_energy"]
     for t in range(n - 1):
         assert d[t] == pytest.approx(e[t] - f[t + 1], abs=1e-4)
-    assert out["pooled"]["spilled_energy:min"] == pytest.approx(min(d), abs=1e-5)
+    start, end = ScoredAnswer.model_validate(out).text_range()  # pooled reads the answer's text, not <|im_end|>
+    assert end == n - 1 and out["pooled"]["spilled_energy:min"] == pytest.approx(min(d[start:end]), abs=1e-5)
     assert all(math.isfinite(v) for v in e + f + d)
 
 

@@ -98,7 +98,7 @@ def test_extra_betas_give_brute_force_log_partition(spill_model):
     np.testing.assert_allclose(ans.trace.entropy, entropy(window[:-1]).numpy(), atol=2e-4)
     expected = [float(torch.logsumexp(0.5 * window[t + 1], -1) - 0.5 * window[t, tok]) for t, tok in enumerate(ans.answer_ids)]
     np.testing.assert_allclose(ans.spilled_energy, expected, atol=2e-4)
-    assert ans.score("spilled_energy:max@2") == pytest.approx(
+    assert ans.score("spilled_energy:max@2", 0, n) == pytest.approx(
         max(float(torch.logsumexp(2 * window[t + 1], -1) - 2 * window[t, tok]) for t, tok in enumerate(ans.answer_ids)),
         abs=1e-3,
     )

@@ -69,10 +69,13 @@ def test_a_score_that_needs_the_skipped_step_raises_instead_of_dropping_the_toke
     auto, _ = generate(spill_model, KNOWN, "auto")
     n = len(auto.answer_ids)
     with pytest.raises(FinalStepNotComputedError, match="final_step='always'"):
-        auto.score("spilled_energy:mean")  # the whole answer ends on the stop token
+        auto.score("spilled_energy:mean", 0, n)  # every token: the range ends on the stop token
     assert auto.score("spilled_energy:mean", 0, n - 1) == pytest.approx(np.mean(auto.spilled_energy[:-1]))
-    assert auto.score("token_energy:mean") == pytest.approx(np.mean(auto.token_energy))  # needs no z_(T+1)
-    assert "spilled_energy:mean" not in auto.pooled and "token_energy:mean" in auto.pooled
+    assert auto.score("token_energy:mean", 0, n) == pytest.approx(np.mean(auto.token_energy))  # needs no z_(T+1)
+    # With no range, score() and pooled read the answer's text, which never includes the stop token.
+    assert auto.text_range() == (0, n - 1)
+    assert auto.score("spilled_energy:mean") == auto.pooled["spilled_energy:mean"] == pytest.approx(
+        np.mean(auto.spilled_energy[:-1]))
 
 
 def test_batch_rows_keep_their_values_when_the_longest_row_ends_on_a_stop_token(spill_model):

@@ -250,6 +250,8 @@ def test_readme_dropin_snippet_runs():
     import sys
     from pathlib import Path
 
+    from spill_guard.calibration import default_calibration
+
     root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     section = readme[readme.index("### Drop-in: an existing ChatHuggingFace chain"):]
@@ -260,8 +262,10 @@ def test_readme_dropin_snippet_runs():
     answer, verdict = done.stdout.strip().splitlines()[-1].split(" | ")
     assert "Paris" in answer
     action, score, _, threshold, n, _ = verdict.split()
-    assert action in ("passed", "flagged") and float(threshold) == -0.43 and int(n) >= 1
-    assert (action == "flagged") == (float(score) > -0.43)
+    packaged = default_calibration("smollm2-135m-instruct").threshold  # no literal threshold: the packaged one
+    assert "threshold=" not in code
+    assert action in ("passed", "flagged") and float(threshold) == packaged and int(n) >= 1
+    assert (action == "flagged") == (float(score) > packaged)
 
 
 def test_agent_middleware_enforces_on_unmodified_chat_huggingface(hf):

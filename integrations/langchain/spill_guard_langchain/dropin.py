@@ -53,7 +53,9 @@ class DropInScorer:
         model: the user's ``ChatHuggingFace`` / ``HuggingFacePipeline`` (or transformers pipeline).
         guard: a :class:`SpillGuard` on the same torch model whose rule judges answers; or
         threshold / calibration / spec / locator: the rule, as for :class:`SpillChatModel`;
-        name: model name for the packaged calibration lookup and reports (default: the model's).
+        name: model name for reports (default: the model's); with no threshold or calibration, the
+            packaged calibration is found by this name or by the model's fingerprint (its weights),
+            so the embedded model is recognised whatever path it was loaded from.
     """
 
     def __init__(self, model: Any, *, guard: SpillGuard | None = None, threshold: float | None = None,

@@ -132,7 +132,8 @@ class HuggingFaceLLMScorer:
         guard: a :class:`~spill_guard.SpillGuard` built on the same torch model
             (``SpillGuard(SpillModel(loaded))`` where ``llm`` uses ``loaded.model``); or
         threshold / calibration / spec / locator / name: the rule, for a guard built here on
-            the LLM's model (``name`` is the model name for the packaged-calibration lookup);
+            the LLM's model (``name`` names the model in reports; the packaged calibration is found
+            by that name or by the model's fingerprint, whatever path it was loaded from);
         metrics: Prometheus metrics for that guard (``True``, a ``CollectorRegistry`` or a
             ``VerdictMetrics``); with ``guard=``, give ``SpillGuard(..., metrics=...)`` instead.
     """
