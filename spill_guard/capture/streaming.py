@@ -140,16 +140,12 @@ class StreamingCapture:
                     "the decoding step received no input_ids (inputs_embeds only?); streaming capture "
                     "needs token ids to know which token was chosen. Generate from input_ids."
                 )
-            chosen = input_ids[:, -1]
-            self._chosen.append(gather_token_logit(self._prev_logits, chosen))
-            if self._prev_prev_logits is None:
-                self._previous.append(torch.full_like(self._chosen[-1], float("nan")))
-            else:
-                self._previous.append(gather_token_logit(self._prev_prev_logits, chosen))
+            tokens = input_ids[:, -1]
+            chosen = self._record_chosen(tokens)
             if current is not None:
                 self._jsd.append(js_from_distributions(self._prev, current, scratch=self._scratch))
             if self.listeners:
-                step = TokenStep(self.steps - 1, chosen, self._chosen[-1], self._log_partition[-1], log_z, self.betas)
+                step = TokenStep(self.steps - 1, tokens, chosen, self._log_partition[-1], log_z, self.betas)
                 for listener in self.listeners:
                     listener(step)
         self._log_partition.append(log_z)
@@ -165,6 +161,16 @@ class StreamingCapture:
         self._prev = current
         self.steps += 1
 
+    def _record_chosen(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append the chosen tokens' logits ``[B]`` from ``z_t`` and from ``z_{t-1}`` (NaN before the first step)."""
+        chosen = gather_token_logit(self._prev_logits, tokens)
+        self._chosen.append(chosen)
+        if self._prev_prev_logits is None:
+            self._previous.append(torch.full_like(chosen, float("nan")))
+        else:
+            self._previous.append(gather_token_logit(self._prev_prev_logits, tokens))
+        return chosen
+
     def _record_subset(self, z: torch.Tensor, rows: torch.Tensor, last: torch.Tensor) -> None:
         """Record the ``z_{T+1}`` step computed for batch ``rows`` only (``z`` is ``[len(rows), V]``).
 
@@ -172,12 +178,7 @@ class StreamingCapture:
         kept for the whole batch. The other rows' next-step values are NaN (they ended earlier and
         got their ``z_{T+1}`` from the batch's next decode step; their traces stop before this column).
         """
-        chosen = gather_token_logit(self._prev_logits, last)
-        self._chosen.append(chosen)
-        if self._prev_prev_logits is None:
-            self._previous.append(torch.full_like(chosen, float("nan")))
-        else:
-            self._previous.append(gather_token_logit(self._prev_prev_logits, last))
+        chosen = self._record_chosen(last)
         batch = int(last.shape[0])
         if self.stats == "full":
             current = summarize(z, self.betas)
@@ -288,12 +289,7 @@ class StreamingCapture:
         if self.steps >= n_tokens + 1 or self._prev_logits is None:
             return  # z_(T+1) exists already (a deferred stop check ran one step past the end)
         last = generated[:, -1]
-        chosen = gather_token_logit(self._prev_logits, last)
-        self._chosen.append(chosen)
-        if self._prev_prev_logits is None:
-            self._previous.append(torch.full_like(chosen, float("nan")))
-        else:
-            self._previous.append(gather_token_logit(self._prev_prev_logits, last))
+        chosen = self._record_chosen(last)
         missing = torch.full_like(self._log_partition[-1], float("nan"))
         if self.stats == "full":
             self._jsd.append(torch.full_like(self._jsd[-1] if self._jsd else chosen, float("nan")))

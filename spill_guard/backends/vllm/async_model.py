@@ -50,8 +50,8 @@ class AsyncVllmSpillModel:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         betas = validate_betas((beta, *extra_betas))
-        opts = default_engine_options(engine_options)
-        loaded = load_model_info(name_or_path, dtype=dtype, max_model_len=opts.get("max_model_len"))
+        loaded = load_model_info(name_or_path, dtype=dtype, max_model_len=(engine_options or {}).get("max_model_len"))
+        opts = default_engine_options(engine_options, loaded)
         engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(
             loaded.source, betas=betas, dtype=vllm_dtype(loaded.dtype), **opts)))
         loaded.max_model_len = int(engine.vllm_config.model_config.max_model_len)

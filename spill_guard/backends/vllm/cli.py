@@ -11,6 +11,23 @@ import os
 from typing import Any
 
 
+def add_engine_option(p: argparse.ArgumentParser) -> None:
+    """``--engine-option KEY=VALUE`` (repeatable): a vLLM engine setting, read by :func:`engine_options`."""
+    p.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a vLLM engine setting with --backend vllm, e.g. max_model_len=2048 (repeatable)")
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--engine-option`` values as a mapping; refused unless ``--backend vllm`` (checked before any load)."""
+    from spill_guard.errors import InvalidParameterError
+    from spill_guard.serving.config import parse_engine_options
+
+    options = parse_engine_options(getattr(args, "engine_option", None) or [])
+    if options and getattr(args, "backend", "vllm") != "vllm":
+        raise InvalidParameterError(f"engine options {options} are vLLM settings; use them with --backend vllm.")
+    return options
+
+
 def load_vllm_model(args: argparse.Namespace, **kwargs: Any) -> Any:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -18,4 +35,5 @@ def load_vllm_model(args: argparse.Namespace, **kwargs: Any) -> Any:
     from spill_guard.cli.common import quiet_transformers
 
     quiet_transformers()
+    kwargs.setdefault("engine_options", engine_options(args))
     return VllmSpillModel.load(args.model, device=args.device, dtype=args.dtype, beta=args.beta, **kwargs)
