@@ -134,9 +134,7 @@ class SpillModel:
         if not do_sample:  # greedy: drop sampling knobs so generate() does not warn about them
             generate_kwargs.pop("temperature", None)
             generate_kwargs.pop("top_p", None)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}.")
-        seeded = SeededSampling(seed) if seed is not None else None
+        seeded = SeededSampling(seed) if seed is not None else None  # checks the seed (type and range)
         if seeded is not None:  # a per-call generator: repeatable even while other threads sample
             generate_kwargs = seeded.generate_kwargs(generate_kwargs)
         with seeded or contextlib.nullcontext():

@@ -94,3 +94,10 @@ def test_greedy_reads_the_row_max_only_when_no_other_logits_processor_is_install
     assert greedy_reads_max(config([PROCESSOR])) and greedy_reads_max(config([PROCESSOR_V2]))
     # a user's processor after ours may change the greedy choice: chosen logits then come from logprobs
     assert not greedy_reads_max(config([PROCESSOR, "my_pkg.procs:NoRepeat"]))
+
+
+@pytest.mark.parametrize("seed", [2**70, -1, 1.5])
+def test_an_out_of_range_seed_is_refused_like_on_transformers(vllm_model, seed):
+    """The library's vLLM path takes the same seeds as transformers (was: vLLM's own error, or -1 read as 'no seed')."""
+    with pytest.raises(InvalidParameterError, match="seed"):
+        vllm_model.generate("What is 2 + 2?", max_new_tokens=2, do_sample=True, temperature=0.7, seed=seed)

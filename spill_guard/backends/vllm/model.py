@@ -26,6 +26,7 @@ from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.models.prompting import DEFAULT_INSTRUCTION
+from spill_guard.models.seeding import check_seed
 from spill_guard.report import ScoredAnswer
 from spill_guard.spill_model import SpillModel
 
@@ -109,6 +110,7 @@ class VllmSpillModel(SpillModel):
         if not prompts:
             raise InvalidInputError("no prompts given; pass at least one list of token ids.")
         max_new_tokens = self._fit_context(prompts, max_new_tokens)
+        check_seed(seed)  # the same bounds as on transformers (the server's row offsets go through the async model)
         sampling = Sampling.from_kwargs(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, **generate_kwargs)
         stops = self.loaded.stop_token_ids
         skip_after = skip_ids_for(final_step, self.tokenizer, stops)
