@@ -61,7 +61,7 @@ def validate(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarr
         raise CalibrationError(
             f"too few labelled answers: {n_bad} incorrect, {n_good} correct, {len(s)} in all; calibration "
             f"needs at least {MIN_PER_CLASS} of each class and {MIN_TOTAL} overall. Label more answers "
-            "(e.g. a larger --n)."
+            "(from a task: a larger --n; from a review log: `spill-guard review label` more records)."
         )
     return s, y
 

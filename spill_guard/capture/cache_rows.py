@@ -46,3 +46,22 @@ def select_cache_rows(cache: Any, rows: torch.Tensor | None) -> Any:
             copied.values = layer.values.index_select(0, index)
         view.layers.append(copied)
     return view
+
+
+def has_room(cache: Any, length: int) -> bool:
+    """Whether ``cache`` can take a token at position ``length - 1`` (the ``z_{T+1}`` step's write).
+
+    A fixed-size full-attention layer (``StaticLayer``; sliding-window layers roll instead) is
+    sized by ``generate`` for the prompt plus ``max_new_tokens - 1`` tokens, one short of the
+    extra step; the caller then runs that step as a full pass without the cache.
+    """
+    try:
+        from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
+    except ImportError:  # no layered caches: nothing of fixed size to overflow
+        return True
+    for layer in getattr(cache, "layers", None) or ():
+        if isinstance(layer, StaticLayer) and not isinstance(layer, StaticSlidingWindowLayer):
+            capacity = layer.get_max_length()
+            if 0 <= capacity < length:
+                return False
+    return True

@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Sequence
 
 import torch
 
-from spill_guard.capture.cache_rows import select_cache_rows
+from spill_guard.capture.cache_rows import has_room, select_cache_rows
 from spill_guard.capture.final_step import final_step_needed
 from spill_guard.capture.step_stats import (
     StepDistribution,
@@ -332,6 +332,8 @@ class StreamingCapture:
         n_tokens = int(sequences.shape[1]) - prompt_len
         if self.steps >= n_tokens + 1:
             return  # e.g. a deferred stop check already ran one step past the end
+        if cache is not None and not has_room(cache, int(sequences.shape[1])):
+            cache = None  # a full static cache: the step as one full pass (below), on the selected rows
         index = None
         if rows is not None and self._prev_logits is not None and len(set(rows)) < batch:
             index = torch.tensor(sorted(set(rows)), dtype=torch.long, device=sequences.device)

@@ -40,8 +40,10 @@ def resolve_rule(
             )
         return RiskRule(wanted or DEFAULT_SPEC, locator or "full", float(threshold), 1, "threshold")
     from spill_guard.calibration import Calibration
+    from spill_guard.calibration.errors import CalibrationMismatchError
     from spill_guard.calibration.packaged import packaged_calibration, packaged_calibrations
 
+    given = calibration
     if calibration is None:
         calibration = packaged_calibration(model)  # by name, else by what the model is (its fingerprint)
         if calibration is None:
@@ -62,7 +64,12 @@ def resolve_rule(
         raise InvalidParameterError(
             f"calibration must be a Calibration or the path of a calibration JSON file, got {calibration!r}."
         )
-    calibration.check_compatible(model, spec=wanted, locator=locator, override=override)
+    try:
+        calibration.check_compatible(model, spec=wanted, locator=locator, override=override)
+    except CalibrationMismatchError as exc:
+        if not isinstance(given, (str, Path)):
+            raise
+        raise CalibrationMismatchError(f"{exc} (calibration file: {given})", mismatches=exc.mismatches) from None
     chosen = wanted if (override and wanted is not None) else ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
     return RiskRule(chosen, (locator if override and locator else calibration.locator),
                     float(calibration.threshold), int(calibration.direction), source)

@@ -203,3 +203,16 @@ def test_packaged_default_matches_the_embedded_model(spill_model):
     assert cal.check_compatible(spill_model, "spilled_energy:mean", "full") == {}
     [ans] = spill_model.generate("What is the capital of France?", max_new_tokens=16)
     assert isinstance(cal.decide(ans.score(cal.spec)), bool)
+
+
+def test_a_mismatching_calibration_file_is_named_in_the_guard_rule_error(tmp_path):
+    from spill_guard.guard.rule_from_calibration import resolve_rule
+
+    path = write(tmp_path, make_calibration().to_json())
+    other = fake_model(name="other-model")
+    with pytest.raises(CalibrationMismatchError, match="model: calibrated 'tiny-model'") as info:
+        resolve_rule(other, threshold=None, calibration=path, spec=None, locator=None, override=False)
+    assert str(path) in str(info.value) and "model" in info.value.mismatches
+    with pytest.raises(CalibrationMismatchError) as info:  # an in-memory calibration has no file to name
+        resolve_rule(other, threshold=None, calibration=make_calibration(), spec=None, locator=None, override=False)
+    assert "calibration file" not in str(info.value)

@@ -168,6 +168,14 @@ def test_a_cache_that_cannot_be_viewed_gets_the_whole_batch_step(llama):
     check_against_brute_force(llama, cg, "full")
 
 
+def test_a_static_cache_made_by_generate_is_full_so_the_step_runs_without_it(llama):
+    """generate sizes its static cache for prompt + max_new_tokens - 1 tokens: z_(T+1) has no slot
+    there (was an IndexError from index_copy_); the step then runs as a full pass on the cut rows."""
+    cg, sizes = run(llama, cache_implementation="static")
+    assert sizes[-1] == 1  # only row 1 ran to the last column
+    check_against_brute_force(llama, cg, "full")
+
+
 def test_without_a_cache_the_full_pass_runs_on_the_selected_rows(llama):
     ids, mask, _ = left_pad(PROMPTS, PAD)
     reference, _ = run(llama)
