@@ -5,6 +5,18 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One torch thread for a module of tiny-model tests: intra-op threading only adds overhead to
+    tiny matmuls (x100 on a loaded 2-core box). Restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def spill_model():
     from spill_guard.cli.common import quiet_transformers

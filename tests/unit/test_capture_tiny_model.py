@@ -33,12 +33,8 @@ FIELDS = ("chosen_logit", "previous_logit", "log_partition", "entropy", "jsd_nex
 
 
 @pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Tiny matmuls: intra-op threading only adds overhead (x100 on a loaded 2-core box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread(torch_single_thread):
+    """One torch thread for this module (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

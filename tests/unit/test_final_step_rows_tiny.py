@@ -35,11 +35,8 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread(torch_single_thread):
+    """One torch thread for this module (tests/conftest.py)."""
 
 
 def _config(cls, **extra):
