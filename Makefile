@@ -54,9 +54,16 @@ demo: $(STAMP)
 	$(BIN)/spill-guard demo
 
 test: $(TEST_STAMP) $(VLLM_STAMP)
+	# Structure checks first (configured in pyproject.toml): import layers and cycles, lint, format, types.
+	$(BIN)/lint-imports
+	$(BIN)/ruff check spill_guard integrations
+	$(BIN)/ruff format --check spill_guard integrations
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	# The vLLM backend's tests, in their own environment (the run above skips them: no vllm there).
 	$(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm_backend
+	# The backend contract suite on vLLM (a process of its own: one vLLM engine alive at a time).
+	$(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/contract/test_backend_contract.py
 
 bench-overhead: $(STAMP)
 	$(BIN)/python bench/overhead.py --out bench/results/overhead_cpu.json

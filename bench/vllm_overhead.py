@@ -1,7 +1,7 @@
 """vLLM generation with spill_guard's capture vs plain vLLM: throughput ratio and extra memory.
 
 Two engines in this process on the same weights and settings: a plain ``vllm.LLM`` and a
-:class:`~spill_guard.backends.vllm.VllmSpillModel` (capture processor, raw logprobs, the
+:class:`~spill_guard.backends.vllm.VllmBackend` (capture processor, raw logprobs, the
 z_(T+1) step or follow-up request, the fetch, trace and ScoredAnswer assembly — everything a
 guarded call pays). Arms, interleaved within each repeat (order rotated) so machine load hits all alike:
 
@@ -73,14 +73,14 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from spill_guard.backends.vllm import VllmSpillModel
+    from spill_guard import SpillModel
     from spill_guard.cli.common import quiet_transformers
 
     quiet_transformers()
     options = {"max_model_len": 1024, "seed": 0, "enforce_eager": True, "max_num_seqs": 32}
     if args.block_size:
         options["block_size"] = args.block_size
-    guarded = VllmSpillModel.load(engine_options=options)
+    guarded = SpillModel.load(backend="vllm", engine_options=options)
     plain = LLM(model=guarded.loaded.source, dtype="float32", enable_prefix_caching=True, **options)
     stops = guarded.loaded.stop_token_ids
     prompts = [guarded.prompt_ids(QUESTIONS[args.questions].format(s)) for s in SUBJECTS]
@@ -127,8 +127,8 @@ def main() -> None:
                 rows[b][arm].append(tokens / (time.perf_counter() - start))
                 # CPU seconds of this process (engine in-process): less sensitive to other jobs' load
                 cpu_rows[b][arm].append(tokens / (time.process_time() - cpu))
-    stats = guarded.store_stats()
-    columns = guarded.columns.width
+    stats = guarded.backend.store_stats()
+    columns = guarded.backend.columns.width
     # greedy: every arm must have produced the same tokens (the capture observes, never steers)
     identical = all(answers_of[(arm, b)] == answers_of[("plain", b)] for arm in arms for b in batches)
     result = {
@@ -153,7 +153,7 @@ def main() -> None:
                          for arm, s in summary.items())
         print(f"batch {b:>2}: {line}  auto z_(T+1) {final_steps.get(b)}/{b}")
     plain.llm_engine.engine_core.shutdown()
-    guarded.llm.llm_engine.engine_core.shutdown()
+    guarded.close()
     if args.skip_gpu:
         result["gpu"] = {"skipped": True, "reason": "--skip-gpu given"}
     else:

@@ -54,14 +54,14 @@ def section(*, batches: list[int], repeats: int, max_new_tokens: int, prompt_tok
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from spill_guard.backends.vllm import VllmSpillModel
+    from spill_guard import SpillModel
 
     with tempfile.TemporaryDirectory(prefix="spill-guard-random-llama-") as tmp:
         folder = write_random_model(Path(tmp), shape)
         options = {"load_format": "dummy", "seed": 0, "max_model_len": prompt_tokens + max_new_tokens + 8,
                    "max_num_seqs": max(batches), **(engine_options or {})}
         started = time.perf_counter()
-        guarded = VllmSpillModel.load(str(folder), dtype=dtype, engine_options=options, instruction=None)
+        guarded = SpillModel.load(str(folder), backend="vllm", dtype=dtype, engine_options=options, instruction=None)
         build_s = time.perf_counter() - started
     try:
         gen = torch.Generator().manual_seed(0)
@@ -71,7 +71,7 @@ def section(*, batches: list[int], repeats: int, max_new_tokens: int, prompt_tok
                                       stop_token_ids=guarded.loaded.stop_token_ids)
 
         def plain(batch: list[list[int]]) -> list[list[int]]:
-            outs = guarded.llm.generate([TokensPrompt(prompt_token_ids=p) for p in batch], plain_params, use_tqdm=False)
+            outs = guarded.backend.llm.generate([TokensPrompt(prompt_token_ids=p) for p in batch], plain_params, use_tqdm=False)
             return [list(o.outputs[0].token_ids) for o in outs]
 
         def capture_auto(batch: list[list[int]]) -> list[list[int]]:
@@ -97,9 +97,9 @@ def section(*, batches: list[int], repeats: int, max_new_tokens: int, prompt_tok
                                       "identical_answers": warm["plain"] == warm["capture_auto"]}
             log(f"GPU section batch {b}: capture_auto/plain throughput "
                 f"{out['batches'][str(b)]['wall']['capture_auto']['ratio']:.3f}")
-        stats = guarded.store_stats()
+        stats = guarded.backend.store_stats()
         out["store_after_run"] = stats
-        out["extra_memory_bytes"] = {"capture_ring": stats["capacity"] * guarded.columns.width * 4}
+        out["extra_memory_bytes"] = {"capture_ring": stats["capacity"] * guarded.backend.columns.width * 4}
         return out
     finally:
-        guarded.llm.llm_engine.engine_core.shutdown()
+        guarded.close()

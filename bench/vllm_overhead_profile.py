@@ -56,22 +56,23 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from spill_guard.backends.vllm import VllmSpillModel, plan
+    from spill_guard import SpillModel
+    from spill_guard.backends.vllm import VllmBackend, plan
     from spill_guard.backends.vllm.processor import SpillGuardLogitsProcessor
     from spill_guard.cli.common import quiet_transformers
 
     quiet_transformers()
     SpillGuardLogitsProcessor.apply = timed("processor", SpillGuardLogitsProcessor.apply)
     plan.PlannedAnswer.trace = timed("assemble", plan.PlannedAnswer.trace)
-    VllmSpillModel._report = timed("assemble", VllmSpillModel._report)
-    guarded = VllmSpillModel.load(engine_options={"max_model_len": 1024, "seed": 0, "enforce_eager": True,
+    VllmBackend._report = timed("assemble", VllmBackend._report)
+    guarded = SpillModel.load(backend="vllm", engine_options={"max_model_len": 1024, "seed": 0, "enforce_eager": True,
                                                   "max_num_seqs": 32})
-    rpc = guarded.llm.collective_rpc
+    rpc = guarded.backend.llm.collective_rpc
 
     def counted_rpc(method: str, *a: Any, **k: Any) -> Any:
         return timed("fetch", rpc)(method, *a, **k) if method == "spill_guard_fetch" else rpc(method, *a, **k)
 
-    guarded.llm.collective_rpc = counted_rpc
+    guarded.backend.llm.collective_rpc = counted_rpc
     prompts = [guarded.prompt_ids(QUESTIONS[args.questions].format(s)) for s in SUBJECTS]
     result: dict[str, Any] = {"command": "bench/vllm_overhead_profile.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
@@ -103,7 +104,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
-    guarded.llm.llm_engine.engine_core.shutdown()
+    guarded.close()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ likely a hallucination, for every scorer and pooling.
     >>> ans.answer, ans.score()                     # spilled_energy:mean on the answer's text: the guard's number
 """
 
+from spill_guard._version import __version__
 from spill_guard.capture import StreamingCapture, TokenTrace, generate_with_capture, teacher_forced_traces
 from spill_guard.errors import (
     CaptureError,
@@ -31,12 +32,11 @@ from spill_guard.guard import (
     VerdictNotLoggedWarning,
 )
 from spill_guard.models import DEFAULT_MODEL, LoadedModel, load_model
+from spill_guard.models.params import GenerationParams
 from spill_guard.policy import Abstain, Action, Flag, Raise, Reprompt, Resample, Retry
 from spill_guard.report import ScoredAnswer, TokenRecord
 from spill_guard.scoring import BASELINES, DEFAULT_SPEC, ScoreSpec, catalogue
-from spill_guard.spill_model import SpillModel
-
-__version__ = "0.1.0"
+from spill_guard.spill_model import AsyncSpillModel, SpillModel
 
 __all__ = [
     "Abstain",
@@ -68,6 +68,8 @@ __all__ = [
     "ScoredAnswer",
     "SpillGuardError",
     "SpillModel",
+    "AsyncSpillModel",
+    "GenerationParams",
     "StreamingCapture",
     "TokenRecord",
     "TokenTrace",

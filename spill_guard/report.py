@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from spill_guard.capture.token_offsets import token_char_spans
 from spill_guard.capture.trace import TokenTrace
-from spill_guard.errors import InvalidInputError, NonFiniteLogitsError, SpillGuardError
+from spill_guard.errors import InvalidInputError, SpillGuardError
 from spill_guard.scoring.energy import MarginalEnergy, SpilledEnergy, TokenEnergy
 from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec, pooled_catalogue
 from spill_guard.spans import locate_tokens, make_locator
@@ -126,7 +126,7 @@ class ScoredAnswer(BaseModel):
         return {**self.model_dump(mode="json"), "trace": self.trace.to_dict()}
 
     @classmethod
-    def from_record(cls, record: dict) -> "ScoredAnswer":
+    def from_record(cls, record: dict) -> ScoredAnswer:
         """Inverse of :meth:`to_record` (the trace is re-attached)."""
         data = dict(record)
         trace = TokenTrace.from_dict(data.pop("trace"))
@@ -161,7 +161,11 @@ def build_scored_answer(
     special = set(getattr(tokenizer, "all_special_ids", None) or [])
     tokens = [
         TokenRecord(
-            id=i, text=p, start=s, end=e, special=i in special,
+            id=i,
+            text=p,
+            start=s,
+            end=e,
+            special=i in special,
             literal=tokenizer.convert_ids_to_tokens(i) if i in special else None,
         )
         for i, p, (s, e) in zip(answer_ids, pieces, spans)

@@ -1,8 +1,9 @@
 """Backends: the engines that generate answers and capture their raw-logit statistics.
 
-Every backend produces the same :class:`~spill_guard.capture.TokenTrace` and
-:class:`~spill_guard.ScoredAnswer`, so scoring, spans, calibration, policies, the guard and
-the review log do not know which one ran.
+Every backend implements one contract (:mod:`spill_guard.backends.base`: frozen
+``GenerationParams`` in, ``ScoredAnswer`` out, listeners, stop hooks and declared
+capabilities), so scoring, spans, calibration, policies, the guard and the review log do not
+know which one ran. Names are read in :mod:`spill_guard.backends.registry` only.
 
 * ``transformers`` (default): a forward hook during ``model.generate`` and one
   teacher-forced pass for answers made elsewhere (:mod:`spill_guard.backends.transformers`).
@@ -13,25 +14,49 @@ the review log do not know which one ran.
 
 from __future__ import annotations
 
-from typing import Any
+from spill_guard.backends.base import (
+    STOPS_EARLY,
+    STREAMS_STEPS,
+    TEACHER_FORCING,
+    TOP_ALTERNATIVES,
+    AsyncBackend,
+    Backend,
+    Capabilities,
+    PlainAnswer,
+    StopHook,
+    UnsupportedCapabilityError,
+    require,
+)
+from spill_guard.backends.registry import (
+    DEFAULT_BACKEND,
+    backend_names,
+    check_backend_name,
+    load_async_backend,
+    load_backend,
+    register_backend,
+)
 
-from spill_guard.errors import InvalidParameterError
+#: The registered backend names when this package was imported (kept for ``--backend`` choices of old
+#: call sites; read :func:`backend_names` instead).
+BACKENDS = backend_names()
 
-BACKENDS = ("transformers", "vllm")
-
-
-def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
-    return backend
-
-
-def load_spill_model(name_or_path: str | None = None, *, backend: str = "transformers", **kwargs: Any) -> Any:
-    """A :class:`~spill_guard.SpillModel` on ``backend`` (what ``SpillModel.load(backend=...)`` calls)."""
-    if check_backend(backend) == "vllm":
-        from spill_guard.backends.vllm import VllmSpillModel
-
-        return VllmSpillModel.load(name_or_path, **kwargs)
-    from spill_guard.backends.transformers import load
-
-    return load(name_or_path, **kwargs)
+__all__ = [
+    "AsyncBackend",
+    "BACKENDS",
+    "Backend",
+    "Capabilities",
+    "DEFAULT_BACKEND",
+    "PlainAnswer",
+    "STOPS_EARLY",
+    "STREAMS_STEPS",
+    "StopHook",
+    "TEACHER_FORCING",
+    "TOP_ALTERNATIVES",
+    "UnsupportedCapabilityError",
+    "backend_names",
+    "check_backend_name",
+    "load_async_backend",
+    "load_backend",
+    "register_backend",
+    "require",
+]

@@ -25,7 +25,13 @@ from spill_guard.calibration.file import (
     SampleSizes,
     default_calibration,
 )
-from spill_guard.calibration.fingerprint import ModelFingerprint, PromptInfo, TokenizerInfo, fingerprint, model_fingerprint
+from spill_guard.calibration.fingerprint import (
+    ModelFingerprint,
+    PromptInfo,
+    TokenizerInfo,
+    fingerprint,
+    model_fingerprint,
+)
 from spill_guard.calibration.fitting import calibrate
 from spill_guard.calibration.select import select_config
 from spill_guard.calibration.validation import ValidationMetrics, binomial_ci

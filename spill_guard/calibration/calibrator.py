@@ -30,8 +30,12 @@ STRATEGIES = ("f1", "false-flag", "conformal")
 
 
 class Strategy(Protocol):
-    name: str
-    target: float | None
+    # Read-only: the strategies are frozen dataclasses, and false-flag/conformal narrow target to float.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def target(self) -> float | None: ...
 
     def threshold(self, risk_correct: np.ndarray, risk_incorrect: np.ndarray) -> float: ...
 
@@ -102,7 +106,13 @@ class ThresholdCalibrator:
         if not math.isfinite(threshold) and threshold < 0:
             threshold = -math.inf
         return FittedThreshold(
-            strategy=self.strategy.name, target=self.strategy.target, direction=direction, raw_auroc=raw,
-            threshold=float(threshold), n=len(s), n_correct=int((~y).sum()), n_incorrect=int(y.sum()),
+            strategy=self.strategy.name,
+            target=self.strategy.target,
+            direction=direction,
+            raw_auroc=raw,
+            threshold=float(threshold),
+            n=len(s),
+            n_correct=int((~y).sum()),
+            n_incorrect=int(y.sum()),
             metrics=measure(risk, y, threshold, n_boot=self.n_boot, seed=self.seed),
         )

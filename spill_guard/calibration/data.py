@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,13 @@ from spill_guard.calibration.file import DataSource
 from spill_guard.errors import SpillGuardError
 from spill_guard.evaluation.cache import JSON_ERRORS, JsonlCache, read_header
 from spill_guard.evaluation.runner import (
-    BENCH_EXTRA_BETAS, GENERATION_KEY, SpanRange, cached_answer, generate_cached, generation_keys, score_ranges,
+    BENCH_EXTRA_BETAS,
+    GENERATION_KEY,
+    SpanRange,
+    cached_answer,
+    generate_cached,
+    generation_keys,
+    score_ranges,
 )
 from spill_guard.evaluation.splits import select
 from spill_guard.report import ScoredAnswer
@@ -109,7 +116,9 @@ class CalibrationSet:
                 scores.append(float(s[0]))
                 labels.append(bool(y[0]))
                 kept_groups.append(g)
-        return ScoredSubset(np.array(scores), np.array(labels, dtype=bool), kept_groups, len(self.answers) - len(scores))
+        return ScoredSubset(
+            np.array(scores), np.array(labels, dtype=bool), kept_groups, len(self.answers) - len(scores)
+        )
 
 
 # ---------------------------------------------------------------------------------- labelling
@@ -125,7 +134,9 @@ def label_answers(
         ans = answers[it.id]
         span = loc.locate(ans.answer, question=it.question)
         ok = span is not None and judge(span.text, it.answers)
-        out.append(LabelledAnswer(key=f"{prefix}:{it.id}", group=it.id, question=it.question, answer=ans, incorrect=not ok))
+        out.append(
+            LabelledAnswer(key=f"{prefix}:{it.id}", group=it.id, question=it.question, answer=ans, incorrect=not ok)
+        )
     return out
 
 
@@ -143,8 +154,15 @@ def default_cache_dir(model_name: str, task: str, split: str) -> Path:
 
 
 def from_task(
-    spill_model: Any, tasks: Sequence[str], *, split: str = "dev", n: int | None = None, cache_dir: str | os.PathLike | None = None,
-    label_locator: str = "full", max_new_tokens: int = CALIBRATION_MAX_NEW_TOKENS, batch_size: int = 8,
+    spill_model: Any,
+    tasks: Sequence[str],
+    *,
+    split: str = "dev",
+    n: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    label_locator: str = "full",
+    max_new_tokens: int = CALIBRATION_MAX_NEW_TOKENS,
+    batch_size: int = 8,
     progress: bool = True,
 ) -> CalibrationSet:
     """Generate (or read cached) answers for built-in task names or JSONL paths, then judge them.
@@ -163,7 +181,9 @@ def from_task(
             spill_model, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
         )
         answers += label_answers(items, generated, label_locator, task_label(task))
-    return CalibrationSet(answers, DataSource(kind="task", detail=", ".join(map(str, tasks)), label_locator=label_locator, split=split))
+    return CalibrationSet(
+        answers, DataSource(kind="task", detail=", ".join(map(str, tasks)), label_locator=label_locator, split=split)
+    )
 
 
 def read_bench_results(folder: str | os.PathLike) -> dict[str, Any]:
@@ -174,12 +194,20 @@ def read_bench_results(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         results = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, *JSON_ERRORS) as exc:
-        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not UTF-8 JSON; truncated or not written by spill-guard bench"
-        raise CalibrationError(f"cannot read {os.fspath(path)!r} ({why}); re-run the bench, or delete results.json "
-                               "and pass the task as the TASK argument.") from None
+        why = (
+            (exc.strerror or str(exc))
+            if isinstance(exc, OSError)
+            else "not UTF-8 JSON; truncated or not written by spill-guard bench"
+        )
+        raise CalibrationError(
+            f"cannot read {os.fspath(path)!r} ({why}); re-run the bench, or delete results.json "
+            "and pass the task as the TASK argument."
+        ) from None
     if not isinstance(results, dict):
-        raise CalibrationError(f"{os.fspath(path)!r} holds a JSON {type(results).__name__}, not the object spill-guard "
-                               "bench writes; re-run the bench, or delete it and pass the task as the TASK argument.")
+        raise CalibrationError(
+            f"{os.fspath(path)!r} holds a JSON {type(results).__name__}, not the object spill-guard "
+            "bench writes; re-run the bench, or delete it and pass the task as the TASK argument."
+        )
     return results
 
 
@@ -194,8 +222,9 @@ def bench_task(folder: str | os.PathLike, results: dict[str, Any], task: str | N
         return task
     named = results.get("task")
     if named is None:
-        raise CalibrationError(f"bench folder {os.fspath(folder)!r} has no results.json naming its task; "
-                               "pass the task (TASK argument).")
+        raise CalibrationError(
+            f"bench folder {os.fspath(folder)!r} has no results.json naming its task; pass the task (TASK argument)."
+        )
     if not isinstance(named, str) or named not in BUILTIN_TASKS:
         raise CalibrationError(
             f"bench folder {os.fspath(folder)!r}: its results.json names task {str(named)[:80]!r}, which is not a "
@@ -245,26 +274,38 @@ def from_bench(
     for d in dirs:
         header, results, name = check_bench_dir(d, task)
         cache = JsonlCache(Path(d) / "generations.jsonl", header)
-        expected = {"entry_key": GENERATION_KEY, "model": spill_model.loaded.name,
-                    "instruction": spill_model.instruction, "system": spill_model.system}
+        expected = {
+            "entry_key": GENERATION_KEY,
+            "model": spill_model.loaded.name,
+            "instruction": spill_model.instruction,
+            "system": spill_model.system,
+        }
         differ = {k: (header.get(k), v) for k, v in expected.items() if header.get(k) != v}
         if differ:
             listed = "; ".join(f"{k}: folder {a!r}, model {b!r}" for k, (a, b) in differ.items())
-            raise CalibrationError(f"bench folder {d} was generated differently from the loaded model ({listed}); "
-                                   "pass the matching --model or re-run the bench (older versions keyed answers "
-                                   "by item id: re-run those).")
+            raise CalibrationError(
+                f"bench folder {d} was generated differently from the loaded model ({listed}); "
+                "pass the matching --model or re-run the bench (older versions keyed answers "
+                "by item id: re-run those)."
+            )
         items = load_task(name)
         keys = generation_keys(spill_model, items)
         items = [it for it in items if keys[it.id] in cache]
         if not items:
-            raise CalibrationError(f"none of the answers in {d} belong to task {name!r}; pass the task the folder was run on.")
+            raise CalibrationError(
+                f"none of the answers in {d} belong to task {name!r}; pass the task the folder was run on."
+            )
         generated = {it.id: cached_answer(cache, keys[it.id])[0] for it in items}
         splits.add(str(results.get("split", "unknown")))
         answers += label_answers(items, generated, label_locator, task_label(name))
     return CalibrationSet(
         answers,
-        DataSource(kind="bench", detail=", ".join(os.fspath(d) for d in dirs), label_locator=label_locator,
-                   split=",".join(sorted(splits))),
+        DataSource(
+            kind="bench",
+            detail=", ".join(os.fspath(d) for d in dirs),
+            label_locator=label_locator,
+            split=",".join(sorted(splits)),
+        ),
     )
 
 
@@ -284,8 +325,10 @@ def review_record_answer(rec: Any) -> tuple[ScoredAnswer | None, str]:
 
     scored = rec.scored
     if not scored:
-        return None, ("no trace stored (redacted with scored='drop', logged with include_scored=False, "
-                      "or a verdict rebuilt from JSON)")
+        return None, (
+            "no trace stored (redacted with scored='drop', logged with include_scored=False, "
+            "or a verdict rebuilt from JSON)"
+        )
     if not isinstance(scored.get("trace"), dict):
         return None, "its scored answer was stored without the trace"
     try:
@@ -295,9 +338,11 @@ def review_record_answer(rec: Any) -> tuple[ScoredAnswer | None, str]:
     except (SpillGuardError, ValueError, KeyError, TypeError) as exc:  # a trace edited or truncated by hand
         detail = f"{type(exc).__name__}: {exc}"
         return None, f"its stored trace is malformed ({detail[:160]})"
-    if len(ans.tokens) != len(ans.trace) or any(ans.answer[t.start:t.end] != t.text for t in ans.tokens):
-        return None, ("its token offsets do not index its answer text (redacted by an older version, or edited), "
-                      "so no span can be mapped to its tokens")
+    if len(ans.tokens) != len(ans.trace) or any(ans.answer[t.start : t.end] != t.text for t in ans.tokens):
+        return None, (
+            "its token offsets do not index its answer text (redacted by an older version, or edited), "
+            "so no span can be mapped to its tokens"
+        )
     return ans, ""
 
 
@@ -316,8 +361,11 @@ def from_review_log(path: str | os.PathLike) -> CalibrationSet:
         if ans is None:
             skipped.append(f"record {rec.short_id}: {why}")
             continue
-        answers.append(LabelledAnswer(key=f"log:{rec.id}", group=rec.id, question=rec.question, answer=ans,
-                                      incorrect=rec.label == "incorrect"))
+        answers.append(
+            LabelledAnswer(
+                key=f"log:{rec.id}", group=rec.id, question=rec.question, answer=ans, incorrect=rec.label == "incorrect"
+            )
+        )
     if not answers:
         shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         raise CalibrationError(

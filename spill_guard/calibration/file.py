@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from spill_guard._version import __version__
 from spill_guard.calibration.errors import CalibrationFileError, CalibrationMismatchError
 from spill_guard.calibration.fingerprint import (
     ModelFingerprint,
@@ -92,29 +93,51 @@ class Calibration(BaseModel):
     @classmethod
     def _threshold_not_nan(cls, threshold: float) -> float:
         if threshold != threshold:  # ±Infinity are meaningful (never / always flag); NaN compares with nothing
-            raise ValueError("the threshold is NaN, which no risk can be compared with (Infinity: never flag, "
-                             "-Infinity: always flag)")
+            raise ValueError(
+                "the threshold is NaN, which no risk can be compared with (Infinity: never flag, "
+                "-Infinity: always flag)"
+            )
         return threshold
 
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_fit(
-        cls, fitted: Any, *, model: str, tokenizer: TokenizerInfo, prompt: PromptInfo,
-        spec: ScoreSpec | str, locator: str, data_source: DataSource, n_skipped: int = 0,
-        selection: SelectionReport | None = None, model_fingerprint: ModelFingerprint | None = None,
-    ) -> "Calibration":
-        from spill_guard import __version__
-
+        cls,
+        fitted: Any,
+        *,
+        model: str,
+        tokenizer: TokenizerInfo,
+        prompt: PromptInfo,
+        spec: ScoreSpec | str,
+        locator: str,
+        data_source: DataSource,
+        n_skipped: int = 0,
+        selection: SelectionReport | None = None,
+        model_fingerprint: ModelFingerprint | None = None,
+    ) -> Calibration:
         spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
         return cls(
             spill_guard_version=__version__,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            model=model, model_fingerprint=model_fingerprint, tokenizer=tokenizer, prompt=prompt,
-            scorer=spec.scorer, pooling=spec.pooling, beta=spec.beta, locator=locator,
-            strategy=fitted.strategy, target=fitted.target, direction=fitted.direction,
-            threshold=fitted.threshold, raw_auroc=fitted.raw_auroc,
-            sample=SampleSizes(n=fitted.n, n_correct=fitted.n_correct, n_incorrect=fitted.n_incorrect, n_skipped=n_skipped),
-            data_source=data_source, metrics=fitted.metrics, selection=selection,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            model=model,
+            model_fingerprint=model_fingerprint,
+            tokenizer=tokenizer,
+            prompt=prompt,
+            scorer=spec.scorer,
+            pooling=spec.pooling,
+            beta=spec.beta,
+            locator=locator,
+            strategy=fitted.strategy,
+            target=fitted.target,
+            direction=fitted.direction,
+            threshold=fitted.threshold,
+            raw_auroc=fitted.raw_auroc,
+            sample=SampleSizes(
+                n=fitted.n, n_correct=fitted.n_correct, n_incorrect=fitted.n_incorrect, n_skipped=n_skipped
+            ),
+            data_source=data_source,
+            metrics=fitted.metrics,
+            selection=selection,
         )
 
     # -- use ----------------------------------------------------------------------------
@@ -145,13 +168,19 @@ class Calibration(BaseModel):
         """
         got_spec = self.spec if spec is None else (ScoreSpec.parse(spec) if isinstance(spec, str) else spec)
         got_spec = ScoreSpec.parse(got_spec) if isinstance(got_spec, str) else got_spec
-        got_locator = self.locator if locator is None else (locator if isinstance(locator, str) else getattr(locator, "name", repr(locator)))
+        got_locator = (
+            self.locator
+            if locator is None
+            else (locator if isinstance(locator, str) else getattr(locator, "name", repr(locator)))
+        )
         tok = tokenizer_info(spill_model.tokenizer)
         prm = prompt_info(spill_model)
         pairs = {
             # the same model under another name (a cache path, a drop-in's label) matches by fingerprint
-            "model": (self.model, self.model if same_model(self.model, self.model_fingerprint, spill_model)
-                      else spill_model.loaded.name),
+            "model": (
+                self.model,
+                self.model if same_model(self.model, self.model_fingerprint, spill_model) else spill_model.loaded.name,
+            ),
             "tokenizer.vocab_size": (self.tokenizer.vocab_size, tok.vocab_size),
             "tokenizer.vocab_hash": (self.tokenizer.vocab_hash, tok.vocab_hash),
             "prompt.instruction": (self.prompt.instruction, prm.instruction),
@@ -191,13 +220,15 @@ class Calibration(BaseModel):
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Calibration":
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
         """Read a calibration file; any problem raises :class:`CalibrationFileError` naming it."""
         where = os.fspath(path)
         try:
             data = Path(where).read_bytes()
         except OSError as exc:
-            raise CalibrationFileError(f"cannot read calibration file {where!r}: {exc.strerror or exc}; check the path.") from None
+            raise CalibrationFileError(
+                f"cannot read calibration file {where!r}: {exc.strerror or exc}; check the path."
+            ) from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -208,7 +239,7 @@ class Calibration(BaseModel):
         return cls.from_json(text, where)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "<string>") -> "Calibration":
+    def from_json(cls, text: str, where: str = "<string>") -> Calibration:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -60,7 +60,7 @@ class ModelFingerprint(BaseModel):
     weights_dtype: str  # the dtype the sample was read at, e.g. "float32": it sets the tolerance
     weights_sample: list[float]
 
-    def matches(self, other: "ModelFingerprint") -> bool:
+    def matches(self, other: ModelFingerprint) -> bool:
         """Same architecture and every sampled weight equal within the coarser dtype's rounding."""
         import torch
 
@@ -72,11 +72,12 @@ class ModelFingerprint(BaseModel):
             return False
         rtol = max(info.eps for info in infos)  # one rounding of the coarser dtype is eps / 2
         atol = 2 * max(info.smallest_normal * info.eps for info in infos)  # subnormals (fp16)
-        return all(abs(a - b) <= rtol * max(abs(a), abs(b)) + atol
-                   for a, b in zip(self.weights_sample, other.weights_sample))
+        return all(
+            abs(a - b) <= rtol * max(abs(a), abs(b)) + atol for a, b in zip(self.weights_sample, other.weights_sample)
+        )
 
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, ModelFingerprint | None]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, ModelFingerprint | None] = weakref.WeakKeyDictionary()
 _FINGERPRINTS_LOCK = threading.Lock()
 
 
@@ -121,8 +122,9 @@ def _compute_fingerprint(torch_model: Any) -> ModelFingerprint | None:
             values.append(p[tuple(reversed(index))].float())
         sample = torch.stack(values).cpu().tolist()
     coarsest = max({p.dtype for p in params}, key=lambda d: torch.finfo(d).eps)  # the one that rounds most
-    return ModelFingerprint(architecture_hash=architecture, weights_dtype=str(coarsest).removeprefix("torch."),
-                            weights_sample=sample)
+    return ModelFingerprint(
+        architecture_hash=architecture, weights_dtype=str(coarsest).removeprefix("torch."), weights_sample=sample
+    )
 
 
 def same_model(name: str, recorded: ModelFingerprint | None, spill_model: Any) -> bool:

@@ -21,8 +21,9 @@ def packaged_calibrations() -> tuple[Calibration, ...]:
     """Every packaged calibration, parsed once (they are frozen: sharing them is safe)."""
     folder = resources.files("spill_guard.calibration").joinpath("data")
     found = sorted((r for r in folder.iterdir() if r.name.endswith(".json") and r.is_file()), key=lambda r: r.name)
-    return tuple(Calibration.from_json(r.read_text(encoding="utf-8"), f"<packaged calibration {r.name}>")
-                 for r in found)
+    return tuple(
+        Calibration.from_json(r.read_text(encoding="utf-8"), f"<packaged calibration {r.name}>") for r in found
+    )
 
 
 def packaged_calibration(spill_model: Any) -> Calibration | None:
@@ -33,5 +34,11 @@ def packaged_calibration(spill_model: Any) -> Calibration | None:
     fingerprint = model_fingerprint(getattr(spill_model.loaded, "model", None))
     if fingerprint is None:
         return None
-    return next((cal for cal in packaged_calibrations()
-                 if cal.model_fingerprint is not None and cal.model_fingerprint.matches(fingerprint)), None)
+    return next(
+        (
+            cal
+            for cal in packaged_calibrations()
+            if cal.model_fingerprint is not None and cal.model_fingerprint.matches(fingerprint)
+        ),
+        None,
+    )

@@ -11,7 +11,7 @@ eligible (a guard cannot score answers without a span).
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,13 +50,23 @@ def cv_auroc(subset: ScoredSubset, k: int) -> tuple[float, float, int]:
 def evaluate_candidate(cset: CalibrationSet, spec: ScoreSpec, locator: str, k: int) -> CandidateResult:
     subset = cset.scores(spec, locator)
     mean, sd, used = cv_auroc(subset, k) if len(subset.scores) else (float("nan"), float("nan"), 0)
-    return CandidateResult(spec=spec.name, locator=locator, cv_auroc_mean=mean, cv_auroc_sd=sd, folds_used=used,
-                           coverage=len(subset.scores) / max(1, len(cset)))
+    return CandidateResult(
+        spec=spec.name,
+        locator=locator,
+        cv_auroc_mean=mean,
+        cv_auroc_sd=sd,
+        folds_used=used,
+        coverage=len(subset.scores) / max(1, len(cset)),
+    )
 
 
 def select_config(
-    cset: CalibrationSet, *, specs: Sequence[ScoreSpec] | None = None, locators: Sequence[str] = SELECT_LOCATORS,
-    k: int = 5, min_coverage: float = 0.9,
+    cset: CalibrationSet,
+    *,
+    specs: Sequence[ScoreSpec] | None = None,
+    locators: Sequence[str] = SELECT_LOCATORS,
+    k: int = 5,
+    min_coverage: float = 0.9,
 ) -> SelectionReport:
     """Rank every candidate; the report's ``chosen`` is the best eligible one."""
     if k < 2:
@@ -75,7 +85,10 @@ def select_config(
         default = None
     chosen = ranked[0]
     return SelectionReport(
-        k=k, min_coverage=min_coverage, chosen=chosen, default=default,
+        k=k,
+        min_coverage=min_coverage,
+        chosen=chosen,
+        default=default,
         improvement=(chosen.cv_auroc_mean - default.cv_auroc_mean) if default is not None else None,
         table=ranked[:TABLE_ROWS],
     )

@@ -40,7 +40,9 @@ class ValidationMetrics(BaseModel):
     accuracy_after: float  # correct among unflagged (1.0 by convention when everything is flagged)
 
 
-def measure(risk: np.ndarray, incorrect: np.ndarray, threshold: float, *, n_boot: int = 1000, seed: int = 0) -> ValidationMetrics:
+def measure(
+    risk: np.ndarray, incorrect: np.ndarray, threshold: float, *, n_boot: int = 1000, seed: int = 0
+) -> ValidationMetrics:
     """Metrics of flagging ``risk > threshold`` against labels (True = incorrect)."""
     flagged = risk > threshold
     bad = incorrect.astype(bool)

@@ -33,8 +33,13 @@ def select_cache_rows(cache: Any, rows: torch.Tensor | None) -> Any:
     """A cache holding batch ``rows`` of ``cache`` (all rows if None), or None if ``cache`` cannot be viewed."""
     types = _viewable_layer_types()
     layers = getattr(cache, "layers", None)
-    if (not types or not isinstance(layers, list) or not layers or getattr(cache, "offloading", False)
-            or any(type(layer) not in types for layer in layers)):
+    if (
+        not types
+        or not isinstance(layers, list)
+        or not layers
+        or getattr(cache, "offloading", False)
+        or any(type(layer) not in types for layer in layers)
+    ):
         return None
     view = copy.copy(cache)
     view.layers = []

@@ -20,7 +20,8 @@ the KV cache, :mod:`spill_guard.capture.cache_rows`): a batch of 8 where one row
 
 from __future__ import annotations
 
-from typing import Any, Collection, Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from spill_guard.errors import InvalidParameterError
 
@@ -53,8 +54,13 @@ def skip_ids_for(mode: str, tokenizer: Any, stop_token_ids: Collection[int]) -> 
     return textless_stop_ids(tokenizer, stop_token_ids)
 
 
-def final_step_needed(last_token_ids: Sequence[int], lengths: Sequence[int], stopped: Sequence[bool],
-                      n_tokens: int, skip_after: Collection[int]) -> bool:
+def final_step_needed(
+    last_token_ids: Sequence[int],
+    lengths: Sequence[int],
+    stopped: Sequence[bool],
+    n_tokens: int,
+    skip_after: Collection[int],
+) -> bool:
     """True if some row of length ``n_tokens`` needs ``z_(T+1)``.
 
     ``last_token_ids[b]`` is row ``b``'s token in the last generated column; ``lengths`` and

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ def left_pad(
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for b, seq in enumerate(sequences):
         if len(seq):
-            ids[b, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-            mask[b, width - len(seq):] = 1
+            ids[b, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+            mask[b, width - len(seq) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     return ids.to(device), mask.to(device), positions.to(device)

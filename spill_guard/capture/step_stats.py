@@ -47,7 +47,9 @@ def validate_betas(betas: tuple[float, ...] | list[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _logsumexp_and_max(z: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _logsumexp_and_max(
+    z: torch.Tensor, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(logsumexp(z), max(z), log_softmax(z))`` over the last axis, from one fused pass.
 
     ``log_softmax`` is ``z - logsumexp(z)`` elementwise, so at the row maximum it equals
@@ -79,8 +81,9 @@ def log_partition_and_max(
     return values, top
 
 
-def _log_partitions(z: torch.Tensor, betas: tuple[float, ...], out: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _log_partitions(
+    z: torch.Tensor, betas: tuple[float, ...], out: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Log-partitions of ``z`` at every β, ``max z``, and ``log_softmax(z)`` (if β = 1 is among them)."""
     top: torch.Tensor | None = None
     log_probs: torch.Tensor | None = None
@@ -94,7 +97,9 @@ def _log_partitions(z: torch.Tensor, betas: tuple[float, ...], out: torch.Tensor
     return torch.stack(values), (z.amax(dim=-1) if top is None else top), log_probs
 
 
-def log_partition(logits: torch.Tensor, betas: tuple[float, ...], *, scratch: torch.Tensor | None = None) -> torch.Tensor:
+def log_partition(
+    logits: torch.Tensor, betas: tuple[float, ...], *, scratch: torch.Tensor | None = None
+) -> torch.Tensor:
     """``logsumexp_v(β · z[..., v])`` for each β: ``[len(betas), ...]``."""
     return log_partition_and_max(logits, betas, scratch=scratch)[0]
 
@@ -160,6 +165,7 @@ def summarize(
     # Ops write in place where they can: a fresh [B, V] buffer per op costs page faults on CPU.
     lp, _, log_probs = _log_partitions(z, betas, _fits(scratch, z))
     lse = lp[betas.index(1.0)]
+    assert log_probs is not None  # β = 1 is among the betas (index() above)
     probs = torch.exp(log_probs, out=_fits(probs_out, z))
     entropy = -torch.linalg.vecdot(probs, log_probs.clamp_min_(torch.finfo(z.dtype).min))
     # logsumexp is NaN for a NaN row, +inf for a +inf entry and -inf for a fully masked row.

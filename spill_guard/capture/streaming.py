@@ -9,8 +9,9 @@ time; the history is ``O(B × T)`` scalars.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Sequence
+from typing import Any
 
 import torch
 
@@ -102,7 +103,7 @@ class StreamingCapture:
         self._subset: tuple[torch.Tensor, torch.Tensor] | None = None
         self.vocab_size = 0
 
-    def __enter__(self) -> "StreamingCapture":
+    def __enter__(self) -> StreamingCapture:
         if self._active:
             raise CaptureError("this StreamingCapture is already active; create one per generate call.")
         self._reset()
@@ -143,6 +144,7 @@ class StreamingCapture:
             tokens = input_ids[:, -1]
             chosen = self._record_chosen(tokens)
             if current is not None:
+                assert self._prev is not None  # recorded by the step before (stats="full")
                 self._jsd.append(js_from_distributions(self._prev, current, scratch=self._scratch))
             if self.listeners:
                 step = TokenStep(self.steps - 1, tokens, chosen, self._log_partition[-1], log_z, self.betas)
@@ -163,6 +165,7 @@ class StreamingCapture:
 
     def _record_chosen(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append the chosen tokens' logits ``[B]`` from ``z_t`` and from ``z_{t-1}`` (NaN before the first step)."""
+        assert self._prev_logits is not None  # a step was recorded before this one
         chosen = gather_token_logit(self._prev_logits, tokens)
         self._chosen.append(chosen)
         if self._prev_prev_logits is None:
@@ -184,8 +187,10 @@ class StreamingCapture:
             current = summarize(z, self.betas)
             log_z, nonfinite = current.log_partition, current.nonfinite
             prev = self._prev
-            earlier = StepDistribution(prev.log_partition[:, rows], prev.probs[rows], prev.entropy[rows],
-                                       prev.nonfinite[rows])
+            assert prev is not None  # the last decode step's distribution (stats="full")
+            earlier = StepDistribution(
+                prev.log_partition[:, rows], prev.probs[rows], prev.entropy[rows], prev.nonfinite[rows]
+            )
             self._jsd.append(_widen(js_from_distributions(earlier, current), rows, batch, float("nan")))
             self._entropy.append(_widen(current.entropy, rows, batch, float("nan")))
         else:
@@ -221,6 +226,7 @@ class StreamingCapture:
             dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
             self._probs = [torch.empty(shape, dtype=dtype, device=z.device) for _ in range(2)]
             self._scratch = (torch.empty_like(self._probs[0]), torch.empty_like(self._probs[0]))
+        assert self._scratch is not None  # allocated with the probability buffers
         return self._probs[self.steps % 2], self._scratch
 
     def traces(self, token_ids: torch.Tensor, lengths: list[int]) -> list[TokenTrace]:
@@ -258,8 +264,16 @@ class StreamingCapture:
             return torch.stack(steps[:n_tokens], dim=-1)
         return torch.full((self._chosen[0].shape[0], n_tokens), float("nan"))  # not captured
 
-    def finish(self, sequences: torch.Tensor, prompt_attention_mask: torch.Tensor, cache: Any = None, *,
-               lengths: Sequence[int], stopped: Sequence[bool], skip_after: Collection[int] = ()) -> None:
+    def finish(
+        self,
+        sequences: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        cache: Any = None,
+        *,
+        lengths: Sequence[int],
+        stopped: Sequence[bool],
+        skip_after: Collection[int] = (),
+    ) -> None:
         """Complete the last generated column: the ``z_{T+1}`` step if a row needs it, else skip it.
 
         ``lengths``/``stopped`` are the rows' final answer lengths and stop flags; ``skip_after``
@@ -268,7 +282,7 @@ class StreamingCapture:
         The step runs on the rows that reached the last column only: the others got their
         ``z_{T+1}`` from the batch's next decode step.
         """
-        generated = sequences[:, int(prompt_attention_mask.shape[1]):]
+        generated = sequences[:, int(prompt_attention_mask.shape[1]) :]
         n_tokens = int(generated.shape[1])
         if n_tokens and not final_step_needed(generated[:, -1].tolist(), lengths, stopped, n_tokens, skip_after):
             self.skip_final_step(generated)
@@ -406,7 +420,9 @@ def generate_with_capture(
         raise CaptureError("prompts must be left-padded (the last column of attention_mask has zeros).")
     extra_stop = generate_kwargs.pop("eos_token_id", None)  # merged, not passed twice
     if extra_stop is not None:
-        stop_token_ids = list(dict.fromkeys([*stop_token_ids, *([extra_stop] if isinstance(extra_stop, int) else extra_stop)]))
+        stop_token_ids = list(
+            dict.fromkeys([*stop_token_ids, *([extra_stop] if isinstance(extra_stop, int) else extra_stop)])
+        )
     generate_kwargs.pop("return_dict_in_generate", None)  # always on: the KV cache is needed
     prompt_len = int(input_ids.shape[1])
     with StreamingCapture(model, betas, listeners, stats) as capture:
@@ -423,8 +439,14 @@ def generate_with_capture(
             for row, limit in enumerate(length_limits()):
                 if limit is not None and limit < lengths[row]:
                     lengths[row], stopped[row] = limit, False
-        capture.finish(out.sequences, attention_mask, getattr(out, "cache", None),
-                       lengths=lengths, stopped=stopped, skip_after=skip_final_step_after)
+        capture.finish(
+            out.sequences,
+            attention_mask,
+            getattr(out, "cache", None),
+            lengths=lengths,
+            stopped=stopped,
+            skip_after=skip_final_step_after,
+        )
     traces = capture.traces(generated, lengths)
     return CapturedGeneration(out.sequences, prompt_len, lengths, stopped, traces)
 

@@ -71,7 +71,9 @@ def teacher_forced_traces(
     """Traces for each ``(prompt, answer)`` pair, batched in one left-padded forward pass."""
     betas = validate_betas(betas)
     if len(prompt_ids) != len(answer_ids):
-        raise InvalidInputError(f"got {len(prompt_ids)} prompts but {len(answer_ids)} answers; pass one answer per prompt.")
+        raise InvalidInputError(
+            f"got {len(prompt_ids)} prompts but {len(answer_ids)} answers; pass one answer per prompt."
+        )
     for i, (p, a) in enumerate(zip(prompt_ids, answer_ids)):
         if not p or not a:
             raise InvalidInputError(
@@ -83,12 +85,12 @@ def teacher_forced_traces(
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": False}
     if _supports_logits_to_keep(model):
         kwargs["logits_to_keep"] = t_max + 1  # only the LM-head rows we use
-    logits = model(**kwargs).logits[:, -(t_max + 1):]
+    logits = model(**kwargs).logits[:, -(t_max + 1) :]
 
     traces: list[TokenTrace] = []
     for b, answer in enumerate(answer_ids):
         n = len(answer)
-        window = logits[b : b + 1, -(n + 1):]
+        window = logits[b : b + 1, -(n + 1) :]
         stats = window_statistics(window, torch.tensor([answer], device=device), betas)
         traces += traces_from_steps(
             token_ids=torch.tensor([answer]), lengths=[n], vocab_size=int(window.shape[-1]), **stats

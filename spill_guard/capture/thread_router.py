@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from spill_guard.errors import CaptureError
 
-if TYPE_CHECKING:
-    from spill_guard.capture.streaming import StreamingCapture
+
+class ForwardHookTarget(Protocol):
+    """What the router calls for each forward pass of the attaching thread (a StreamingCapture)."""
+
+    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None: ...
 
 
 class ThreadRouter:
@@ -25,14 +28,14 @@ class ThreadRouter:
     """
 
     _lock = threading.Lock()
-    _routers: "weakref.WeakKeyDictionary[torch.nn.Module, ThreadRouter]" = weakref.WeakKeyDictionary()
+    _routers: weakref.WeakKeyDictionary[torch.nn.Module, ThreadRouter] = weakref.WeakKeyDictionary()
 
     def __init__(self, model: torch.nn.Module):
-        self.active: dict[int, StreamingCapture] = {}
+        self.active: dict[int, ForwardHookTarget] = {}
         self.handle = model.register_forward_hook(self._dispatch, with_kwargs=True)
 
     @classmethod
-    def attach(cls, model: torch.nn.Module, capture: "StreamingCapture") -> None:
+    def attach(cls, model: torch.nn.Module, capture: ForwardHookTarget) -> None:
         with cls._lock:
             router = cls._routers.get(model)
             if router is None:
@@ -43,7 +46,7 @@ class ThreadRouter:
             router.active[thread] = capture
 
     @classmethod
-    def detach(cls, model: torch.nn.Module, capture: "StreamingCapture") -> None:
+    def detach(cls, model: torch.nn.Module, capture: ForwardHookTarget) -> None:
         with cls._lock:
             router = cls._routers.get(model)
             if router is None or router.active.get(threading.get_ident()) is not capture:

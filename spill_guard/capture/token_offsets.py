@@ -12,7 +12,8 @@ at the end of the text so far.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _REPLACEMENT = "\ufffd"
 
@@ -75,8 +76,8 @@ def _prefix_texts(tokenizer: Any, ids: list[int]) -> Iterator[str]:
     anchor = context = 0
     previous = 0  # the anchor before the current one: where the window restarts
     for i in range(len(ids)):
-        window = _decode(tokenizer, ids[context: i + 1])
-        prefix = head + window[len(base):] if window.startswith(base) else _decode(tokenizer, ids[: i + 1])
+        window = _decode(tokenizer, ids[context : i + 1])
+        prefix = head + window[len(base) :] if window.startswith(base) else _decode(tokenizer, ids[: i + 1])
         yield prefix
         if prefix.endswith(_REPLACEMENT):
             continue  # an unfinished character (or a lasting U+FFFD): not a boundary to build on

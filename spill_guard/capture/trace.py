@@ -7,8 +7,8 @@ the logits after reading ``x_T``. Per-step arrays of length ``T + 1`` cover ``z_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ class TokenTrace:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TokenTrace":
+    def from_dict(cls, data: dict) -> TokenTrace:
         """Inverse of :meth:`to_dict`."""
 
         def arr(values: list) -> np.ndarray:

@@ -19,11 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure detection quality (AUROC etc.) of every scorer on a task")
     p.add_argument("--task", required=True, help="built-in task (arithmetic, capitals, elements) or a .jsonl file")
     p.add_argument("--n", type=int, default=None, help="use at most N items (a stable shuffle of the split)")
-    p.add_argument("--split", default="all", choices=("all", "dev", "test"), help="stable half of the items (default all)")
+    p.add_argument(
+        "--split", default="all", choices=("all", "dev", "test"), help="stable half of the items (default all)"
+    )
     p.add_argument("--out", required=True, help="output folder (also holds the resumable generation cache)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--locators", default=None, help="comma-separated locator names (default: all built-in + LLM extractor)")
+    p.add_argument(
+        "--locators", default=None, help="comma-separated locator names (default: all built-in + LLM extractor)"
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the AUROC interval")
     p.add_argument("--no-progress", action="store_true")
     add_model_options(p)
@@ -64,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
     sm = load_spill_model(args, extra_betas=BENCH_EXTRA_BETAS)
     task_name = Path(args.task).stem if args.task.endswith(".jsonl") else args.task
     run_ = run_bench(
-        sm, items, args.out, task=task_name, split=args.split, locators=locators,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, n_boot=args.bootstrap,
+        sm,
+        items,
+        args.out,
+        task=task_name,
+        split=args.split,
+        locators=locators,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        n_boot=args.bootstrap,
         progress=not args.no_progress,
     )
     out = Path(args.out)
@@ -112,5 +123,7 @@ def write_plots(run_, out: Path) -> list[Path]:
     if curves:
         written.append(plots.plot_roc(curves, out / "roc.png", f"{report.task}: {d.locator} span"))
         scores, labels = curves[0][1], curves[0][2]
-        written.append(plots.plot_histogram(scores, labels, out / "hist_default.png", f"{report.task}: {d.spec}", d.spec))
+        written.append(
+            plots.plot_histogram(scores, labels, out / "hist_default.png", f"{report.task}: {d.spec}", d.spec)
+        )
     return written

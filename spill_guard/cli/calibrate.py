@@ -18,23 +18,46 @@ from spill_guard.errors import InvalidParameterError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit a flagging threshold on labelled answers and save it as JSON")
-    p.add_argument("task", nargs="?", default=None,
-                   help="built-in task(s) (arithmetic, capitals, elements; comma-separated) or a .jsonl task file")
+    p.add_argument(
+        "task",
+        nargs="?",
+        default=None,
+        help="built-in task(s) (arithmetic, capitals, elements; comma-separated) or a .jsonl task file",
+    )
     p.add_argument("-o", "--output", required=True, help="calibration JSON file to write")
-    p.add_argument("--strategy", default="conformal", choices=("f1", "false-flag", "conformal"),
-                   help="conformal (default): guaranteed false-flag rate <= target; false-flag: empirical; f1: best F1")
-    p.add_argument("--target", type=float, default=0.1, help="target false-flag rate α on correct answers (default 0.1)")
-    p.add_argument("--spec", default="spilled_energy:mean", help="score spec scorer:pooling[@beta] (default spilled_energy:mean)")
+    p.add_argument(
+        "--strategy",
+        default="conformal",
+        choices=("f1", "false-flag", "conformal"),
+        help="conformal (default): guaranteed false-flag rate <= target; false-flag: empirical; f1: best F1",
+    )
+    p.add_argument(
+        "--target", type=float, default=0.1, help="target false-flag rate α on correct answers (default 0.1)"
+    )
+    p.add_argument(
+        "--spec", default="spilled_energy:mean", help="score spec scorer:pooling[@beta] (default spilled_energy:mean)"
+    )
     p.add_argument("--locator", default="full", help="span locator (default full); also the span the judge labels on")
     p.add_argument("--select", action="store_true", help="choose scorer × pooling × locator by cross-validated AUROC")
     p.add_argument("--folds", type=int, default=5, help="folds for --select (default 5)")
-    p.add_argument("--split", default="dev", choices=("all", "dev", "test"), help="stable half of the task (default dev)")
+    p.add_argument(
+        "--split", default="dev", choices=("all", "dev", "test"), help="stable half of the task (default dev)"
+    )
     p.add_argument("--n", type=int, default=None, help="at most N items per task")
-    p.add_argument("--from-bench", action="append", default=None, metavar="DIR",
-                   help="use the answers of a spill-guard bench output folder (repeatable)")
+    p.add_argument(
+        "--from-bench",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="use the answers of a spill-guard bench output folder (repeatable)",
+    )
     p.add_argument("--from-log", default=None, metavar="PATH", help="use the labelled records of a review log")
-    p.add_argument("--cache", default=None, metavar="DIR", help="generation cache folder (resumable; a bench --out folder works)")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="generation length for TASK (default 48, as the bench)")
+    p.add_argument(
+        "--cache", default=None, metavar="DIR", help="generation cache folder (resumable; a bench --out folder works)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=48, help="generation length for TASK (default 48, as the bench)"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
     add_model_options(p)
@@ -57,10 +80,14 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     if args.task is None and not args.from_bench and args.from_log is None:
         raise InvalidParameterError("nothing to calibrate on: give a TASK, --from-bench DIR or --from-log PATH.")
     if args.from_log is not None and (args.task is not None or args.from_bench):
-        raise InvalidParameterError("--from-log uses the log's labels alone; do not combine it with TASK or --from-bench.")
+        raise InvalidParameterError(
+            "--from-log uses the log's labels alone; do not combine it with TASK or --from-bench."
+        )
     make_strategy(args.strategy, args.target)  # --target must lie strictly between 0 and 1
     if args.folds < 2:
-        raise InvalidParameterError(f"--folds must be >= 2 (cross-validation needs two folds), got {args.folds}; e.g. --folds 5.")
+        raise InvalidParameterError(
+            f"--folds must be >= 2 (cross-validation needs two folds), got {args.folds}; e.g. --folds 5."
+        )
     if args.n is not None and args.n < 1:
         raise InvalidParameterError(f"--n must be >= 1, got {args.n}; or leave it out to use every item.")
     check_run_options(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
@@ -76,7 +103,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         existing_folder(d, "--from-bench")
         check_bench_dir(d, task=args.task)
     # A bad name or a malformed file fails now, not after the model load (--from-bench takes TASK whole).
-    for task in ([args.task] if args.from_bench and args.task is not None else tasks):
+    for task in [args.task] if args.from_bench and args.task is not None else tasks:
         load_task(task)
     return tasks
 
@@ -97,12 +124,29 @@ def run(args: argparse.Namespace) -> int:
     if cset is None and args.from_bench:
         cset = from_bench(sm, args.from_bench, task=args.task, label_locator=args.locator)
     elif cset is None:
-        cset = from_task(sm, tasks, split=args.split, n=args.n, cache_dir=args.cache, label_locator=args.locator,
-                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.no_progress)
+        cset = from_task(
+            sm,
+            tasks,
+            split=args.split,
+            n=args.n,
+            cache_dir=args.cache,
+            label_locator=args.locator,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cal = calibrate(sm, cset, spec=spec, locator=args.locator, strategy=args.strategy, target=args.target,
-                        select=args.select, k=args.folds)
+        cal = calibrate(
+            sm,
+            cset,
+            spec=spec,
+            locator=args.locator,
+            strategy=args.strategy,
+            target=args.target,
+            select=args.select,
+            k=args.folds,
+        )
     for w in caught:
         print(f"warning: {w.message}")
     path = cal.save(args.output)
@@ -136,11 +180,17 @@ def summary(cal) -> str:
     ]
     sel = cal.selection
     if sel is not None:
-        lines.append(f"selection ({sel.k}-fold cross-validated AUROC, mean ± sd; span coverage >= {sel.min_coverage:g}):")
+        lines.append(
+            f"selection ({sel.k}-fold cross-validated AUROC, mean ± sd; span coverage >= {sel.min_coverage:g}):"
+        )
         for r in sel.table:
-            lines.append(f"  {r.spec:<28} {r.locator:<32} {r.cv_auroc_mean:.3f} ± {r.cv_auroc_sd:.3f}  coverage {r.coverage:.2f}")
+            lines.append(
+                f"  {r.spec:<28} {r.locator:<32} {r.cv_auroc_mean:.3f} ± {r.cv_auroc_sd:.3f}  coverage {r.coverage:.2f}"
+            )
         if sel.default is not None:
             d = sel.default
-            lines.append(f"default {d.spec} on {d.locator!r}: {d.cv_auroc_mean:.3f} ± {d.cv_auroc_sd:.3f}; "
-                         f"the pick is {sel.improvement:+.3f} AUROC better")
+            lines.append(
+                f"default {d.spec} on {d.locator!r}: {d.cv_auroc_mean:.3f} ± {d.cv_auroc_sd:.3f}; "
+                f"the pick is {sel.improvement:+.3f} AUROC better"
+            )
     return "\n".join(lines)

@@ -35,11 +35,13 @@ def _check_creatable(path: Path, option: str) -> None:
     """The nearest existing ancestor of ``path`` must be a writable folder."""
     ancestor = _first_existing_ancestor(path)
     if not ancestor.is_dir():
-        raise InvalidParameterError(f"{option} {os.fspath(path)!r}: {os.fspath(ancestor)!r} is a file, not a folder; "
-                                    "choose another path.")
+        raise InvalidParameterError(
+            f"{option} {os.fspath(path)!r}: {os.fspath(ancestor)!r} is a file, not a folder; choose another path."
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InvalidParameterError(f"{option} {os.fspath(path)!r}: folder {os.fspath(ancestor)!r} is not writable; "
-                                    "choose another path.")
+        raise InvalidParameterError(
+            f"{option} {os.fspath(path)!r}: folder {os.fspath(ancestor)!r} is not writable; choose another path."
+        )
 
 
 def output_folder(path: str | os.PathLike, option: str) -> Path:
@@ -47,8 +49,10 @@ def output_folder(path: str | os.PathLike, option: str) -> Path:
     p = Path(path)
     if p.exists():
         if not p.is_dir():
-            raise InvalidParameterError(f"{option} {os.fspath(p)!r} is an existing file, not a folder; "
-                                        "give a folder (it is created if missing).")
+            raise InvalidParameterError(
+                f"{option} {os.fspath(p)!r} is an existing file, not a folder; "
+                "give a folder (it is created if missing)."
+            )
         if not os.access(p, os.W_OK | os.X_OK):
             raise InvalidParameterError(f"{option} {os.fspath(p)!r} is not writable; choose another folder.")
         return p
@@ -60,7 +64,9 @@ def output_file(path: str | os.PathLike, option: str) -> Path:
     """A file the command may create or replace (e.g. ``calibrate -o``)."""
     p = Path(path)
     if p.is_dir():
-        raise InvalidParameterError(f"{option} {os.fspath(p)!r} is a folder; give a file name, e.g. {os.fspath(p / 'calibration.json')!r}.")
+        raise InvalidParameterError(
+            f"{option} {os.fspath(p)!r} is a folder; give a file name, e.g. {os.fspath(p / 'calibration.json')!r}."
+        )
     if p.exists() and not os.access(p, os.W_OK):
         raise InvalidParameterError(f"{option} {os.fspath(p)!r} exists and is not writable; choose another file.")
     _check_creatable(p, option)

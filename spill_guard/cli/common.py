@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# Lives with the loader (below the server and the vLLM backend, which call it too); re-exported for the commands.
+from spill_guard.models.loader import quiet_transformers
+
+__all__ = ["add_model_options", "load_spill_model", "quiet_transformers"]
+
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=None,
+        "--model",
+        default=None,
         help="embedded name (smollm2-135m-instruct [default], gemma3-270m), hub id, local folder or .gguf file",
     )
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1 ...")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu), float32, bfloat16, float16")
     parser.add_argument("--beta", type=float, default=1.0, help="inverse temperature β of the energies (default 1)")
-
-
-def quiet_transformers() -> None:
-    """Progress bars and info logs of transformers would drown the per-token table."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 def load_spill_model(args: argparse.Namespace, **kwargs: Any) -> Any:

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from spill_guard.cli.common import add_model_options, load_spill_model
+from spill_guard.review.terminal import ColorMode
 
 DEFAULT_LOG = "spill-guard-review.jsonl"
 
@@ -40,16 +41,34 @@ QUESTIONS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="a guarded chatbot session on the embedded model, with a review log",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "demo",
+        help="a guarded chatbot session on the embedded model, with a review log",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_options(p)
-    p.add_argument("--log", default=DEFAULT_LOG, metavar="PATH",
-                   help=f"review log to append to (.jsonl or .sqlite; default {DEFAULT_LOG})")
-    p.add_argument("--chat", action="store_true", help="interactive: ask your own questions (empty line or Ctrl-D ends)")
-    p.add_argument("--policy", choices=("abstain", "flag", "retry"), default="abstain",
-                   help="what to do with a risky answer (default abstain; retry resamples twice, then abstains)")
-    p.add_argument("--calibration", default=None, metavar="FILE",
-                   help="calibration JSON from `spill-guard calibrate` (default: the one packaged for the model)")
+    p.add_argument(
+        "--log",
+        default=DEFAULT_LOG,
+        metavar="PATH",
+        help=f"review log to append to (.jsonl or .sqlite; default {DEFAULT_LOG})",
+    )
+    p.add_argument(
+        "--chat", action="store_true", help="interactive: ask your own questions (empty line or Ctrl-D ends)"
+    )
+    p.add_argument(
+        "--policy",
+        choices=("abstain", "flag", "retry"),
+        default="abstain",
+        help="what to do with a risky answer (default abstain; retry resamples twice, then abstains)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="calibration JSON from `spill-guard calibrate` (default: the one packaged for the model)",
+    )
     p.add_argument("--threshold", type=float, default=None, help="fixed risk threshold instead of a calibration")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.set_defaults(run=run)
@@ -58,8 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _policy(name: str):
     from spill_guard.policy import Abstain, Flag, Resample, Retry
 
-    return {"abstain": Abstain(), "flag": Flag(),
-            "retry": Retry(attempts=3, strategy=Resample(temperature=0.7), fallback=Abstain())}[name]
+    return {
+        "abstain": Abstain(),
+        "flag": Flag(),
+        "retry": Retry(attempts=3, strategy=Resample(temperature=0.7), fallback=Abstain()),
+    }[name]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,26 +89,36 @@ def run(args: argparse.Namespace) -> int:
     from spill_guard.review.terminal import color_mode
 
     mode = color_mode(sys.stdout)
-    guard = SpillGuard(load_spill_model(args), threshold=args.threshold, calibration=args.calibration,
-                       policy=_policy(args.policy), log=args.log, max_new_tokens=args.max_new_tokens)
+    guard = SpillGuard(
+        load_spill_model(args),
+        threshold=args.threshold,
+        calibration=args.calibration,
+        policy=_policy(args.policy),
+        log=args.log,
+        max_new_tokens=args.max_new_tokens,
+    )
     with guard:
         print(_header(guard, args))
         if args.chat:
             _chat(guard, mode)
         else:
             _scripted(guard, mode)
-        print(f"\nReview log: {args.log}  (list it: spill-guard review list --log {args.log};"
-              f" label one: spill-guard review label ID correct|incorrect --log {args.log})")
+        print(
+            f"\nReview log: {args.log}  (list it: spill-guard review list --log {args.log};"
+            f" label one: spill-guard review label ID correct|incorrect --log {args.log})"
+        )
     return 0
 
 
 def _header(guard, args: argparse.Namespace) -> str:
     rule = guard.rule
-    return (f"spill_guard demo: model {guard.model.loaded.name}, score {rule.spec.name} on span '{rule.locator}', "
-            f"flag when risk > {rule.threshold:.3f} ({rule.source}), policy {args.policy}.")
+    return (
+        f"spill_guard demo: model {guard.model.loaded.name}, score {rule.spec.name} on span '{rule.locator}', "
+        f"flag when risk > {rule.threshold:.3f} ({rule.source}), policy {args.policy}."
+    )
 
 
-def _show(i: int, n: int | None, verdict, mode: str, truth: str | None) -> None:
+def _show(i: int, n: int | None, verdict, mode: ColorMode, truth: str | None) -> None:
     from spill_guard.review.terminal import heatmap
 
     head = f"[{i}/{n}] " if n else ""
@@ -98,7 +130,9 @@ def _show(i: int, n: int | None, verdict, mode: str, truth: str | None) -> None:
     if verdict.answer != verdict.original_answer:
         print(f"  user sees  : {verdict.answer}")
     if len(verdict.attempts) > 1:
-        tried = ", ".join(f"{a.strategy} {a.score:+.3f}" if a.score is not None else a.strategy for a in verdict.attempts)
+        tried = ", ".join(
+            f"{a.strategy} {a.score:+.3f}" if a.score is not None else a.strategy for a in verdict.attempts
+        )
         print(f"  attempts   : {tried}")
     if truth is not None:
         print(f"  truth      : {truth}")
@@ -114,7 +148,7 @@ def _truth(item: DemoQuestion, verdict) -> tuple[str, bool | None]:
     return ("right" if right else f"wrong (expected {item.answers[0]})"), right
 
 
-def _scripted(guard, mode: str) -> None:
+def _scripted(guard, mode: ColorMode) -> None:
     outcomes = []
     for i, item in enumerate(QUESTIONS, 1):
         verdict = guard.ask(item.question, tags=["demo"])
@@ -127,13 +161,15 @@ def _scripted(guard, mode: str) -> None:
     right_after = sum(r for r, _ in answered)
     caught = sum(1 for r, a in outcomes if a and not r)
     lost = sum(1 for r, a in outcomes if a and r)
-    print(f"\nSummary: without the guard {right_before}/{n} answers right; with it {len(answered)} answered, "
-          f"{right_after}/{len(answered) or 1} of them right, {n - len(answered)} abstained "
-          f"({caught} wrong answers caught, {lost} right answers withheld).")
+    print(
+        f"\nSummary: without the guard {right_before}/{n} answers right; with it {len(answered)} answered, "
+        f"{right_after}/{len(answered) or 1} of them right, {n - len(answered)} abstained "
+        f"({caught} wrong answers caught, {lost} right answers withheld)."
+    )
     print("A 135M model is a weak signal source: expect misses both ways (docs/benchmarks.md has the numbers).")
 
 
-def _chat(guard, mode: str) -> None:
+def _chat(guard, mode: ColorMode) -> None:
     from spill_guard.errors import SpillGuardError
 
     print("Ask anything; an empty line or Ctrl-D ends the session.")

@@ -34,17 +34,37 @@ from spill_guard.review.terminal import color_mode, json_for_terminal, printable
 
 LOG_ENV = "SPILL_GUARD_LOG"
 CSV_COLUMNS = (
-    "id", "created_at", "action", "flagged", "score", "threshold", "spec", "locator", "label", "label_note",
-    "labelled_at", "model", "tags", "question", "context", "answer", "original_answer",
+    "id",
+    "created_at",
+    "action",
+    "flagged",
+    "score",
+    "threshold",
+    "spec",
+    "locator",
+    "label",
+    "label_note",
+    "labelled_at",
+    "model",
+    "tags",
+    "question",
+    "context",
+    "answer",
+    "original_answer",
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("review", help="list, inspect, label and export the guard's review log",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "review",
+        help="list, inspect, label and export the guard's review log",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     log_option = argparse.ArgumentParser(add_help=False)
-    log_option.add_argument("--log", default=None, metavar="PATH",
-                            help=f"review log (.jsonl, .sqlite, .db); default: ${LOG_ENV}")
+    log_option.add_argument(
+        "--log", default=None, metavar="PATH", help=f"review log (.jsonl, .sqlite, .db); default: ${LOG_ENV}"
+    )
     commands = p.add_subparsers(dest="review_command", metavar="SUBCOMMAND")
     p.set_defaults(run=lambda args: _usage(p))
 
@@ -63,10 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     label = commands.add_parser("label", parents=[log_option], help="mark a record's answer correct or incorrect")
     label.add_argument("id", help="record id or a unique prefix of it")
     label.add_argument("label", choices=LABELS)
-    label.add_argument("--note", default=None,
-                       help="why (kept with the label; e-mail addresses and phone numbers in it are redacted)")
-    label.add_argument("--keep-pii", action="store_true",
-                       help="store the note exactly as typed (no e-mail / phone redaction)")
+    label.add_argument(
+        "--note", default=None, help="why (kept with the label; e-mail addresses and phone numbers in it are redacted)"
+    )
+    label.add_argument(
+        "--keep-pii", action="store_true", help="store the note exactly as typed (no e-mail / phone redaction)"
+    )
     label.set_defaults(run=_reporting_skips(run_label))
 
     export = commands.add_parser("export", parents=[log_option], help="write records as JSONL or CSV")
@@ -108,25 +130,37 @@ def open_existing_log(args: argparse.Namespace) -> ReviewSink:
     """The log named by ``--log`` or ``$SPILL_GUARD_LOG``; it must exist (reviewing reads it)."""
     path = args.log or os.environ.get(LOG_ENV)
     if not path:
-        raise ReviewLogError(f"no review log given: pass --log PATH or set {LOG_ENV}=PATH "
-                             "(the file the guard writes with SpillGuard(..., log=PATH)).")
+        raise ReviewLogError(
+            f"no review log given: pass --log PATH or set {LOG_ENV}=PATH "
+            "(the file the guard writes with SpillGuard(..., log=PATH))."
+        )
     if not is_postgres_url(path) and Path(path).is_dir():
         raise NotAReviewLogError(_directory_message(Path(path)))
     if not is_postgres_url(path) and not Path(path).is_file():  # a postgresql:// log is a table, not a file
-        raise ReviewLogNotFoundError(f"review log {path!r} does not exist; check the path, or run the guard "
-                                     "with log=PATH first so it has records to review.")
+        raise ReviewLogNotFoundError(
+            f"review log {path!r} does not exist; check the path, or run the guard "
+            "with log=PATH first so it has records to review."
+        )
     return open_log(path)
 
 
 def _directory_message(folder: Path) -> str:
     """What to say when ``--log`` names a directory: it is one, and which log files in it to pass instead."""
-    logs = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in JSONL_SUFFIXES + SQLITE_SUFFIXES
-                  and p.is_file()) if os.access(folder, os.R_OK | os.X_OK) else []
-    found = (f" it holds {', '.join(repr(n) for n in logs[:5])}{' ...' if len(logs) > 5 else ''}: pass one of them, "
-             f"e.g. --log {str(folder / logs[0])!r}." if logs else
-             " it holds no *.jsonl / *.sqlite / *.sqlite3 / *.db file.")
-    return (f"review log {str(folder)!r} is a directory, not a log file;{found} A review log is the file the guard "
-            "writes with SpillGuard(..., log=PATH): *.jsonl, *.sqlite / *.sqlite3 / *.db, or a postgresql:// URL.")
+    logs = (
+        sorted(p.name for p in folder.iterdir() if p.suffix.lower() in JSONL_SUFFIXES + SQLITE_SUFFIXES and p.is_file())
+        if os.access(folder, os.R_OK | os.X_OK)
+        else []
+    )
+    found = (
+        f" it holds {', '.join(repr(n) for n in logs[:5])}{' ...' if len(logs) > 5 else ''}: pass one of them, "
+        f"e.g. --log {str(folder / logs[0])!r}."
+        if logs
+        else " it holds no *.jsonl / *.sqlite / *.sqlite3 / *.db file."
+    )
+    return (
+        f"review log {str(folder)!r} is a directory, not a log file;{found} A review log is the file the guard "
+        "writes with SpillGuard(..., log=PATH): *.jsonl, *.sqlite / *.sqlite3 / *.db, or a postgresql:// URL."
+    )
 
 
 def _clip(text: str, width: int) -> str:
@@ -152,15 +186,17 @@ def run_list(args: argparse.Namespace) -> int:
     if args.limit is not None:
         if args.limit < 1:
             raise ReviewLogError(f"--limit {args.limit} must be at least 1.")
-        records = records[-args.limit:]
+        records = records[-args.limit :]
     if not records:
         print("no matching records")
         return 0
     print(f"{'id':<8}  {'time (UTC)':<19}  {'action':<9}  {'score/threshold':>17}  {'label':<9}  question")
     for r in records:
         when = r.created_at[:19].replace("T", " ")
-        print(printable(f"{r.short_id:<8}  {when:<19}  {r.action:<9}  {_score_cell(r):>17}  {r.label or '-':<9}  ")
-              + _clip(r.question, 60))
+        print(
+            printable(f"{r.short_id:<8}  {when:<19}  {r.action:<9}  {_score_cell(r):>17}  {r.label or '-':<9}  ")
+            + _clip(r.question, 60)
+        )
     print(f"{len(records)} record(s)")
     return 0
 
@@ -216,8 +252,11 @@ def _refuse_output_over_log(output: str, log: ReviewSink) -> None:
     candidates = [log_path] + [log_path.with_name(log_path.name + s) for s in ("-wal", "-shm", "-journal")]
     target = Path(output)
     for candidate in candidates:
-        same = (os.path.samefile(target, candidate) if target.exists() and candidate.exists()
-                else os.path.realpath(target) == os.path.realpath(candidate))
+        same = (
+            os.path.samefile(target, candidate)
+            if target.exists() and candidate.exists()
+            else os.path.realpath(target) == os.path.realpath(candidate)
+        )
         if same:
             raise OutputIsTheLogError(
                 f"-o {output!r} is the review log {str(candidate)!r} this command reads"
@@ -227,8 +266,10 @@ def _refuse_output_over_log(output: str, log: ReviewSink) -> None:
 
 
 def _cannot_write(output: str, exc: OSError) -> ReviewLogError:
-    return ReviewLogError(f"cannot write {output!r}: {exc.strerror or exc}; choose a writable path with -o "
-                          "(nothing was written; an existing file there is unchanged).")
+    return ReviewLogError(
+        f"cannot write {output!r}: {exc.strerror or exc}; choose a writable path with -o "
+        "(nothing was written; an existing file there is unchanged)."
+    )
 
 
 def _write_records(out, records: list[ReviewRecord], fmt: str, *, to_terminal: bool) -> None:

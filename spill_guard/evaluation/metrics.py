@@ -188,7 +188,9 @@ def auroc_ci(
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise InvalidParameterError(f"n_boot must be a positive integer (got {n_boot!r}); 1000 is a good default.")
     if not (0.0 < float(alpha) < 1.0):
-        raise InvalidParameterError(f"alpha must lie strictly between 0 and 1 (got {alpha!r}); 0.05 gives a 95 % interval.")
+        raise InvalidParameterError(
+            f"alpha must lie strictly between 0 and 1 (got {alpha!r}); 0.05 gives a 95 % interval."
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidParameterError(f"seed must be a non-negative integer (got {seed!r}).")
     s, y = _as_arrays(scores, labels)

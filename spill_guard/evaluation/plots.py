@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +29,11 @@ def plot_roc(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], path: 
         fpr, tpr, _ = roc_curve(scores, labels)
         ax.plot(fpr, tpr, label=f"{label} (AUROC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="false-positive rate (correct answers flagged)", ylabel="true-positive rate (errors flagged)", title=title)
+    ax.set(
+        xlabel="false-positive rate (correct answers flagged)",
+        ylabel="true-positive rate (errors flagged)",
+        title=title,
+    )
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -58,8 +58,11 @@ class BenchReport(BaseModel):
     def best(self, *, scorers: tuple[str, ...] | None = None, locator: str | None = None) -> ConfigResult | None:
         """Highest-AUROC entry among ``scorers`` (all if None) on ``locator`` (all if None)."""
         rows = [
-            r for r in self.results
-            if r.auroc is not None and (scorers is None or r.scorer in scorers) and (locator is None or r.locator == locator)
+            r
+            for r in self.results
+            if r.auroc is not None
+            and (scorers is None or r.scorer in scorers)
+            and (locator is None or r.locator == locator)
         ]
         return max(rows, key=lambda r: r.auroc, default=None)  # type: ignore[arg-type, return-value]
 
@@ -76,7 +79,9 @@ def _row(r: ConfigResult) -> str:
     )
 
 
-HEADER = "| locator | score | AUROC | 95% CI | AURC | PRR | FPR@95TPR | n | n wrong |\n|---|---|---|---|---|---|---|---|---|"
+HEADER = (
+    "| locator | score | AUROC | 95% CI | AURC | PRR | FPR@95TPR | n | n wrong |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def to_markdown(report: BenchReport, *, top: int = 12) -> str:

@@ -12,9 +12,10 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,13 +73,19 @@ def check_run_options(*, batch_size: int, max_new_tokens: int | None = None, n_b
     Messages name the CLI option too, as the CLI calls this before loading the model.
     """
     given = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "n_boot": n_boot}
-    options = {"batch_size": ("--batch-size", 8), "max_new_tokens": ("--max-new-tokens", 48), "n_boot": ("--bootstrap", 1000)}
+    options = {
+        "batch_size": ("--batch-size", 8),
+        "max_new_tokens": ("--max-new-tokens", 48),
+        "n_boot": ("--bootstrap", 1000),
+    }
     for name, value in given.items():
         if value is None and name != "batch_size":
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             option, example = options[name]
-            raise InvalidParameterError(f"{name} ({option}) must be an integer >= 1, got {value!r}; e.g. {option} {example}.")
+            raise InvalidParameterError(
+                f"{name} ({option}) must be an integer >= 1, got {value!r}; e.g. {option} {example}."
+            )
 
 
 def fill_cache(
@@ -163,7 +170,9 @@ def generate_cached(
 
     def answer(batch: list[TaskItem]) -> list[dict]:
         start = time.perf_counter()
-        out = sm.generate([it.question for it in batch], contexts=[it.context for it in batch], max_new_tokens=max_new_tokens)
+        out = sm.generate(
+            [it.question for it in batch], contexts=[it.context for it in batch], max_new_tokens=max_new_tokens
+        )
         per_item = (time.perf_counter() - start) / len(batch)
         return [{"record": a.to_record(), "seconds": per_item} for a in out]
 
@@ -175,25 +184,42 @@ def generate_cached(
 
 
 def llm_extractor_cached(
-    sm: SpillModel, items: Sequence[TaskItem], answers: dict[str, ScoredAnswer], out_dir: Path, *, batch_size: int, progress: bool
+    sm: SpillModel,
+    items: Sequence[TaskItem],
+    answers: dict[str, ScoredAnswer],
+    out_dir: Path,
+    *,
+    batch_size: int,
+    progress: bool,
 ) -> LLMExtractorLocator:
     """The paper's LLM extractor, with its completions batched and cached on disk."""
     probe = LLMExtractorLocator(lambda prompt: "")
     prompts = {it.id: probe.prompt(answers[it.id].answer, it.question) for it in items}
-    header = {"kind": "extractions", "entry_key": EXTRACTION_KEY, "model": sm.loaded.name, "max_new_tokens": probe.max_new_tokens,
-              "few_shot": hashlib.sha256(json.dumps([str(ex) for ex in probe.few_shot]).encode()).hexdigest()[:16]}
+    header = {
+        "kind": "extractions",
+        "entry_key": EXTRACTION_KEY,
+        "model": sm.loaded.name,
+        "max_new_tokens": probe.max_new_tokens,
+        "few_shot": hashlib.sha256(json.dumps([str(ex) for ex in probe.few_shot]).encode()).hexdigest()[:16],
+    }
     cache = JsonlCache(out_dir / "extractions.jsonl", header)
     keys = {item_id: content_key(prompt) for item_id, prompt in prompts.items()}
     fill_cache(
-        cache, keys, items,
+        cache,
+        keys,
+        items,
         lambda batch: plain_completions(sm, [prompts[it.id] for it in batch], max_new_tokens=probe.max_new_tokens),
-        batch_size=batch_size, label="extracting", progress=progress,
+        batch_size=batch_size,
+        label="extracting",
+        progress=progress,
     )
     completions = {prompts[it.id]: cache[keys[it.id]] for it in items}
     bad = next((p for p, c in completions.items() if not isinstance(c, str)), None)
     if bad is not None:
-        raise InvalidInputError(f"{cache.path}: a cached extraction is not a string ({completions[bad]!r:.60}); "
-                                "delete the cache file to regenerate.")
+        raise InvalidInputError(
+            f"{cache.path}: a cached extraction is not a string ({completions[bad]!r:.60}); "
+            "delete the cache file to regenerate."
+        )
     return LLMExtractorLocator(lambda prompt: completions[prompt])
 
 
@@ -208,8 +234,13 @@ class SpanRange:
 
 
 def evaluate_locator(
-    name: str, locator: SpanLocator, items: Sequence[TaskItem],
-    answers: dict[str, ScoredAnswer], specs: Sequence[ScoreSpec], n_boot: int, seed: int,
+    name: str,
+    locator: SpanLocator,
+    items: Sequence[TaskItem],
+    answers: dict[str, ScoredAnswer],
+    specs: Sequence[ScoreSpec],
+    n_boot: int,
+    seed: int,
 ) -> tuple[LocatorSummary, list[ConfigResult], list[SpanRange]]:
     """Judge and score every item on this locator's spans; metrics for each spec."""
     correct: list[bool] = []
@@ -229,15 +260,31 @@ def evaluate_locator(
     rows = []
     for spec in specs:
         scores, y = score_ranges(answers, ranges, spec)
-        base = dict(scorer=spec.scorer, pooling=spec.pooling, beta=spec.beta, locator=name, spec=spec.name,
-                    accuracy=accuracy, n=len(y), n_positive=int(y.sum()))
+        base: dict[str, Any] = dict(
+            scorer=spec.scorer,
+            pooling=spec.pooling,
+            beta=spec.beta,
+            locator=name,
+            spec=spec.name,
+            accuracy=accuracy,
+            n=len(y),
+            n_positive=int(y.sum()),
+        )
         if len(y) == 0:  # this locator found no span on any item (e.g. numeric on capitals)
             rows.append(ConfigResult(**base, auroc=None))
             continue
         try:
             m = evaluate(scores, y, n_boot=n_boot, seed=seed)
-            rows.append(ConfigResult(**base, auroc=m.auroc, auroc_ci=tuple(m.auroc_ci), aurc=m.aurc, prr=m.prr,
-                                     fpr_at_95_tpr=m.fpr_at_95_tpr))
+            rows.append(
+                ConfigResult(
+                    **base,
+                    auroc=m.auroc,
+                    auroc_ci=(m.auroc_ci[0], m.auroc_ci[1]),
+                    aurc=m.aurc,
+                    prr=m.prr,
+                    fpr_at_95_tpr=m.fpr_at_95_tpr,
+                )
+            )
         except DegenerateLabelsError:
             rows.append(ConfigResult(**base, auroc=None))
     return summary, rows, ranges
@@ -281,10 +328,13 @@ def run_bench(
     check_run_options(batch_size=batch_size, max_new_tokens=max_new_tokens, n_boot=n_boot)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    answers, gen_seconds = generate_cached(sm, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    answers, gen_seconds = generate_cached(
+        sm, items, out, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+    )
     built = {
         name: llm_extractor_cached(sm, items, answers, out, batch_size=batch_size, progress=progress)
-        if name == "llm_extractor" else make_locator(name)
+        if name == "llm_extractor"
+        else make_locator(name)
         for name in locators
     }
     extract_start = time.perf_counter()
@@ -300,9 +350,16 @@ def run_bench(
         None,
     ) or next(r for r in results if r.spec == DEFAULT_CONFIG.spec.name)
     report = BenchReport(
-        task=task, model=sm.loaded.name, split=split, n=len(items), max_new_tokens=max_new_tokens,
-        seconds_per_item=gen_seconds, seconds_scoring_per_item=scoring_seconds,
-        locators=summaries, default=default, results=results,
+        task=task,
+        model=sm.loaded.name,
+        split=split,
+        n=len(items),
+        max_new_tokens=max_new_tokens,
+        seconds_per_item=gen_seconds,
+        seconds_scoring_per_item=scoring_seconds,
+        locators=summaries,
+        default=default,
+        results=results,
     )
     return BenchRun(report=report, answers=answers, spans=spans)
 

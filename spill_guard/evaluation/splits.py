@@ -7,7 +7,8 @@ never changes side between runs.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from spill_guard.errors import InvalidParameterError
 

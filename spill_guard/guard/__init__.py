@@ -18,6 +18,16 @@ from spill_guard.guard.verdict import (
 # stream_generation and attach_scored are public for integrations that run their own
 # generation (e.g. a framework's chat model) but want the guard's streaming and verdicts.
 __all__ = [
-    "AnswerSpan", "Attempt", "EarlyStop", "HallucinationDetected", "RiskRule", "SpillGuard", "TokenEvent",
-    "Verdict", "VerdictNotLoggedError", "VerdictNotLoggedWarning", "attach_scored", "stream_generation",
+    "AnswerSpan",
+    "Attempt",
+    "EarlyStop",
+    "HallucinationDetected",
+    "RiskRule",
+    "SpillGuard",
+    "TokenEvent",
+    "Verdict",
+    "VerdictNotLoggedError",
+    "VerdictNotLoggedWarning",
+    "attach_scored",
+    "stream_generation",
 ]

@@ -6,25 +6,23 @@ it is finished and save the rest of the decode. The running score pools the per-
 the whole answer so far with the rule's pooling; ``mean`` is noisy on the first tokens, so
 nothing is stopped before ``min_tokens``.
 
-Used both as a capture listener (``on_step``) and as a ``transformers`` stopping criterion
-(``__call__``), returning a per-row boolean tensor.
+Used both as a capture listener (``on_step``) and as a backend stop hook (``__call__``, the
+:class:`~spill_guard.backends.base.StopHook` contract), returning one flag per row; only a
+backend that declares ``stops_early`` takes it (checked when the guard is built).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from transformers import StoppingCriteria
 
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.pooling import POOLINGS
-
 
 
 class EarlyStop:
@@ -41,7 +39,11 @@ class EarlyStop:
     """
 
     def __init__(self, abort_threshold: float, *, pooling: str = "mean", min_tokens: int = 3, beta: float = 1.0):
-        if isinstance(abort_threshold, bool) or not isinstance(abort_threshold, numbers.Real) or math.isnan(abort_threshold):
+        if (
+            isinstance(abort_threshold, bool)
+            or not isinstance(abort_threshold, numbers.Real)
+            or math.isnan(abort_threshold)
+        ):
             raise InvalidParameterError(f"abort_threshold must be a number, got {abort_threshold!r}.")
         if not isinstance(pooling, str) or pooling not in ("mean", "max", "sum"):
             raise InvalidParameterError(f"EarlyStop pooling must be mean, max or sum, got {pooling!r}.")
@@ -50,17 +52,17 @@ class EarlyStop:
         if isinstance(beta, bool):
             raise InvalidParameterError(f"EarlyStop beta must be a finite number > 0, got {beta!r}.")
         validate_betas((beta,))  # β > 0 and finite; whether the model captures it is checked by SpillGuard
-        self.abort_threshold = float(abort_threshold)
-        self.pooling = pooling
-        self.min_tokens = min_tokens
-        self.beta = float(beta)
+        self.abort_threshold: float = float(abort_threshold)
+        self.pooling: str = pooling
+        self.min_tokens: int = min_tokens
+        self.beta: float = float(beta)
 
-    def session(self, batch_size: int, stop_token_ids: Sequence[int]) -> "EarlyStopSession":
+    def session(self, batch_size: int, stop_token_ids: Sequence[int]) -> EarlyStopSession:
         """Fresh per-generation state (one per ``generate`` call; the config stays reusable)."""
         return EarlyStopSession(self, batch_size, set(stop_token_ids))
 
 
-class EarlyStopSession(StoppingCriteria):
+class EarlyStopSession:
     """Per-call state of :class:`EarlyStop`: running Δ values and where each row was cut."""
 
     def __init__(self, config: EarlyStop, batch_size: int, stop_ids: set[int]):
@@ -85,18 +87,23 @@ class EarlyStopSession(StoppingCriteria):
             return None
         return POOLINGS[self.config.pooling](np.asarray(finite))
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
-        # Called after each new token is chosen; Δ is known for the tokens before it.
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for row in range(input_ids.shape[0]):
-            if self.finished[row] or self.stopped_at[row] is not None:
+    def __call__(self, tokens: Sequence[int | None], length: int) -> list[bool]:
+        """After each chosen token (``length`` counts it): end the rows whose running score, over
+        the tokens before it (their Δ is known one step late), crosses the abort threshold."""
+        done = [False] * len(tokens)
+        for row, token in enumerate(tokens):
+            if token is None or self.finished[row] or self.stopped_at[row] is not None:
                 continue
             score = self.running_score(row)
             if score is not None and score > self.config.abort_threshold:
-                generated = len(self.values[row]) + 1  # the scored tokens plus the one just chosen
-                self.stopped_at[row] = generated
+                self.stopped_at[row] = length
                 done[row] = True
         return done
 
     def limits(self) -> list[int | None]:
         return list(self.stopped_at)
+
+    def cut(self, answer_lengths: Sequence[int]) -> list[bool]:
+        """Per row, whether this early stop ended the answer: it stopped the row within the answer's
+        length (a row another limit ended first may be "stopped" later, past its end; that is no cut)."""
+        return [at is not None and at <= length for at, length in zip(self.stopped_at, answer_lengths)]

@@ -8,38 +8,29 @@ record in a review-log sink.
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
+from spill_guard.backends.base import STOPS_EARLY
 from spill_guard.capture.final_step import check_final_step_mode
 from spill_guard.capture.streaming import CAPTURE_STATS
 from spill_guard.errors import InvalidInputError, InvalidParameterError
-from spill_guard.guard.assess import Assessed, assess
 from spill_guard.guard.early_stop import EarlyStop
+from spill_guard.guard.judge import Generated, Judge
+from spill_guard.guard.recording import ON_LOG_ERROR, LogEntry, VerdictLog
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.guard.rule_from_calibration import resolve_rule
 from spill_guard.guard.stream import StreamCancel, stream_generation
-from spill_guard.guard.verdict import (
-    Attempt,
-    HallucinationDetected,
-    TokenEvent,
-    Verdict,
-    VerdictNotLoggedError,
-    VerdictNotLoggedWarning,
-    attach_scored,
-)
-from spill_guard.models.prompting import prompt_ids as build_prompt_ids
-from spill_guard.observability.otel import emit_evaluation
+from spill_guard.guard.verdict import HallucinationDetected, TokenEvent, Verdict, VerdictNotLoggedWarning
+from spill_guard.models.params import GenerationParams
+from spill_guard.models.prompting import Prompt
 from spill_guard.observability.verdict_metrics import resolve_metrics
-from spill_guard.policy.base import Action, Candidate, Decision, Policy, RetryStrategy, apply_policy
+from spill_guard.policy.base import Action, Candidate, Decision, Policy
 from spill_guard.policy.flag import Flag
-from spill_guard.policy.strategies import Reprompt, Resample
 from spill_guard.report import ScoredAnswer
-from spill_guard.review.opening import as_sink
 from spill_guard.scoring.specs import ScoreSpec
 from spill_guard.spans import SpanLocator, make_locator
 from spill_guard.spill_model import SpillModel
@@ -47,17 +38,7 @@ from spill_guard.spill_model import SpillModel
 #: Scorers that read the per-step softmax (entropy, JSD), so need a "full" capture.
 DISTRIBUTION_SCORERS = frozenset({"entropy", "instability"})
 
-#: What the guard does when the review log cannot record a verdict (see :meth:`SpillGuard.log`).
-ON_LOG_ERROR = ("raise", "warn")
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One verdict to log, with its record's tags and metadata (:meth:`SpillGuard.log_many`)."""
-
-    verdict: Verdict
-    tags: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] | None = None
+__all__ = ["DISTRIBUTION_SCORERS", "LogEntry", "ON_LOG_ERROR", "SpillGuard"]
 
 
 class SpillGuard:
@@ -114,8 +95,15 @@ class SpillGuard:
         metrics: Any = None,
         final_step: str = "auto",
     ):
-        _check_types(model=model, threshold=threshold, spec=spec, locator=locator, log_all=log_all,
-                     override=override, on_log_error=on_log_error)
+        _check_types(
+            model=model,
+            threshold=threshold,
+            spec=spec,
+            locator=locator,
+            log_all=log_all,
+            override=override,
+            on_log_error=on_log_error,
+        )
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidParameterError(
                 f"policy must be Flag(), Abstain(...), Retry(...) or Raise() from spill_guard.policy, got {policy!r}."
@@ -124,16 +112,23 @@ class SpillGuard:
             raise InvalidParameterError(f"early_stop must be an EarlyStop(...), got {early_stop!r}.")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InvalidParameterError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}.")
-        self.metrics = resolve_metrics(metrics)  # before the model loads: a wrong value fails at once
+        metrics = resolve_metrics(metrics)  # before the model loads: a wrong value fails at once
         self.final_step = check_final_step_mode(final_step)
         self.model = model if model is not None else SpillModel.load()
-        locator_name = locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
-        self.rule: RiskRule = resolve_rule(self.model, threshold=threshold, calibration=calibration,
-                                           spec=spec, locator=locator_name, override=override)
+        if early_stop is not None:  # checked once, here: a backend that cannot stop rows mid-generation is refused
+            self.model.require(STOPS_EARLY, "early_stop=EarlyStop(...)")
+        locator_name = (
+            locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
+        )
+        self.rule: RiskRule = resolve_rule(
+            self.model, threshold=threshold, calibration=calibration, spec=spec, locator=locator_name, override=override
+        )
         self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(self.rule.locator)
         where = "" if self.rule.source == "threshold" else f" (from {self.rule.source})"  # names a calibration file
-        for needs, beta in ((f"the rule's spec {self.rule.spec.name}{where}", self.rule.spec.beta),
-                            ("early_stop", early_stop.beta if early_stop else 1.0)):
+        for needs, beta in (
+            (f"the rule's spec {self.rule.spec.name}{where}", self.rule.spec.beta),
+            ("early_stop", early_stop.beta if early_stop else 1.0),
+        ):
             if beta not in self.model.betas:  # else the first generation would fail half-way
                 raise InvalidParameterError(
                     f"{needs} needs beta {beta}, which this SpillModel does not capture (betas "
@@ -148,25 +143,63 @@ class SpillGuard:
             )
         self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
         self.policy = policy if policy is not None else Flag()
-        self.sink = as_sink(log)
-        self.log_all = log_all
+        self.judge = Judge(self.rule, self.locator, self.model.loaded.name)
+        self.recorder = VerdictLog(log, log_all=log_all, on_log_error=on_log_error, metrics=metrics)
         self.max_new_tokens = max_new_tokens
         self.early_stop = early_stop
-        self.on_log_error = on_log_error
-        self._seeds = itertools.count(1)
 
     # -- public API ----------------------------------------------------------------------
     @property
     def threshold(self) -> float:
         return self.rule.threshold
 
-    def ask(self, question: str, *, context: str | None = None, tags: Sequence[str] = (),
-            metadata: Mapping[str, Any] | None = None) -> Verdict:
+    @property
+    def params(self) -> GenerationParams:
+        """The generation params of a first answer: greedy, ``max_new_tokens``."""
+        return GenerationParams(max_new_tokens=self.max_new_tokens)
+
+    @property
+    def sink(self) -> Any:
+        return self.recorder.sink
+
+    @property
+    def log_all(self) -> bool:
+        return self.recorder.log_all
+
+    @property
+    def on_log_error(self) -> str:
+        return self.recorder.on_log_error
+
+    @property
+    def metrics(self) -> Any:
+        return self.recorder.metrics
+
+    def prompt(self, question: str, *, context: str | None = None) -> Prompt:
+        """The :class:`Prompt` this guard's model is fed for ``question``."""
+        model = self.model
+        return Prompt.for_question(
+            model.tokenizer, question, context=context, system=model.system, instruction=model.instruction
+        )
+
+    def ask(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Verdict:
         """Answer ``question`` under the guard and return the :class:`Verdict`."""
         return self.ask_batch([question], contexts=[context], tags=tags, metadata=metadata)[0]
 
-    def ask_batch(self, questions: Sequence[str], *, contexts: Sequence[str | None] | None = None,
-                  tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None) -> list[Verdict]:
+    def ask_batch(
+        self,
+        questions: Sequence[str],
+        *,
+        contexts: Sequence[str | None] | None = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[Verdict]:
         """Answer several questions in one batched generation; one verdict each, in order.
 
         Under ``Raise()``, every verdict is decided and logged first, then the first raised
@@ -179,17 +212,31 @@ class SpillGuard:
         _check_record_fields(tags, metadata)
         contexts = list(contexts) if contexts is not None else [None] * len(questions)
         if len(contexts) != len(questions):
-            raise InvalidInputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
-        prompts = [self.model.prompt_ids(q, context=c) for q, c in zip(questions, contexts)]
-        answers, cut = self._generate(prompts)
-        verdicts = [self._judge(ans, q, c, regenerate=self._regenerator(q, c), early_stopped=stopped)
-                    for ans, q, c, stopped in zip(answers, questions, contexts, cut)]
+            raise InvalidInputError(
+                f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question."
+            )
+        prompts = [self.prompt(q, context=c) for q, c in zip(questions, contexts)]
+        params = self.params
+        answers = self._generate(prompts, params)
+        verdicts = [
+            self.judge.decide(
+                first, prompt=p, params=params, policy=self.policy, generate=self._generate_one, context=c
+            )
+            for first, p, c in zip(answers, prompts, contexts)
+        ]
         self.log_many([LogEntry(v, tuple(tags), metadata) for v in verdicts])  # one write for the batch
         _raise_first(verdicts)
         return verdicts
 
-    def check(self, question: str, answer: str, *, context: str | None = None, tags: Sequence[str] = (),
-              metadata: Mapping[str, Any] | None = None) -> Verdict:
+    def check(
+        self,
+        question: str,
+        answer: str,
+        *,
+        context: str | None = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Verdict:
         """Judge an answer produced elsewhere (scored with one teacher-forced pass).
 
         ``Retry`` cannot make a new answer here, so its fallback decides.
@@ -198,16 +245,31 @@ class SpillGuard:
         scored = self.model.score_answer(question, answer, context=context)
         return self.decide(scored, question=question, context=context, tags=tags, metadata=metadata)
 
-    def decide(self, scored: ScoredAnswer, *, question: str, context: str | None = None, tags: Sequence[str] = (),
-               metadata: Mapping[str, Any] | None = None) -> Verdict:
+    def decide(
+        self,
+        scored: ScoredAnswer,
+        *,
+        question: str,
+        context: str | None = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Verdict:
         """Apply the rule and policy to a :class:`ScoredAnswer` you already have."""
         _check_record_fields(tags, metadata)
-        verdict = self._decide(scored, question, context, tags, metadata, regenerate=None)
+        verdict = self._decide(
+            Generated(scored), self.prompt(question, context=context), context, tags, metadata, generate=None
+        )
         _raise_first([verdict])
         return verdict
 
-    def stream(self, question: str, *, context: str | None = None, tags: Sequence[str] = (),
-               metadata: Mapping[str, Any] | None = None) -> Iterator[TokenEvent | Verdict]:
+    def stream(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Iterator[TokenEvent | Verdict]:
         """Yield a :class:`TokenEvent` per generated token, then the final :class:`Verdict`.
 
         Events are those of the first answer; if the policy retries, the verdict (last item)
@@ -219,12 +281,15 @@ class SpillGuard:
         """
         [question] = _check_questions([question])
         _check_record_fields(tags, metadata)
-        prompt = self.model.prompt_ids(question, context=context)
+        prompt = self.prompt(question, context=context)
         cancel = StreamCancel()
         # A backend that replays its events after generating (vLLM) has no running generation to cancel.
-        stopping = [cancel] if self.model.streams_during_generation else []
-        items = stream_generation(lambda listener: self._generate([prompt], listeners=[listener], stopping=stopping),
-                                  self.model.tokenizer, self.rule.spec.beta)
+        stopping = [cancel] if self.model.capabilities.stops_early else []
+        items = stream_generation(
+            lambda listener: self._generate([prompt], self.params, listeners=[listener], stopping=stopping),
+            self.model.tokenizer,
+            self.rule.spec.beta,
+        )
         sent = 0
         decided = False
         try:
@@ -233,63 +298,43 @@ class SpillGuard:
                     sent += 1  # counted before the yield: a consumer may stop at any yield
                     yield item
                     continue
-                answers, cut = item
+                [first] = item
                 decided = True
-                verdict = self._decide(answers[0], question, context, tags, metadata,
-                                       regenerate=self._regenerator(question, context), early_stopped=cut[0])
+                verdict = self._decide(first, prompt, context, tags, metadata, generate=self._generate_one)
                 _raise_first([verdict])
                 yield verdict
         except GeneratorExit:
             if not decided:
                 cancel.set()
-                self._log_abandoned(items, question, context, tags, {**(metadata or {}), "stream_closed_after_tokens": sent})
+                self._log_abandoned(
+                    items, question, context, tags, {**(metadata or {}), "stream_closed_after_tokens": sent}
+                )
             raise
 
     def assess(self, scored: ScoredAnswer, question: str, *, strategy: str = "greedy") -> Candidate:
-        """The policy candidate for ``scored`` (for integrations that run their own policy loop)."""
-        return assess(scored, question, self.rule, self.locator, strategy=strategy)
+        """The policy candidate for ``scored`` (:meth:`Judge.candidate`)."""
+        return self.judge.candidate(Generated(scored), question, strategy=strategy)
 
     def verdict_from(self, decision: Decision, *, question: str, context: str | None = None) -> Verdict:
         """Build the :class:`Verdict` of a policy decision whose candidates came from :meth:`assess`."""
-        return _verdict(decision, question, context, self.rule, self.model.loaded.name)
+        return self.judge.verdict(decision, question=question, context=context)
 
-    def log(self, verdict: Verdict, *, tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None) -> str | None:
+    def log(
+        self, verdict: Verdict, *, tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None
+    ) -> str | None:
         """Write ``verdict`` to the review log (if any); returns the record id and stores it on the verdict.
 
         If the sink fails: raises :class:`VerdictNotLoggedError` (``.verdict`` is this verdict), or
         with ``on_log_error="warn"`` warns :class:`VerdictNotLoggedWarning` and returns ``None``.
         Every verdict passed here is also an OpenTelemetry ``gen_ai.evaluation.result`` event
         (docs/observability.md), emitted first, whether or not a review log is configured, and
-        counted in the guard's Prometheus ``metrics`` (if any).
+        counted in the guard's Prometheus ``metrics`` (if any). (:meth:`VerdictLog.record`.)
         """
-        self.observe(verdict)
-        [failure] = self.write_log([LogEntry(verdict, tuple(tags), metadata)])
-        return self.settle_log(verdict, failure)
+        return self.recorder.record(verdict, tags=tags, metadata=metadata)
 
     def log_many(self, entries: Sequence[LogEntry]) -> list[str | None]:
-        """:meth:`log` for several verdicts with one review-log write (one fsync, one transaction).
-
-        Each verdict is observed (OpenTelemetry, metrics) first, then all records go to the sink
-        in one call; a record that cannot be stored fails alone. With ``on_log_error="warn"``
-        each unlogged verdict is warned about and gets ``None``; with ``"raise"`` (default) one
-        :class:`VerdictNotLoggedError` is raised after the rest were stored: ``.verdict`` is the
-        first unlogged one, ``.verdicts`` every verdict given, in order.
-        """
-        for entry in entries:
-            self.observe(entry.verdict)
-        failures = self.write_log(entries)
-        ids: list[str | None] = []
-        first: VerdictNotLoggedError | None = None
-        for entry, failure in zip(entries, failures):
-            try:
-                ids.append(self.settle_log(entry.verdict, failure))
-            except VerdictNotLoggedError as exc:
-                ids.append(None)
-                first = first or exc
-        if first is not None:
-            raise VerdictNotLoggedError(first.verdict, first.cause,
-                                        verdicts=[e.verdict for e in entries]) from first.cause
-        return ids
+        """:meth:`log` for several verdicts with one review-log write (:meth:`VerdictLog.record_many`)."""
+        return self.recorder.record_many(entries)
 
     def observe(self, verdict: Verdict) -> None:
         """The OpenTelemetry event and Prometheus metrics of one verdict (what :meth:`log` does first).
@@ -297,90 +342,35 @@ class SpillGuard:
         A host that batches the write for several requests (the server) calls this per verdict
         in each request's own context, then :meth:`write_log` once, then :meth:`settle_log`.
         """
-        emit_evaluation(verdict)
-        if self.metrics is not None:
-            self.metrics.observe_verdict(verdict)
+        self.recorder.observe(verdict)
 
     def write_log(self, entries: Sequence[LogEntry]) -> list[Exception | None]:
-        """Write the records of ``entries`` with one sink call; per entry ``None`` or why it was not logged.
-
-        Sets each logged verdict's ``record_id`` (``None`` when its write failed); raises nothing
-        for a sink's failure (:meth:`settle_log` applies ``on_log_error``). Without a log, or for
-        a passed verdict under ``log_all=False``, nothing is written and the entry gets ``None``.
-        """
-        from spill_guard.review import ReviewRecord
-
-        failures: list[Exception | None] = [None] * len(entries)
-        records: list[tuple[int, ReviewRecord]] = []
-        for i, entry in enumerate(entries):
-            if self.sink is None or not (self.log_all or entry.verdict.flagged):
-                continue
-            try:  # the one place a verdict becomes a record
-                records.append((i, ReviewRecord.from_verdict(entry.verdict, model=entry.verdict.model,
-                                                              tags=tuple(entry.tags),
-                                                              metadata=dict(entry.metadata or {}))))
-            except Exception as exc:  # noqa: BLE001 - this verdict's failure only
-                failures[i] = exc
-        for (i, record), outcome in zip(records, self._write_records([r for _, r in records])):
-            if isinstance(outcome, BaseException):
-                failures[i] = outcome
-            else:
-                entries[i].verdict.record_id = record.id
-        for entry, failure in zip(entries, failures):
-            if failure is not None:
-                entry.verdict.record_id = None
-        return failures
-
-    def _write_records(self, records: list[Any]) -> list[Any]:
-        """Per record, what the sink returned or the exception it raised: one ``write_many`` on a
-        :class:`~spill_guard.review.ReviewSink`, one ``write`` per record on any other sink."""
-        from spill_guard.review import ReviewLogBatchWriteError, ReviewSink
-
-        if not records:
-            return []
-        if isinstance(self.sink, ReviewSink):
-            try:
-                return self.sink.write_many(records)
-            except ReviewLogBatchWriteError as exc:
-                return exc.results
-            except Exception as exc:  # noqa: BLE001 - any sink may fail; the decided verdicts must survive it
-                return [exc] * len(records)
-        outcomes: list[Any] = []
-        for record in records:  # your own sink (anything with .write(record))
-            try:
-                outcomes.append(self.sink.write(record))
-            except Exception as exc:  # noqa: BLE001 - as above
-                outcomes.append(exc)
-        return outcomes
+        """Write the records of ``entries`` with one sink call (:meth:`VerdictLog.write`)."""
+        return self.recorder.write(entries)
 
     def settle_log(self, verdict: Verdict, failure: Exception | None) -> str | None:
-        """Apply ``on_log_error`` to one verdict's write: its record id, or ``None`` with a
-        :class:`VerdictNotLoggedWarning`, or :class:`VerdictNotLoggedError`."""
-        if failure is None:
-            return verdict.record_id
-        if self.on_log_error == "warn":
-            warnings.warn(f"verdict on {verdict.question!r} returned without a review record: "
-                          f"{type(failure).__name__}: {failure}", VerdictNotLoggedWarning, stacklevel=3)
-            return None
-        raise VerdictNotLoggedError(verdict, failure) from failure
+        """Apply ``on_log_error`` to one verdict's write (:meth:`VerdictLog.settle`)."""
+        return self.recorder.settle(verdict, failure)
 
     def close(self) -> None:
-        if self.sink is not None:
-            self.sink.close()
+        self.recorder.close()
 
-    def __enter__(self) -> "SpillGuard":
+    def __enter__(self) -> SpillGuard:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"SpillGuard(model={self.model.loaded.name!r}, spec={self.rule.spec.name!r}, "
-                f"locator={self.rule.locator!r}, threshold={self.rule.threshold:.4g}, policy={self.policy!r})")
+        return (
+            f"SpillGuard(model={self.model.loaded.name!r}, spec={self.rule.spec.name!r}, "
+            f"locator={self.rule.locator!r}, threshold={self.rule.threshold:.4g}, policy={self.policy!r})"
+        )
 
     # -- internals -----------------------------------------------------------------------
-    def _log_abandoned(self, items: Iterator[Any], question: str, context: str | None, tags: Sequence[str],
-                       metadata: Mapping[str, Any]) -> None:
+    def _log_abandoned(
+        self, items: Iterator[Any], question: str, context: str | None, tags: Sequence[str], metadata: Mapping[str, Any]
+    ) -> None:
         """Judge and log what a stream generated before its consumer left (no retries, nothing raised).
 
         Runs while the stream generator is being closed, where raising would only reach a
@@ -389,72 +379,78 @@ class SpillGuard:
         try:
             for item in items:  # the cancelled generation ends at its next step
                 if not isinstance(item, TokenEvent):
-                    answers, cut = item
-                    self._decide(answers[0], question, context, tags, metadata, regenerate=None, early_stopped=cut[0])
+                    [first] = item
+                    self._decide(first, self.prompt(question, context=context), context, tags, metadata, generate=None)
         except Exception as exc:
-            warnings.warn(f"stream on {question!r} closed early; its partial answer was not logged: "
-                          f"{type(exc).__name__}: {exc}", VerdictNotLoggedWarning, stacklevel=2)
+            warnings.warn(
+                f"stream on {question!r} closed early; its partial answer was not logged: {type(exc).__name__}: {exc}",
+                VerdictNotLoggedWarning,
+                stacklevel=2,
+            )
 
-    def _generate(self, prompts: list[list[int]], *, listeners: Sequence[Any] = (), stopping: Sequence[Any] = (),
-                  **kwargs: Any) -> tuple[list[ScoredAnswer], list[bool]]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams,
+        *,
+        listeners: Sequence[Any] = (),
+        stats: str | None = None,
+    ) -> list[Generated]:
+        """One batched generation of ``prompts`` with ``params``, as this guard generates every answer.
+
+        The guard's capture (``stats``: default the guard's ``capture_stats``; a door that reports
+        baselines passes ``"full"``), its ``final_step`` and its early stop apply; ``listeners`` see
+        each token's step. Doors built on a guard (the LangChain and LlamaIndex models) call this,
+        so their answers are the library's answers.
+        """
+        return self._generate(prompts, params, listeners=listeners, stats=stats)
+
+    def _generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams,
+        *,
+        listeners: Sequence[Any] = (),
+        stopping: Sequence[Any] = (),
+        stats: str | None = None,
+    ) -> list[Generated]:
         session = None
-        extra: dict[str, Any] = {"stopping_criteria": list(stopping)} if stopping else {}
+        hooks = list(stopping)
         if self.early_stop is not None:
             session = self.early_stop.session(len(prompts), self.model.loaded.stop_token_ids)
             listeners = [*listeners, session.on_step]
-            extra = {"stopping_criteria": [*stopping, session], "length_limits": session.limits}
+            hooks.append(session)
         # final_step="auto": an answer span never includes a stop token without text, so its Δ is not computed.
-        answers = self.model.generate_from_ids(prompts, max_new_tokens=self.max_new_tokens, final_step=self.final_step,
-                                               listeners=listeners, stats=self.capture_stats, **extra, **kwargs)
-        cut = [limit is not None for limit in session.limits()] if session else [False] * len(prompts)
-        return answers, cut
+        answers = self.model.generate_params(
+            [p.ids for p in prompts],
+            params,
+            listeners=listeners,
+            stop_hooks=hooks,
+            stats=stats or self.capture_stats,
+            final_step=self.final_step,
+        )
+        cut = session.cut([len(a.answer_ids) for a in answers]) if session else [False] * len(prompts)
+        return [Generated(answer, stopped) for answer, stopped in zip(answers, cut)]
 
-    def _regenerator(self, question: str, context: str | None):
-        def regenerate(strategy: RetryStrategy, attempt: int) -> Candidate:
-            if isinstance(strategy, Resample):
-                prompt = self.model.prompt_ids(question, context=context)
-                kwargs = dict(do_sample=True, temperature=strategy.temperature, top_p=strategy.top_p,
-                              seed=next(self._seeds))
-            elif isinstance(strategy, Reprompt):
-                prompt = build_prompt_ids(self.model.tokenizer, question, context=context,
-                                          system=self.model.system, instruction=strategy.instruction)
-                kwargs = {}
-            else:
-                raise InvalidParameterError(f"unknown retry strategy {strategy!r}; use Resample(...) or Reprompt(...).")
-            answers, cut = self._generate([prompt], **kwargs)
-            return assess(answers[0], question, self.rule, self.locator, strategy=strategy.name, early_stopped=cut[0])
+    def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Generated:
+        """A retry's answer (the judge's ``generate``)."""
+        return self._generate([prompt], params)[0]
 
-        return regenerate
-
-    def _judge(self, scored: ScoredAnswer, question: str, context: str | None, *, regenerate: Any,
-               early_stopped: bool = False) -> Verdict:
-        first = assess(scored, question, self.rule, self.locator, early_stopped=early_stopped)
-        decision = apply_policy(self.policy, first, regenerate)
-        return _verdict(decision, question, context, self.rule, self.model.loaded.name)
-
-    def _decide(self, scored: ScoredAnswer, question: str, context: str | None, tags: Sequence[str],
-                metadata: Mapping[str, Any] | None, *, regenerate: Any, early_stopped: bool = False) -> Verdict:
-        verdict = self._judge(scored, question, context, regenerate=regenerate, early_stopped=early_stopped)
+    def _decide(
+        self,
+        first: Generated,
+        prompt: Prompt,
+        context: str | None,
+        tags: Sequence[str],
+        metadata: Mapping[str, Any] | None,
+        *,
+        generate: Any,
+    ) -> Verdict:
+        verdict = self.judge.decide(
+            first, prompt=prompt, params=self.params, policy=self.policy, generate=generate, context=context
+        )
         self.log(verdict, tags=tags, metadata=metadata)
         return verdict
-
-
-def _verdict(decision: Decision, question: str, context: str | None, rule: RiskRule, model: str) -> Verdict:
-    chosen = decision.chosen
-    payload: Assessed | None = chosen.payload if isinstance(chosen.payload, Assessed) else None
-    scored = payload.scored if payload else None
-    verdict = Verdict(
-        question=question, context=context, answer=decision.shown, original_answer=chosen.answer,
-        action=decision.action, flagged=chosen.flagged, score=chosen.risk, threshold=rule.threshold,
-        reason=chosen.reason, spec=rule.spec.name, locator=rule.locator, model=model,
-        span=payload.span if payload else None,
-        tokens=[t.literal if t.special else t.text for t in scored.tokens] if scored else [],
-        token_scores=list(scored.spilled_energy) if scored else [],
-        attempts=[Attempt(answer=c.answer, score=c.risk, flagged=c.flagged, strategy=c.strategy, reason=c.reason)
-                  for c in decision.attempts],
-        early_stopped=bool(payload and payload.early_stopped),
-    )
-    return attach_scored(verdict, scored)
 
 
 def _check_questions(questions: Sequence[str] | str) -> list[str]:
@@ -471,8 +467,11 @@ def _check_questions(questions: Sequence[str] | str) -> list[str]:
 
 def _check_record_fields(tags: Any, metadata: Any) -> None:
     """Tags and metadata go into the review record: refuse wrong types before generating."""
-    if isinstance(tags, str) or not isinstance(tags, (list, tuple, set, frozenset)) or not all(
-            isinstance(t, str) for t in tags):
+    if (
+        isinstance(tags, str)
+        or not isinstance(tags, (list, tuple, set, frozenset))
+        or not all(isinstance(t, str) for t in tags)
+    ):
         raise InvalidInputError(f"tags must be a list of strings, e.g. ['demo'], got {tags!r}.")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a dict (or None), got {metadata!r}.")
@@ -481,7 +480,7 @@ def _check_record_fields(tags: Any, metadata: Any) -> None:
 def _raise_first(verdicts: Sequence[Verdict]) -> None:
     for verdict in verdicts:
         if verdict.action is Action.RAISED:
-            raise HallucinationDetected(verdict)
+            raise HallucinationDetected(verdict, verdicts=list(verdicts))
 
 
 def _check_types(**given: Any) -> None:
@@ -491,8 +490,9 @@ def _check_types(**given: Any) -> None:
         hint = f"SpillModel.load({model!r})" if isinstance(model, str) else "SpillModel.load(...)"
         raise InvalidParameterError(f"model must be a SpillModel (e.g. {hint}) or None, got {model!r}.")
     threshold = given["threshold"]
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
-                                  or math.isnan(threshold)):
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold)
+    ):
         raise InvalidParameterError(f"threshold must be a number (a risk score), got {threshold!r}.")
     spec = given["spec"]
     if spec is not None and not isinstance(spec, (str, ScoreSpec)):

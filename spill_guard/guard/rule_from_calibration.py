@@ -36,7 +36,8 @@ def resolve_rule(
     if threshold is not None:
         if calibration is not None:
             raise InvalidParameterError(
-                "pass either threshold=... or calibration=..., not both: a calibration file already fixes the threshold."
+                "pass either threshold=... or calibration=..., not both: "
+                "a calibration file already fixes the threshold."
             )
         return RiskRule(wanted or DEFAULT_SPEC, locator or "full", float(threshold), 1, "threshold")
     from spill_guard.calibration import Calibration
@@ -70,6 +71,15 @@ def resolve_rule(
         if not isinstance(given, (str, Path)):
             raise
         raise CalibrationMismatchError(f"{exc} (calibration file: {given})", mismatches=exc.mismatches) from None
-    chosen = wanted if (override and wanted is not None) else ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
-    return RiskRule(chosen, (locator if override and locator else calibration.locator),
-                    float(calibration.threshold), int(calibration.direction), source)
+    chosen = (
+        wanted
+        if (override and wanted is not None)
+        else ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
+    )
+    return RiskRule(
+        chosen,
+        (locator if override and locator else calibration.locator),
+        float(calibration.threshold),
+        int(calibration.direction),
+        source,
+    )

@@ -3,17 +3,15 @@
 Generation runs in a worker thread; a capture listener turns each :class:`TokenStep` into a
 :class:`TokenEvent` on a queue, which the caller's thread yields from. Errors raised in the
 worker are re-raised in the caller's thread. A :class:`StreamCancel` passed to ``generate``
-as a stopping criterion lets the caller end the generation when its consumer stops reading.
+as a stop hook lets the caller end the generation when its consumer stops reading.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterator
-
-import torch
-from transformers import StoppingCriteria
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.guard.verdict import TokenEvent
@@ -21,8 +19,8 @@ from spill_guard.guard.verdict import TokenEvent
 _DONE = object()
 
 
-class StreamCancel(StoppingCriteria):
-    """Stopping criterion that ends every row once :meth:`set` is called (from any thread)."""
+class StreamCancel:
+    """A stop hook that ends every row once :meth:`set` is called (from any thread)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -30,8 +28,8 @@ class StreamCancel(StoppingCriteria):
     def set(self) -> None:
         self._event.set()
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+    def __call__(self, tokens: Sequence[int | None], length: int) -> bool:
+        return self._event.is_set()
 
 
 class TextIncrements:
@@ -66,8 +64,16 @@ def stream_generation(
     def listener(step: TokenStep) -> None:
         energy, marginal, delta = (float(v[0]) for v in step.energies(beta))
         token = int(step.token_ids[0])
-        events.put(TokenEvent(index=step.index, token_id=token, text=text.push(token),
-                              token_energy=energy, marginal_energy=marginal, spilled_energy=delta))
+        events.put(
+            TokenEvent(
+                index=step.index,
+                token_id=token,
+                text=text.push(token),
+                token_energy=energy,
+                marginal_energy=marginal,
+                spilled_energy=delta,
+            )
+        )
 
     outcome: dict[str, Any] = {}
 

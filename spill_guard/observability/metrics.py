@@ -27,15 +27,23 @@ class GuardMetrics(VerdictMetrics):
         super().__init__(registry)
         prom = prometheus()
         r = self.registry
-        self.requests = prom.Counter("spill_guard_requests", "HTTP requests answered, by route and status code",
-                                     ["route", "status"], registry=r)
-        self.latency = prom.Histogram("spill_guard_request_latency_seconds",
-                                      "time from request received to last byte of the answer, by route",
-                                      ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens_per_second = prom.Histogram("spill_guard_tokens_per_second",
-                                                "answer tokens per second of each request (all its choices)",
-                                                buckets=TOKENS_PER_SECOND_BUCKETS, registry=r)
-        self.batch_size = prom.Histogram("spill_guard_batch_size", "sequences per batched generate call",
-                                         buckets=BATCH_BUCKETS, registry=r)
-        self.errors = prom.Counter("spill_guard_errors", "error responses, by OpenAI error code",
-                                   ["type"], registry=r)
+        self.requests = prom.Counter(
+            "spill_guard_requests", "HTTP requests answered, by route and status code", ["route", "status"], registry=r
+        )
+        self.latency = prom.Histogram(
+            "spill_guard_request_latency_seconds",
+            "time from request received to last byte of the answer, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens_per_second = prom.Histogram(
+            "spill_guard_tokens_per_second",
+            "answer tokens per second of each request (all its choices)",
+            buckets=TOKENS_PER_SECOND_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = prom.Histogram(
+            "spill_guard_batch_size", "sequences per batched generate call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.errors = prom.Counter("spill_guard_errors", "error responses, by OpenAI error code", ["type"], registry=r)

@@ -26,6 +26,7 @@ import math
 import os
 from typing import Any
 
+from spill_guard._version import __version__
 from spill_guard.errors import InvalidParameterError
 
 EVENT_NAME = "gen_ai.evaluation.result"
@@ -106,16 +107,18 @@ def evaluation_attributes(verdict: Any, *, response_id: str | None = None) -> di
         attrs["gen_ai.evaluation.score.value"] = float(verdict.score)
     if response_id:
         attrs["gen_ai.response.id"] = str(response_id)
-    attrs.update({
-        "spill_guard.flagged": bool(verdict.flagged),
-        "spill_guard.threshold": float(verdict.threshold),
-        "spill_guard.spec": verdict.spec,
-        "spill_guard.locator": verdict.locator,
-        "spill_guard.model": verdict.model,
-        "spill_guard.attempts": max(len(verdict.attempts), 1),
-        "spill_guard.early_stopped": bool(verdict.early_stopped),
-        "spill_guard.answer_tokens": len(verdict.tokens),
-    })
+    attrs.update(
+        {
+            "spill_guard.flagged": bool(verdict.flagged),
+            "spill_guard.threshold": float(verdict.threshold),
+            "spill_guard.spec": verdict.spec,
+            "spill_guard.locator": verdict.locator,
+            "spill_guard.model": verdict.model,
+            "spill_guard.attempts": max(len(verdict.attempts), 1),
+            "spill_guard.early_stopped": bool(verdict.early_stopped),
+            "spill_guard.answer_tokens": len(verdict.tokens),
+        }
+    )
     if verdict.record_id:
         attrs["spill_guard.record_id"] = verdict.record_id
     return attrs
@@ -164,11 +167,12 @@ def _emit(api: tuple[Any, Any, Any], verdict: Any, span: Any, response_id: str |
 def _logger(logs: Any) -> Any:
     logger = _settings["logger"]
     if logger is None:
-        from spill_guard import __version__
-
         provider = _settings["logger_provider"]
-        logger = (provider.get_logger("spill_guard", __version__) if provider is not None
-                  else logs.get_logger("spill_guard", __version__))
+        logger = (
+            provider.get_logger("spill_guard", __version__)
+            if provider is not None
+            else logs.get_logger("spill_guard", __version__)
+        )
         _settings["logger"] = logger
     return logger
 

@@ -32,7 +32,7 @@ NON_FINITE = "non_finite_logits"
 SCORE_UNDEFINED = "score_undefined"
 NO_SPAN = "no_span"  # a span-less verdict whose reason names no known locator outcome
 
-_by_registry: "weakref.WeakKeyDictionary[Any, VerdictMetrics]" = weakref.WeakKeyDictionary()
+_by_registry: weakref.WeakKeyDictionary[Any, VerdictMetrics] = weakref.WeakKeyDictionary()
 _registry_lock = threading.RLock()  # re-entered: resolve_metrics creates under it, __init__ registers under it
 
 
@@ -77,14 +77,21 @@ class VerdictMetrics:
         self.registry = registry if registry is not None else prom.CollectorRegistry()
         r = self.registry
         try:
-            self.answers = prom.Counter("spill_guard_answers", "guarded answers (choices), by the guard's action",
-                                        ["action"], registry=r)
-            self.risk = prom.Histogram("spill_guard_risk_score",
-                                       "risk score of each scored answer (higher = riskier)",
-                                       buckets=RISK_BUCKETS, registry=r)
-            self.unscorable = prom.Counter("spill_guard_unscorable_answers",
-                                           "answers that could not be scored (always flagged), by why",
-                                           ["reason"], registry=r)
+            self.answers = prom.Counter(
+                "spill_guard_answers", "guarded answers (choices), by the guard's action", ["action"], registry=r
+            )
+            self.risk = prom.Histogram(
+                "spill_guard_risk_score",
+                "risk score of each scored answer (higher = riskier)",
+                buckets=RISK_BUCKETS,
+                registry=r,
+            )
+            self.unscorable = prom.Counter(
+                "spill_guard_unscorable_answers",
+                "answers that could not be scored (always flagged), by why",
+                ["reason"],
+                registry=r,
+            )
             self.tokens = prom.Counter("spill_guard_generated_tokens", "answer tokens generated", registry=r)
         except ValueError as exc:  # prometheus-client: "Duplicated timeseries in CollectorRegistry"
             raise InvalidParameterError(
@@ -123,8 +130,12 @@ class VerdictMetrics:
             seen = self._counted.get(key)
             if seen is not None and seen() is verdict:
                 return False
+
+            def forget(_: object, k: int = key) -> None:
+                self._counted.pop(k, None)
+
             try:  # forget the entry when the verdict is collected, so ids can be reused safely
-                self._counted[key] = weakref.ref(verdict, lambda _, k=key: self._counted.pop(k, None))
+                self._counted[key] = weakref.ref(verdict, forget)
             except TypeError:  # not weak-referenceable: count it (no dedup for such objects)
                 pass
         return True

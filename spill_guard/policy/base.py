@@ -11,10 +11,13 @@ from __future__ import annotations
 import enum
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from spill_guard.errors import InvalidParameterError
+from spill_guard.models.params import GenerationParams
+from spill_guard.models.prompting import Prompt
 
 
 class Action(str, enum.Enum):
@@ -40,6 +43,7 @@ class Candidate:
     strategy: str = "greedy"
     reason: str = ""
     payload: Any = field(default=None, compare=False, repr=False)
+    prompt_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)  # what the model was fed
 
     @property
     def sort_key(self) -> float:
@@ -47,10 +51,17 @@ class Candidate:
         return math.inf if self.risk is None or math.isnan(self.risk) else self.risk
 
 
+@runtime_checkable
 class RetryStrategy(Protocol):
-    """How to get another answer: the caller's ``regenerate`` interprets it."""
+    """How to get another answer: it acts, returning the prompt and params of attempt ``attempt``
+    (2, 3, ...) from those of the first answer (:mod:`spill_guard.policy.strategies`)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
+
+    def next_attempt(
+        self, prompt: Prompt, params: GenerationParams, attempt: int
+    ) -> tuple[Prompt, GenerationParams]: ...
 
 
 Regenerate = Callable[[RetryStrategy, int], Candidate]

@@ -22,7 +22,8 @@ class Retry(Policy):
 
     Args:
         attempts: total number of answers to try, >= 2.
-        strategy: how new answers are made (:class:`Resample` or :class:`Reprompt`).
+        strategy: how new answers are made (:class:`Resample` (default) or :class:`Reprompt`; each
+            makes its attempt's prompt and params, :mod:`spill_guard.policy.strategies`).
         fallback: policy applied to the lowest-risk answer when every attempt is flagged.
         wait: a tenacity wait strategy between attempts (none by default: a local model).
     """
@@ -36,7 +37,13 @@ class Retry(Policy):
     ):
         if not isinstance(attempts, int) or attempts < 2:
             raise InvalidParameterError(
-                f"Retry(attempts=...) counts every answer including the first, so it must be an integer >= 2; got {attempts!r}."
+                "Retry(attempts=...) counts every answer including the first, so it must be an integer >= 2; "
+                f"got {attempts!r}."
+            )
+        if strategy is not None and not isinstance(strategy, RetryStrategy):
+            raise InvalidParameterError(
+                f"Retry strategy must be Resample(...), Reprompt(...) or an object with a name and "
+                f"next_attempt(prompt, params, attempt), got {strategy!r}."
             )
         if fallback is not None and (not isinstance(fallback, Policy) or isinstance(fallback, Retry)):
             raise InvalidParameterError(f"Retry fallback must be Flag(), Abstain(...) or Raise(), got {fallback!r}.")
@@ -60,7 +67,7 @@ class Retry(Policy):
             stop=stop_after_attempt(self.attempts),
             retry=retry_if_result(lambda c: c.flagged),
             wait=self.wait,
-            retry_error_callback=lambda state: state.outcome.result(),  # out of attempts: no exception
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,  # out of attempts
             reraise=True,
         )(attempt)
         best = min(tried, key=lambda c: c.sort_key)  # first among equals: min is stable

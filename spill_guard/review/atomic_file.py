@@ -29,8 +29,9 @@ def _new_file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_text_file(path: str | os.PathLike, *, newline: str | None = None,
-                     errors: str = "strict") -> Iterator[TextIO]:
+def atomic_text_file(
+    path: str | os.PathLike, *, newline: str | None = None, errors: str = "strict"
+) -> Iterator[TextIO]:
     """``with atomic_text_file(p) as f: f.write(...)``: ``p`` is replaced only if the block succeeds.
 
     A symlink is followed (its target is replaced, the link stays); an existing file keeps its

@@ -62,8 +62,9 @@ class ReviewSink(abc.ABC):
         return failures
 
     @staticmethod
-    def _commit_encoded(records: list[ReviewRecord], encode: Callable[[ReviewRecord], Encoded],
-                        commit: Callable[[list[Encoded]], None]) -> list[Exception | None]:
+    def _commit_encoded(
+        records: list[ReviewRecord], encode: Callable[[ReviewRecord], Encoded], commit: Callable[[list[Encoded]], None]
+    ) -> list[Exception | None]:
         """The batch write of a backend: ``encode`` each record (a record that cannot be encoded
         fails alone), then ``commit`` the encoded ones with one durable commit (if it fails,
         every record it carried fails with its error and none of them is stored).
@@ -136,14 +137,16 @@ class ReviewSink(abc.ABC):
         if any(isinstance(o, BaseException) for o in outcomes):
             error = ReviewLogBatchWriteError(outcomes)
             raise error from next(o for o in outcomes if isinstance(o, BaseException))
-        return outcomes  # type: ignore[return-value]
+        return outcomes
 
     def _store(self, records: list[ReviewRecord], caller: str) -> list[Any]:
         """Redact and store ``records`` with one ``_append_many``; per record its id or its exception."""
         for record in records:  # a wrong type is the caller's bug: refused before anything is stored
             if not isinstance(record, ReviewRecord):
-                raise NotARecordError(f"{caller} takes ReviewRecord objects, got {type(record).__name__}; "
-                                      "build one with ReviewRecord(...) or ReviewRecord.from_verdict(verdict).")
+                raise NotARecordError(
+                    f"{caller} takes ReviewRecord objects, got {type(record).__name__}; "
+                    "build one with ReviewRecord(...) or ReviewRecord.from_verdict(verdict)."
+                )
         outcomes: list[Any] = [None] * len(records)
         ready: list[ReviewRecord] = []
         where: list[int] = []
@@ -161,16 +164,19 @@ class ReviewSink(abc.ABC):
     def _redacted(self, record: ReviewRecord) -> ReviewRecord:
         redacted = self.redact(record)  # type: ignore[misc]
         if not isinstance(redacted, ReviewRecord):
-            raise NotARecordError(f"the redact hook returned {type(redacted).__name__}, not a ReviewRecord; "
-                                  "it must return the (rewritten) record, e.g. record.model_copy(update=...).")
+            raise NotARecordError(
+                f"the redact hook returned {type(redacted).__name__}, not a ReviewRecord; "
+                "it must return the (rewritten) record, e.g. record.model_copy(update=...)."
+            )
         return redacted
 
     def get(self, id_or_prefix: str) -> ReviewRecord:
         """The record whose id equals or uniquely starts with ``id_or_prefix``."""
         prefix = (id_or_prefix or "").strip()
         if not prefix:
-            raise RecordNotFoundError("an empty record id was given; pass an id or a prefix of one "
-                                      "(see `spill-guard review list`).")
+            raise RecordNotFoundError(
+                "an empty record id was given; pass an id or a prefix of one (see `spill-guard review list`)."
+            )
         matches = self._matching(prefix)
         if not matches:
             raise RecordNotFoundError(
@@ -188,8 +194,9 @@ class ReviewSink(abc.ABC):
         """Label a record ``correct`` or ``incorrect`` (the latest label wins); returns it labelled."""
         check_label(label)
         if note is not None and not isinstance(note, str):
-            raise InvalidLabelError(f"note must be text or None, got {type(note).__name__} {note!r}; "
-                                    "pass the reason as a string.")
+            raise InvalidLabelError(
+                f"note must be text or None, got {type(note).__name__} {note!r}; pass the reason as a string."
+            )
         record = self.get(id_or_prefix)
         labelled_at = utc_now_iso()
         if note is not None and self.redact is not None:
@@ -207,7 +214,7 @@ class ReviewSink(abc.ABC):
     def location(self) -> str:
         return str(getattr(self, "path", type(self).__name__))
 
-    def __enter__(self) -> "ReviewSink":
+    def __enter__(self) -> ReviewSink:
         return self
 
     def __exit__(self, *exc: Any) -> None:

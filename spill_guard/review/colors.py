@@ -20,7 +20,9 @@ def finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def value_range(values: Sequence[float | None], vmin: float | None = None, vmax: float | None = None) -> tuple[float, float]:
+def value_range(
+    values: Sequence[float | None], vmin: float | None = None, vmax: float | None = None
+) -> tuple[float, float]:
     """``(lo, hi)``: the given bounds, else the finite values' own min / max (``(0, 0)`` if none)."""
     present = finite(values)
     lo = vmin if vmin is not None else (min(present) if present else 0.0)

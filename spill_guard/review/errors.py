@@ -41,8 +41,10 @@ class ReviewLogBatchWriteError(ReviewLogWriteError):
         self.results = results
         self.failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
         first = next(iter(self.failures.values()), None)
-        super().__init__(f"{len(self.failures)} of {len(results)} records could not be written to the review log; "
-                         f"the others were stored. First failure: {first}")
+        super().__init__(
+            f"{len(self.failures)} of {len(results)} records could not be written to the review log; "
+            f"the others were stored. First failure: {first}"
+        )
         if isinstance(first, OSError) and first.errno is not None:
             self.errno = first.errno
 

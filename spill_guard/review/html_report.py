@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from spill_guard.review.atomic_file import atomic_text_file
 from spill_guard.review.colors import hex_color, readable_text_rgb, risk_rgb, value_range
 from spill_guard.review.record import ACTIONS, ReviewRecord
-from spill_guard.review.atomic_file import atomic_text_file
 from spill_guard.review.terminal import printable, visible
 
 _CSS = """
@@ -55,9 +55,11 @@ def _summary(records: Sequence[ReviewRecord]) -> str:
     label_heads = "".join(f"<th>label: {k}</th>" for k in ("correct", "incorrect", "unlabelled"))
     label_cells = "".join(f"<td>{labels.get(k, 0)}</td>" for k in ("correct", "incorrect", "unlabelled"))
     return (
-        '<table class="summary"><tr><th>records</th>' + head
+        '<table class="summary"><tr><th>records</th>'
+        + head
         + '<th title="records whose risk score crossed the threshold, whatever the action">over threshold</th>'
-        + label_heads + "</tr>"
+        + label_heads
+        + "</tr>"
         + f"<tr><td>{len(records)}</td>{cells}<td>{sum(r.flagged for r in records)}</td>{label_cells}</tr></table>"
     )
 
@@ -68,7 +70,9 @@ def _tokens_html(record: ReviewRecord) -> str:
     span_range = (span.get("token_start"), span.get("token_end"))
     parts = []
     for i, (tok, value) in enumerate(zip(record.tokens, record.token_scores)):
-        in_span = isinstance(span_range[0], int) and isinstance(span_range[1], int) and span_range[0] <= i < span_range[1]
+        in_span = (
+            isinstance(span_range[0], int) and isinstance(span_range[1], int) and span_range[0] <= i < span_range[1]
+        )
         classes = ["span"] if in_span else []
         if value is None:
             parts.append(f'<span class="{" ".join(classes + ["na"])}" title="Δ undefined">{_esc(visible(tok))}</span>')
@@ -77,19 +81,28 @@ def _tokens_html(record: ReviewRecord) -> str:
         style = f"background:{hex_color(bg)};color:{hex_color(readable_text_rgb(bg))}"
         cls = f' class="{" ".join(classes)}"' if classes else ""
         parts.append(f'<span{cls} style="{style}" title="Δ = {value:.4f}">{_esc(visible(tok))}</span>')
-    legend = (f'<div class="legend">colour: per-token Δ from blue ({lo:+.2f}) to red ({hi:+.2f}), '
-              "higher = riskier; hover a token for its value; underlined = scored span</div>")
+    legend = (
+        f'<div class="legend">colour: per-token Δ from blue ({lo:+.2f}) to red ({hi:+.2f}), '
+        "higher = riskier; hover a token for its value; underlined = scored span</div>"
+    )
     return f'<div class="tokens">{"".join(parts)}</div>{legend}'
 
 
 def _card(record: ReviewRecord) -> str:
     score = "n/a" if record.score is None else f"{record.score:.4f}"
     threshold = "n/a" if record.threshold is None else f"{record.threshold:.4f}"
-    label = (f'<span class="label-{_esc(record.label)}">{_esc(record.label)}</span>'
-             + (f" — {_esc(record.label_note)}" if record.label_note else "")) if record.label else "unlabelled"
+    label = (
+        (
+            f'<span class="label-{_esc(record.label)}">{_esc(record.label)}</span>'
+            + (f" — {_esc(record.label_note)}" if record.label_note else "")
+        )
+        if record.label
+        else "unlabelled"
+    )
     rows = [
         f'<div class="meta">{_esc(record.id)} · {_esc(record.created_at)} · {_esc(record.model or "-")}'
-        + (f" · tags: {_esc(', '.join(record.tags))}" if record.tags else "") + "</div>",
+        + (f" · tags: {_esc(', '.join(record.tags))}" if record.tags else "")
+        + "</div>",
         f'<div class="field"><b>question</b>{_esc(record.question)}</div>',
     ]
     if record.context:
@@ -112,13 +125,15 @@ def render_html(records: Sequence[ReviewRecord], *, title: str = "spill_guard re
     """The whole report as one HTML document string."""
     body = "\n".join(_card(r) for r in records) or "<p>No records.</p>"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_esc(title)}</h1>{_summary(records)}\n{body}\n</body></html>\n"
     )
 
 
-def write_html(records: Sequence[ReviewRecord], path: str | os.PathLike, *, title: str = "spill_guard review log") -> Path:
+def write_html(
+    records: Sequence[ReviewRecord], path: str | os.PathLike, *, title: str = "spill_guard review log"
+) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8) atomically and return the path.
 
     The page is complete before it replaces an older one (temporary file + rename).

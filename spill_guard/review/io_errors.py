@@ -33,16 +33,16 @@ _CHANGED_UNDER_SQLITE = (
 _FIX_BY_SQLITE_CODE = {
     "SQLITE_FULL": _FIX_BY_ERRNO[errnos.ENOSPC],
     "SQLITE_READONLY": "make the database file, its folder and its -wal/-shm files writable by this user, "
-                       "or choose another log path",
+    "or choose another log path",
     "SQLITE_CANTOPEN": "make the folder writable (SQLite creates -wal and -shm files next to the database), "
-                       "or choose another log path",
+    "or choose another log path",
     "SQLITE_BUSY": "another process held the write lock for longer than timeout= seconds: raise timeout= "
-                   "or find the process that keeps the database locked",
+    "or find the process that keeps the database locked",
     "SQLITE_LOCKED": "another connection of this process holds the lock: close it, or raise timeout=",
     "SQLITE_NOTADB": "the file is not a SQLite database: point the log at a .sqlite file the guard wrote, "
-                     "or rename a JSONL log to *.jsonl",
+    "or rename a JSONL log to *.jsonl",
     "SQLITE_CORRUPT": "the database is damaged: move it aside (keep it for recovery with `sqlite3 .recover`) "
-                      "and start a new log",
+    "and start a new log",
     # Before the generic I/O error: these mean the files changed under the connection, not a failing disk.
     "SQLITE_IOERR_SHORT_READ": _CHANGED_UNDER_SQLITE,
     "SQLITE_IOERR_DELETE_NOENT": _CHANGED_UNDER_SQLITE,
@@ -81,8 +81,10 @@ def _fix(exc: BaseException, location: object) -> str:
         if name == code or name.startswith(code + "_"):
             return fix
     if isinstance(exc, (ValueError, TypeError, RecursionError)):
-        return ("the record holds a value JSON cannot store (e.g. an integer of more than 4300 digits or "
-                "data nested too deep): pass it as a string in metadata")
+        return (
+            "the record holds a value JSON cannot store (e.g. an integer of more than 4300 digits or "
+            "data nested too deep): pass it as a string in metadata"
+        )
     return _GENERIC_FIX
 
 
@@ -94,8 +96,10 @@ def _with_errno(error: OSError, exc: BaseException) -> OSError:
 
 def write_error(location: object, exc: BaseException, *, what: str = "record") -> ReviewLogWriteError:
     """The error to raise (``from exc``) when storing a ``what`` in the log at ``location`` failed."""
-    message = (f"could not write the {what} to the review log {str(location)!r}: {_cause(exc)}; "
-               f"{_fix(exc, location)}. Nothing was stored for this {what}; earlier records are unaffected.")
+    message = (
+        f"could not write the {what} to the review log {str(location)!r}: {_cause(exc)}; "
+        f"{_fix(exc, location)}. Nothing was stored for this {what}; earlier records are unaffected."
+    )
     return _with_errno(ReviewLogWriteError(message), exc)  # type: ignore[return-value]
 
 

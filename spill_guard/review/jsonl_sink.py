@@ -51,7 +51,7 @@ from spill_guard.review.sqlite_sink import SQLITE_HEADER
 LABEL_EVENT = "label"
 
 # Sinks alive in this process, so a forked child can drop the parent's descriptor and locks.
-_LIVE_SINKS: "weakref.WeakSet[JsonlSink]" = weakref.WeakSet()
+_LIVE_SINKS: weakref.WeakSet[JsonlSink] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
@@ -252,4 +252,3 @@ class JsonlSink(ReviewSink):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-

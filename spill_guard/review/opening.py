@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def open_log(path: str | os.PathLike, *, redact: Redactor | None = None, **optio
     ``options`` go to the sink (``fsync=``, and ``timeout=`` for SQLite). The file is created
     on the first write; reading a missing log gives no records.
     """
-    return sink_class(path)(path, redact=redact, **options)
+    # Each sink class takes the path (a URL for PostgreSQL) first; their __init__s differ from ReviewSink's.
+    opener: Callable[..., ReviewSink] = sink_class(path)
+    return opener(path, redact=redact, **options)
 
 
 def as_sink(log: Any) -> Any:
@@ -57,7 +60,9 @@ def as_sink(log: Any) -> Any:
         return log
     from spill_guard.errors import InvalidParameterError
 
-    raise InvalidParameterError(f"log must be a path (.jsonl / .sqlite), a postgresql:// URL or a review sink with .write(record), got {log!r}.")
+    raise InvalidParameterError(
+        f"log must be a path (.jsonl / .sqlite), a postgresql:// URL or a review sink with .write(record), got {log!r}."
+    )
 
 
 def labelled_records(log: str | os.PathLike | ReviewSink) -> list[ReviewRecord]:

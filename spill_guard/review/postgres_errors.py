@@ -17,8 +17,7 @@ class PostgresNotInstalledError(ReviewLogError, ImportError):
 
 # By SQLSTATE (https://www.postgresql.org/docs/15/errcodes-appendix.html).
 _FIX_BY_SQLSTATE = {
-    "42501": "grant this user SELECT, INSERT and UPDATE on the log's tables (and CREATE on the schema, for "
-             "a new log)",
+    "42501": "grant this user SELECT, INSERT and UPDATE on the log's tables (and CREATE on the schema, for a new log)",
     "25006": "the server is a read-only standby: point the URL at the primary",
     "3D000": "create the database first (createdb), or fix the database name in the URL",
     "53300": "the server has no free connection slots: raise max_connections or put a pooler in front",
@@ -34,8 +33,9 @@ def fix_for(exc: BaseException) -> str:
     return _FIX_BY_SQLSTATE.get(getattr(exc, "sqlstate", None) or "", _GENERIC_FIX)
 
 
-def failure(location: str, what: str | None, cause: BaseException | None, fix: str,
-            secrets: list[str]) -> ReviewLogError:
+def failure(
+    location: str, what: str | None, cause: BaseException | None, fix: str, secrets: list[str]
+) -> ReviewLogError:
     """The error for a failed write of ``what`` (``None``: a failed read) of the log at ``location``."""
     detail = " ".join(scrub(str(cause), secrets).split()) or type(cause).__name__
     state = getattr(cause, "sqlstate", None)

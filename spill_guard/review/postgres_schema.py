@@ -6,6 +6,8 @@ Statements are templates for ``psycopg.sql.SQL(...).format``: ``{t}`` the record
 
 from __future__ import annotations
 
+from typing import overload
+
 from spill_guard.review.jsontext import escape_surrogates
 
 SCHEMA_VERSION = 1
@@ -14,6 +16,14 @@ SCHEMA_TABLE = "spill_guard_schema"
 # share spill_guard_schema, and CREATE TABLE IF NOT EXISTS races without a lock.
 SCHEMA_LOCK_KEY = 0x5350_494C_4C47  # "SPILLG"
 INDEXED = ("seq", "created_at", "action", "flagged", "score", "label")
+
+
+@overload
+def pg_text(value: str) -> str: ...
+
+
+@overload
+def pg_text(value: None) -> None: ...
 
 
 def pg_text(value: str | None) -> str | None:
@@ -40,7 +50,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS {meta} (log_table text PRIMARY KEY, version integer NOT NULL, "
     "created_at timestamptz NOT NULL DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS {t} ("
-    " id text COLLATE \"C\" PRIMARY KEY,"
+    ' id text COLLATE "C" PRIMARY KEY,'
     " seq bigserial NOT NULL,"
     " created_at text NOT NULL,"
     " action text NOT NULL,"
@@ -52,7 +62,7 @@ SCHEMA = (
     " data text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {labels} ("
     " seq bigserial PRIMARY KEY,"
-    " record_id text COLLATE \"C\" NOT NULL REFERENCES {t} (id) ON DELETE CASCADE,"
+    ' record_id text COLLATE "C" NOT NULL REFERENCES {t} (id) ON DELETE CASCADE,'
     " label text NOT NULL,"
     " note text,"
     " labelled_at text NOT NULL)",

@@ -118,7 +118,7 @@ def _close_in_owner(conn: Any, pid: int) -> None:
 
 
 # Sinks alive in this process, so a forked child can drop the parent's connections and lock.
-_LIVE_SINKS: "weakref.WeakSet[PostgresSink]" = weakref.WeakSet()
+_LIVE_SINKS: weakref.WeakSet[PostgresSink] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
@@ -151,20 +151,24 @@ class PostgresSink(ReviewSink):
     ) -> None:
         super().__init__(redact=redact)
         if not is_postgres_url(url):
-            raise ReviewLogError(f"{mask_password(str(url))!r} is not a PostgreSQL URL; write it as "
-                                 "postgresql://user:password@host:5432/database.")
+            raise ReviewLogError(
+                f"{mask_password(str(url))!r} is not a PostgreSQL URL; write it as "
+                "postgresql://user:password@host:5432/database."
+            )
         self._conninfo, fragment = split_table(url)
         self.table = table or fragment or DEFAULT_TABLE
         if not TABLE_NAME.fullmatch(self.table):
-            raise ReviewLogError(f"review-log table name {self.table!r} is not valid; use lowercase letters, "
-                                 "digits and _ (at most 40), optionally schema-qualified: 'guard_logs.prod'.")
+            raise ReviewLogError(
+                f"review-log table name {self.table!r} is not valid; use lowercase letters, "
+                "digits and _ (at most 40), optionally schema-qualified: 'guard_logs.prod'."
+            )
         self._schema, _, self._base = self.table.rpartition(".")
         self.fsync = fsync
         self.connect_timeout = max(2, int(round(connect_timeout)))  # libpq: whole seconds, 2 at least
         self._secrets = passwords_in(self._conninfo)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._held: "weakref.WeakSet[_Held]" = weakref.WeakSet()  # every thread's connection, for close()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()  # every thread's connection, for close()
         self._checked_in_pid: int | None = None  # the process that has verified the tables
         _LIVE_SINKS.add(self)
 
@@ -175,8 +179,9 @@ class PostgresSink(ReviewSink):
     def __reduce__(self) -> tuple:
         # Connections cannot cross processes: a copy (e.g. shipped to a Ray replica on another
         # machine) keeps the URL and options only, and connects on first use.
-        rebuild = functools.partial(PostgresSink, table=self.table, fsync=self.fsync,
-                                    connect_timeout=self.connect_timeout, redact=self.redact)
+        rebuild = functools.partial(
+            PostgresSink, table=self.table, fsync=self.fsync, connect_timeout=self.connect_timeout, redact=self.redact
+        )
         return (rebuild, (self._conninfo,))
 
     # -- SQL names -----------------------------------------------------------------------
@@ -187,9 +192,13 @@ class PostgresSink(ReviewSink):
             return sql.Identifier(self._schema, name) if self._schema else sql.Identifier(name)
 
         indexes = {f"ix_{col}": sql.Identifier(f"{self._base}_{col}") for col in INDEXED}
-        return sql.SQL(template).format(t=ident(self._base), labels=ident(f"{self._base}_labels"),
-                                        meta=ident(SCHEMA_TABLE), ix_labels=sql.Identifier(f"{self._base}_labels_record"),
-                                        **indexes)
+        return sql.SQL(template).format(
+            t=ident(self._base),
+            labels=ident(f"{self._base}_labels"),
+            meta=ident(SCHEMA_TABLE),
+            ix_labels=sql.Identifier(f"{self._base}_labels_record"),
+            **indexes,
+        )
 
     def _regclass(self, name: str) -> str:
         return f"{self._schema}.{name}" if self._schema else name
@@ -202,8 +211,9 @@ class PostgresSink(ReviewSink):
             return held.conn
         psycopg = _psycopg()
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=self.connect_timeout,
-                                   application_name="spill_guard")
+            conn = psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=self.connect_timeout, application_name="spill_guard"
+            )
         except psycopg.Error as exc:
             raise _ConnectionFailed(exc) from exc
         self._local.held = held = _Held(conn, pid)  # from here on, its finalizer closes conn
@@ -238,8 +248,9 @@ class PostgresSink(ReviewSink):
                 raise
 
         try:
-            for attempt in Retrying(stop=stop_after_attempt(2), retry=retry_if_exception_type(_ConnectionLost),
-                                    reraise=True):
+            for attempt in Retrying(
+                stop=stop_after_attempt(2), retry=retry_if_exception_type(_ConnectionLost), reraise=True
+            ):
                 with attempt:
                     return attempt_once()
         except _ConnectionLost as lost:
@@ -275,8 +286,12 @@ class PostgresSink(ReviewSink):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
                 for statement in SCHEMA:
                     conn.execute(self._sql(statement))
-                conn.execute(self._sql("INSERT INTO {meta} (log_table, version) VALUES (%s, %s) "
-                                       "ON CONFLICT (log_table) DO NOTHING"), (self.table, SCHEMA_VERSION))
+                conn.execute(
+                    self._sql(
+                        "INSERT INTO {meta} (log_table, version) VALUES (%s, %s) ON CONFLICT (log_table) DO NOTHING"
+                    ),
+                    (self.table, SCHEMA_VERSION),
+                )
             version = self._stored_version(conn)
         if version != SCHEMA_VERSION:
             raise ReviewLogError(
@@ -292,13 +307,19 @@ class PostgresSink(ReviewSink):
 
     def _refuse_foreign_table(self, conn: Any) -> None:
         # A table of that name that no spill_guard registered: someone else's, unless it has our columns.
-        columns = {row[0] for row in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-            (self._regclass(self._base),))}
+        columns = {
+            row[0]
+            for row in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (self._regclass(self._base),),
+            )
+        }
         missing = [c for c in COLUMNS if c not in columns]
         if missing:
-            raise NotAReviewLogError(f"table {self.table!r} in {mask_password(self._conninfo)} is not a review log "
-                                     f"(no columns {missing}); name another table with '#table' in the URL.")
+            raise NotAReviewLogError(
+                f"table {self.table!r} in {mask_password(self._conninfo)} is not a review log "
+                f"(no columns {missing}); name another table with '#table' in the URL."
+            )
 
     # -- primitives ----------------------------------------------------------------------
     def _row(self, record: ReviewRecord) -> tuple:
@@ -306,11 +327,21 @@ class PostgresSink(ReviewSink):
             data = record.to_json()
         except (ValueError, TypeError, RecursionError) as exc:
             raise write_error(self.location, exc) from exc
-        return (pg_text(record.id), pg_text(record.created_at), record.action, record.flagged, record.score,
-                record.label, pg_text(record.label_note), pg_text(record.labelled_at), data)
+        return (
+            pg_text(record.id),
+            pg_text(record.created_at),
+            record.action,
+            record.flagged,
+            record.score,
+            record.label,
+            pg_text(record.label_note),
+            pg_text(record.labelled_at),
+            data,
+        )
 
     def _insert_rows(self, rows: list[tuple]) -> None:
         """Insert (or replace) ``rows``: one statement, or one transaction for several (all or none)."""
+
         def insert(conn: Any) -> None:
             self._tables_ready(conn, create=True)
             if len(rows) == 1:  # autocommit: the statement is its own transaction
@@ -335,15 +366,19 @@ class PostgresSink(ReviewSink):
             with conn.transaction():  # the UPDATE locks the row, so events are appended in label order
                 updated = conn.execute(
                     self._sql("UPDATE {t} SET label = %s, label_note = %s, labelled_at = %s WHERE id = %s"),
-                    (label, note, labelled_at, row_id)).rowcount
+                    (label, note, labelled_at, row_id),
+                ).rowcount
                 if updated:
-                    conn.execute(self._sql("INSERT INTO {labels} (record_id, label, note, labelled_at) "
-                                           "VALUES (%s, %s, %s, %s)"), (row_id, label, note, labelled_at))
+                    conn.execute(
+                        self._sql("INSERT INTO {labels} (record_id, label, note, labelled_at) VALUES (%s, %s, %s, %s)"),
+                        (row_id, label, note, labelled_at),
+                    )
             return updated
 
         if not self._run("label", label_it):
-            raise RecordNotFoundError(f"record {record_id!r} is no longer in {self.location} (removed while "
-                                      "labelling); nothing was labelled.")
+            raise RecordNotFoundError(
+                f"record {record_id!r} is no longer in {self.location} (removed while labelling); nothing was labelled."
+            )
 
     def _select(self, where: str = "", params: tuple = (), order: str = "seq") -> list[ReviewRecord]:
         query = self._sql(f"SELECT seq, id, data, label, label_note, labelled_at FROM {{t}} {where} ORDER BY {order}")
@@ -377,8 +412,10 @@ class PostgresSink(ReviewSink):
             report.skip(where, f"skipped a row whose data is not a valid record: {why}")
             return None
         if row_id != pg_text(record.id):
-            report.skip(where, f"skipped a row whose id column {short_repr(row_id)} is not its record's id "
-                               f"{short_repr(record.id)}")
+            report.skip(
+                where,
+                f"skipped a row whose id column {short_repr(row_id)} is not its record's id {short_repr(record.id)}",
+            )
             return None
         if label is None:  # the label columns are the truth; data keeps what was written
             return record
@@ -391,6 +428,7 @@ class PostgresSink(ReviewSink):
 
     def count(self) -> int:
         """Number of rows (cheap: no JSON is parsed)."""
+
         def count(conn: Any) -> int:
             if not self._tables_ready(conn, create=False):
                 return 0

@@ -50,7 +50,7 @@ def passwords_in(url: str) -> list[str]:
         userinfo = parts.netloc.rpartition("@")[0]
         if ":" in userinfo:
             found.append(userinfo.split(":", 1)[1])
-    found += [m.group(0)[len("password="):] for m in _PASSWORD_OPTION.finditer(parts.query)]
+    found += [m.group(0)[len("password=") :] for m in _PASSWORD_OPTION.finditer(parts.query)]
     return [p for raw in found if raw for p in {raw, unquote(raw), quote(unquote(raw), safe="")}]
 
 

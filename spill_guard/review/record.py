@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -36,7 +36,7 @@ def new_record_id() -> str:
 
 def utc_now_iso() -> str:
     """ISO-8601 UTC with microseconds: sorts lexicographically in time order."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def strict_json_value(value: Any) -> Any:
@@ -136,7 +136,7 @@ class ReviewRecord(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _aligned_token_scores(self) -> "ReviewRecord":
+    def _aligned_token_scores(self) -> ReviewRecord:
         if len(self.token_scores) != len(self.tokens):
             raise ValueError(
                 f"{len(self.tokens)} tokens but {len(self.token_scores)} token_scores; they must be aligned "
@@ -153,12 +153,12 @@ class ReviewRecord(BaseModel):
         return dumps_line(self.model_dump())
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "ReviewRecord":
+    def from_json(cls, text: str | bytes) -> ReviewRecord:
         """Parse one line; a stray ``NaN``/``Infinity`` token or ``1e400`` (non-strict writers) reads as ``None``."""
         return cls.from_parsed(loads_strict(text))
 
     @classmethod
-    def from_parsed(cls, obj: dict[str, Any]) -> "ReviewRecord":
+    def from_parsed(cls, obj: dict[str, Any]) -> ReviewRecord:
         """Validate a dict that came out of :func:`json.loads` with NaN/Infinity mapped to None.
 
         Skips the recursive non-finite scan (a trace holds thousands of numbers); the
@@ -166,7 +166,7 @@ class ReviewRecord(BaseModel):
         """
         return cls.model_validate(obj, context={_PARSED_STRICT_JSON: True})
 
-    def with_label(self, label: str, note: str | None = None, labelled_at: str | None = None) -> "ReviewRecord":
+    def with_label(self, label: str, note: str | None = None, labelled_at: str | None = None) -> ReviewRecord:
         """A copy carrying a human label (``correct`` / ``incorrect``)."""
         return self.model_copy(
             update={"label": check_label(label), "label_note": note, "labelled_at": labelled_at or utc_now_iso()}
@@ -185,15 +185,15 @@ class ReviewRecord(BaseModel):
         tags: tuple[str, ...] | list[str] = (),
         metadata: dict[str, Any] | None = None,
         include_scored: bool = True,
-    ) -> "ReviewRecord":
+    ) -> ReviewRecord:
         """Build a record from a guard ``Verdict`` (read by attribute, so no import of the guard).
 
         ``include_scored=False`` leaves out the ``ScoredAnswer`` and its trace (records shrink
         from kilobytes to a few hundred bytes, but calibration can no longer re-score them).
         """
         scored = getattr(verdict, "scored", None)
-        action = getattr(verdict, "action")
-        span = getattr(verdict, "span", None)
+        action = verdict.action
+        span: Any = getattr(verdict, "span", None)
         attempts = [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for a in verdict.attempts]
         scored_record = None
         if include_scored and scored is not None:

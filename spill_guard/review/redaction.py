@@ -43,8 +43,20 @@ PHONE_PATTERN = (
 DEFAULT_PII_PATTERNS = (EMAIL_PATTERN, PHONE_PATTERN)
 
 # Record fields that hold no caller text (generated ids and times, enums, numbers).
-NOT_FREE_TEXT = frozenset({"schema_version", "id", "created_at", "labelled_at", "action", "label", "flagged",
-                           "score", "threshold", "token_scores"})
+NOT_FREE_TEXT = frozenset(
+    {
+        "schema_version",
+        "id",
+        "created_at",
+        "labelled_at",
+        "action",
+        "label",
+        "flagged",
+        "score",
+        "threshold",
+        "token_scores",
+    }
+)
 
 ScoredPolicy = Literal["drop_prompt", "drop", "keep"]
 _SCORED_POLICIES = ("drop_prompt", "drop", "keep")
@@ -59,8 +71,10 @@ def _compile(patterns: Iterable[str | re.Pattern[str]]) -> re.Pattern[str]:
         except re.error as exc:
             raise InvalidParameterError(f"redaction pattern {source!r} is not a valid regex: {exc}") from exc
         if re.compile(source).match(""):
-            raise InvalidParameterError(f"redaction pattern {source!r} matches the empty string; it would "
-                                        "redact everywhere. Make it match at least one character.")
+            raise InvalidParameterError(
+                f"redaction pattern {source!r} matches the empty string; it would "
+                "redact everywhere. Make it match at least one character."
+            )
         parts.append(f"(?:{source})")
     if not parts:
         raise InvalidParameterError("redact_patterns() needs at least one pattern, e.g. DEFAULT_PII_PATTERNS.")
@@ -109,12 +123,17 @@ def redact_token_texts(tokens: list[str], regex: re.Pattern[str], replacement: s
 def _indexes(answer: str, token: dict) -> bool:
     """Whether ``token`` carries offsets into ``answer`` that give its text (a ScoredAnswer token)."""
     start, end = token.get("start"), token.get("end")
-    return (type(start) is int and type(end) is int and 0 <= start <= end <= len(answer)
-            and answer[start:end] == token.get("text"))
+    return (
+        type(start) is int
+        and type(end) is int
+        and 0 <= start <= end <= len(answer)
+        and answer[start:end] == token.get("text")
+    )
 
 
-def redact_with_offsets(answer: str, tokens: list[dict], regex: re.Pattern[str],
-                        replacement: str) -> tuple[str, list[dict]]:
+def redact_with_offsets(
+    answer: str, tokens: list[dict], regex: re.Pattern[str], replacement: str
+) -> tuple[str, list[dict]]:
     """Redact ``answer`` and move each token's ``start``/``end`` with it: ``text == answer[start:end]`` still holds.
 
     The tokens a match covers share its replacement in proportion (``[RE``, ``DACT``, ``ED]``),
@@ -200,8 +219,11 @@ def redact_patterns(
     def redact(record: ReviewRecord) -> ReviewRecord:
         # Every field except the few that cannot hold caller text, so a field added to the
         # schema later is redacted by default instead of leaking by default.
-        update = {name: deep(getattr(record, name)) for name in ReviewRecord.model_fields
-                  if name not in NOT_FREE_TEXT and name not in ("tokens", "scored")}
+        update = {
+            name: deep(getattr(record, name))
+            for name in ReviewRecord.model_fields
+            if name not in NOT_FREE_TEXT and name not in ("tokens", "scored")
+        }
         update["tokens"] = redact_token_texts(record.tokens, regex, replacement)
         update["scored"] = scored_payload(record.scored)
         return record.model_copy(update=update)

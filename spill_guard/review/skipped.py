@@ -35,9 +35,12 @@ class SkipReport:
 
     def finish(self) -> None:
         if self.count > self.limit:
-            warnings.warn(f"{self.location}: {self.count - self.limit} more malformed lines or rows skipped "
-                          f"({self.count} in all; the first {self.limit} are reported above)",
-                          ReviewLogWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.location}: {self.count - self.limit} more malformed lines or rows skipped "
+                f"({self.count} in all; the first {self.limit} are reported above)",
+                ReviewLogWarning,
+                stacklevel=3,
+            )
 
 
 def short_repr(value: object) -> str:

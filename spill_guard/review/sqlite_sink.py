@@ -162,8 +162,11 @@ class SqliteSink(ReviewSink):
         looks_jsonl = head.lstrip()[:1] in (b"{", b"[")
         return NotAReviewLogError(
             f"{self.path} is not a SQLite database"
-            + (" (it looks like a JSONL review log: rename it to *.jsonl)" if looks_jsonl else
-               "; point the log at the .sqlite file the guard wrote, or at a new path")
+            + (
+                " (it looks like a JSONL review log: rename it to *.jsonl)"
+                if looks_jsonl
+                else "; point the log at the .sqlite file the guard wrote, or at a new path"
+            )
             + "."
         )
 
@@ -223,7 +226,9 @@ class SqliteSink(ReviewSink):
         except ReviewLogError as exc:
             if what is None:
                 raise
-            raise ReviewLogWriteError(f"could not write the {what} to the review log {str(self.path)!r}: {exc}") from exc
+            raise ReviewLogWriteError(
+                f"could not write the {what} to the review log {str(self.path)!r}: {exc}"
+            ) from exc
         except (sqlite3.Error, OSError) as exc:
             if what is None:
                 raise read_error(self.path, exc) from exc
@@ -236,9 +241,17 @@ class SqliteSink(ReviewSink):
     # -- writing ------------------------------------------------------------------------
     def _row(self, record: ReviewRecord) -> tuple:
         with self._failures("record"):
-            return (sql_text(record.id), sql_text(record.created_at), record.action, int(record.flagged),
-                    record.score, record.label, sql_text(record.label_note), sql_text(record.labelled_at),
-                    record.to_json())
+            return (
+                sql_text(record.id),
+                sql_text(record.created_at),
+                record.action,
+                int(record.flagged),
+                record.score,
+                record.label,
+                sql_text(record.label_note),
+                sql_text(record.labelled_at),
+                record.to_json(),
+            )
 
     def _insert_rows(self, rows: list[tuple]) -> None:
         """Insert (or replace) ``rows`` in one transaction: one commit, one WAL sync, all or none."""
@@ -248,7 +261,9 @@ class SqliteSink(ReviewSink):
                 conn.executemany(
                     "INSERT OR REPLACE INTO records "
                     "(id, created_at, action, flagged, score, label, label_note, labelled_at, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
 
     def _append(self, record: ReviewRecord) -> None:
         self._insert_rows([self._row(record)])
@@ -265,8 +280,9 @@ class SqliteSink(ReviewSink):
                     (label, sql_text(note), labelled_at, sql_text(record_id)),
                 ).rowcount
         if changed == 0:
-            raise RecordNotFoundError(f"record {record_id!r} is no longer in {self.path} (removed while labelling); "
-                                      "nothing was labelled.")
+            raise RecordNotFoundError(
+                f"record {record_id!r} is no longer in {self.path} (removed while labelling); nothing was labelled."
+            )
 
     # -- reading ------------------------------------------------------------------------
     def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -291,8 +307,7 @@ class SqliteSink(ReviewSink):
         if not on_read_only_filesystem(self.path) or (wal.exists() and wal.stat().st_size > 0):
             raise failure
         size = _file_size(self.path)
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
-                               check_same_thread=False)
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         with self._closed_if_refused(conn):
             self._refuse_other_schema(conn, size)
         self._local.conn, self._local.pid = conn, os.getpid()
@@ -321,14 +336,17 @@ class SqliteSink(ReviewSink):
             report.skip(where, f"skipped a row whose data is not a valid record: {why}")
             return None
         if from_sql_text(row_id) != record.id:
-            report.skip(where, f"skipped a row whose id column {short_repr(row_id)} is not its record's id "
-                               f"{short_repr(record.id)}")
+            report.skip(
+                where,
+                f"skipped a row whose id column {short_repr(row_id)} is not its record's id {short_repr(record.id)}",
+            )
             return None
         if label is None:
             return record
         try:  # the label columns are the truth; the JSON keeps what was written
-            event = LabelEvent(id=record.id, label=label, note=from_sql_text(note),
-                               labelled_at=from_sql_text(labelled_at))
+            event = LabelEvent(
+                id=record.id, label=label, note=from_sql_text(note), labelled_at=from_sql_text(labelled_at)
+            )
         except ValidationError as exc:
             report.skip(where, f"ignored malformed label columns: {first_problem(exc)}")
             return record
@@ -336,8 +354,7 @@ class SqliteSink(ReviewSink):
 
     def _matching(self, prefix: str) -> list[ReviewRecord]:
         key = sql_text(prefix)
-        rows = self._rows(f"{_SELECT} WHERE substr(id, 1, ?) = ? ORDER BY id = ? DESC, rowid",
-                          (len(key), key, key))  # type: ignore[arg-type]
+        rows = self._rows(f"{_SELECT} WHERE substr(id, 1, ?) = ? ORDER BY id = ? DESC, rowid", (len(key), key, key))  # type: ignore[arg-type]
         report = SkipReport(self.path)
         found = [r for row in rows if (r := self._row_record(row, report)) is not None][:2]
         report.finish()

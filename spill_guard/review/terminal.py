@@ -79,8 +79,8 @@ def json_for_terminal(text: str) -> str:
     r"""JSON text with the control characters :func:`printable` escapes written as ``\uXXXX``.
 
     Lossless: ``json.dumps`` already escapes C0 controls inside strings (a raw newline is
-    layout), and the others can only occur inside string literals, where ``\uXXXX`` means the same character; ``json.loads`` gives back the
-    same data.
+    layout), and the others can only occur inside string literals, where ``\uXXXX`` means
+    the same character; ``json.loads`` gives back the same data.
     """
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
@@ -100,8 +100,10 @@ def _sgr_background(rgb: RGB, mode: ColorMode) -> str:
     fg = readable_text_rgb(rgb)
     if mode == "truecolor":
         return "\x1b[48;2;{};{};{}m\x1b[38;2;{};{};{}m".format(*rgb, *fg)
+
     def cube(c: int) -> int:
         return round(c / 255 * 5)
+
     index = 16 + 36 * cube(rgb[0]) + 6 * cube(rgb[1]) + cube(rgb[2])
     return f"\x1b[48;5;{index}m\x1b[38;5;{16 if fg == (0, 0, 0) else 231}m"
 
@@ -159,8 +161,9 @@ def _score_line(record: ReviewRecord) -> str:
     return f"score {score}{relation or '  '}{threshold}  ({record.spec}, locator {record.locator})"
 
 
-def render_record(record: ReviewRecord, *, mode: ColorMode = "none", vmin: float | None = None,
-                  vmax: float | None = None) -> str:
+def render_record(
+    record: ReviewRecord, *, mode: ColorMode = "none", vmin: float | None = None, vmax: float | None = None
+) -> str:
     """Everything in a record a reviewer needs, with the answer's token heatmap."""
     # Every line here carries record text: each goes through printable() at the end. The
     # heatmap and legend are added after that, since they hold this module's colour codes
@@ -190,8 +193,10 @@ def render_record(record: ReviewRecord, *, mode: ColorMode = "none", vmin: float
     underline = None
     if record.span:
         s = record.span
-        lines.append(f"span:     chars {s.get('start')}-{s.get('end')}, tokens {s.get('token_start')}-"
-                     f"{s.get('token_end')}: {s.get('text')!r}")
+        lines.append(
+            f"span:     chars {s.get('start')}-{s.get('end')}, tokens {s.get('token_start')}-"
+            f"{s.get('token_end')}: {s.get('text')!r}"
+        )
         if isinstance(s.get("token_start"), int) and isinstance(s.get("token_end"), int):
             underline = (s["token_start"], s["token_end"])
     if len(record.attempts) > 1 or (record.attempts and record.attempts[0].get("strategy") != "greedy"):
@@ -200,12 +205,17 @@ def render_record(record: ReviewRecord, *, mode: ColorMode = "none", vmin: float
             # attempts are free-form dicts in the schema: format defensively, never crash a view
             sc = a.get("score")
             shown = f"{sc:.4f}" if isinstance(sc, (int, float)) and not isinstance(sc, bool) else "n/a"
-            lines.append(f"  {n}. {str(a.get('strategy', '?')):<14} score {shown:>8}"
-                         f"  {'flagged' if a.get('flagged') else 'ok':<7}  {a.get('answer', '')!r}")
+            lines.append(
+                f"  {n}. {str(a.get('strategy', '?')):<14} score {shown:>8}"
+                f"  {'flagged' if a.get('flagged') else 'ok':<7}  {a.get('answer', '')!r}"
+            )
     lines = [printable(line) for line in lines]
     if record.tokens:
         lo, hi = value_range(record.token_scores, vmin, vmax)
-        lines += ["", "tokens (per-token Δ):",
-                  heatmap(record.tokens, record.token_scores, mode=mode, vmin=lo, vmax=hi, underline=underline),
-                  legend(lo, hi, mode=mode)]
+        lines += [
+            "",
+            "tokens (per-token Δ):",
+            heatmap(record.tokens, record.token_scores, mode=mode, vmin=lo, vmax=hi, underline=underline),
+            legend(lo, hi, mode=mode),
+        ]
     return "\n".join(lines)

@@ -1,7 +1,13 @@
 """Scoring: per-token risk values from a trace, pooled over a token range. Higher = riskier."""
 
 from spill_guard.scoring.base import BetaScorer, TokenScorer
-from spill_guard.scoring.energy import MarginalEnergy, PartitionShift, ReferenceSpilledEnergy, SpilledEnergy, TokenEnergy
+from spill_guard.scoring.energy import (
+    MarginalEnergy,
+    PartitionShift,
+    ReferenceSpilledEnergy,
+    SpilledEnergy,
+    TokenEnergy,
+)
 from spill_guard.scoring.entropy import TokenEntropy
 from spill_guard.scoring.instability import DynamicInstability
 from spill_guard.scoring.likelihood import TokenImprobability, TokenNLL

@@ -7,7 +7,7 @@ checked: NaN/+inf logits raise :class:`NonFiniteLogitsError` naming the position
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,8 +40,7 @@ def resolve_range(trace: TokenTrace, start: int | None, end: int | None) -> tupl
     e = n if end is None else end
     if not (0 <= s < e <= n):
         raise InvalidInputError(
-            f"token range [{start}, {end}) is empty or outside the answer's {n} tokens; "
-            f"pass 0 <= start < end <= {n}."
+            f"token range [{start}, {end}) is empty or outside the answer's {n} tokens; pass 0 <= start < end <= {n}."
         )
     return s, e
 

@@ -6,6 +6,7 @@ entry is higher = riskier. Baselines carry the SPEC §4 names they are known by.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import InvalidInputError, InvalidParameterError
-from spill_guard.scoring.base import TokenScorer
+from spill_guard.scoring.base import BetaScorer, TokenScorer
 from spill_guard.scoring.energy import (
     MarginalEnergy,
     PartitionShift,
@@ -48,14 +49,14 @@ BASELINES = {
 
 def make_scorer(name: str, beta: float = 1.0) -> TokenScorer:
     """Build a scorer by name; ``beta`` applies to the energy scorers only."""
-    energy = {
+    energy: dict[str, Callable[..., BetaScorer]] = {
         "spilled_energy": SpilledEnergy,
         "marginal_energy": MarginalEnergy,
         "token_energy": TokenEnergy,
         "spilled_energy_reference": ReferenceSpilledEnergy,
         "partition_shift": PartitionShift,
     }
-    other = {
+    other: dict[str, Callable[[], TokenScorer]] = {
         "nll": TokenNLL,
         "improbability": TokenImprobability,
         "entropy": TokenEntropy,
@@ -97,7 +98,7 @@ class ScoreSpec:
         return f"{self.scorer}:{self.pooling}@{short if float(short) == self.beta else repr(self.beta)}"
 
     @classmethod
-    def parse(cls, text: str) -> "ScoreSpec":
+    def parse(cls, text: str) -> ScoreSpec:
         """Parse ``scorer:pooling[@beta]`` or a baseline name such as ``g_nll``."""
         if not isinstance(text, str):
             raise InvalidParameterError(

@@ -15,16 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from spill_guard.errors import SpillGuardError
 from spill_guard.observability.metrics import GuardMetrics
 from spill_guard.serving.batching import Batcher
-from spill_guard.serving.config import GuardConfig, ServerSettings, loaded_parts
+from spill_guard.serving.config import GuardConfig, ServerSettings, loaded_parts, serves_async
 from spill_guard.serving.dispatch import Dispatcher
 from spill_guard.serving.engine import Engine
 from spill_guard.serving.errors import OpenAIError, install_error_handlers
-from spill_guard.serving.vllm_generation import is_vllm
 
 log = logging.getLogger("spill_guard.serving")
 
@@ -51,13 +51,17 @@ class ServerState:
         self.metrics = GuardMetrics()
         self.engine = Engine(settings)
         self.batcher: Any  # what runs generation: our Batcher, or vLLM's own batching behind the same interface
-        if is_vllm(source):
+        if serves_async(source):
             from spill_guard.serving.vllm_generation import VllmRunner
 
             self.batcher = VllmRunner(self.engine)
         else:
-            self.batcher = Batcher(self.engine.run_batch, max_batch=settings.max_batch,
-                                   max_wait_ms=settings.max_wait_ms, on_batch=self.metrics.batch_size.observe)
+            self.batcher = Batcher(
+                self.engine.run_batch,
+                max_batch=settings.max_batch,
+                max_wait_ms=settings.max_wait_ms,
+                on_batch=self.metrics.batch_size.observe,
+            )
         self.dispatcher = Dispatcher(self.engine, self.batcher, self.metrics)
         self.config = source if isinstance(source, GuardConfig) else None
         self.load_error: str | None = None  # what /readyz says after a failed load
@@ -89,9 +93,7 @@ class ServerState:
         """Close the review log (and vLLM engine) of a guard this app built (one passed in is the caller's)."""
         if self.config is not None and self.engine.guard is not None:
             self.engine.guard.close()
-            async_model = getattr(self.engine.model, "async_model", None)
-            if async_model is not None:
-                async_model.shutdown()
+            self.engine.model.close()  # releases an engine the backend holds (vLLM); nothing for in-process weights
 
 
 class RequestMetrics:
@@ -119,8 +121,13 @@ class RequestMetrics:
         await self.app(scope, receive, tracking_send)
 
 
-def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, load_on_startup: bool = True,
-               on_load_error: Callable[[BaseException], None] | None = None) -> Any:
+def create_app(
+    guard_or_config: Any,
+    settings: ServerSettings | None = None,
+    *,
+    load_on_startup: bool = True,
+    on_load_error: Callable[[BaseException], None] | None = None,
+) -> Any:
     """The ASGI app serving ``guard_or_config`` (a GuardConfig, SpillGuard, or SpillModel for scoring off).
 
     ``load_on_startup``: with a GuardConfig, start loading the model when the app starts
@@ -152,8 +159,9 @@ def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, 
             await state.batcher.stop()
             state.close()
 
-    app = FastAPI(title="spill-guard", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="spill-guard", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.server = state
     install_error_handlers(app, state.count_error)
 
@@ -172,8 +180,17 @@ def create_app(guard_or_config: Any, settings: ServerSettings | None = None, *, 
     @app.get("/v1/models")
     async def models() -> Any:
         state.engine.require_ready()
-        return {"object": "list", "data": [{"id": state.engine.model_name, "object": "model",
-                                            "created": int(state.started), "owned_by": "spill-guard"}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": state.engine.model_name,
+                    "object": "model",
+                    "created": int(state.started),
+                    "owned_by": "spill-guard",
+                }
+            ],
+        }
 
     @app.get("/metrics")
     async def metrics() -> Any:

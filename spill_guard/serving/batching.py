@@ -26,8 +26,9 @@ import concurrent.futures
 import contextvars
 import logging
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 log = logging.getLogger("spill_guard.serving")
 
@@ -64,7 +65,7 @@ class Job:
     key: Hashable
     rows: Sequence[Any]
     finish: Callable[[list[Any]], Any]
-    future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(repr=False)
     # The submitting request's context: its policy, log write and OpenTelemetry event run in it, so
     # an evaluation event is parented to that request's span although the batch is shared.
     context: contextvars.Context = field(repr=False, default_factory=contextvars.copy_context)
@@ -73,8 +74,14 @@ class Job:
 class Batcher:
     """Groups :class:`Job` s and runs ``run_batch(key, rows) -> outcomes`` in one worker thread."""
 
-    def __init__(self, run_batch: Callable[[Hashable, list[Any]], list[Any]], *, max_batch: int, max_wait_ms: float,
-                 on_batch: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        run_batch: Callable[[Hashable, list[Any]], list[Any]],
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -106,6 +113,7 @@ class Batcher:
         """Queue a job and wait for ``finish``'s result (or its exception)."""
         if self._queue is None:  # a host that skips the app's lifespan (the lifespan normally starts it)
             self.start()
+        assert self._queue is not None  # start() creates the queue
         job = Job(key, rows, finish, asyncio.get_running_loop().create_future())
         await self._queue.put(job)
         return await job.future
@@ -116,7 +124,7 @@ class Batcher:
             if timeout is None:
                 return await self._queue.get()
             return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def _collect(self) -> list[Job]:
@@ -124,11 +132,11 @@ class Batcher:
         first = self._deferred.pop(0) if self._deferred else await self._next_job(None)
         assert first is not None
         batch, size = [first], len(first.rows)
-        for job in list(self._deferred):  # waiting jobs of the same key join first, in order
-            if job.key == first.key and size + len(job.rows) <= self.max_batch:
-                self._deferred.remove(job)
-                batch.append(job)
-                size += len(job.rows)
+        for waiting in list(self._deferred):  # waiting jobs of the same key join first, in order
+            if waiting.key == first.key and size + len(waiting.rows) <= self.max_batch:
+                self._deferred.remove(waiting)
+                batch.append(waiting)
+                size += len(waiting.rows)
         deadline = time.monotonic() + self.max_wait
         while size < self.max_batch:
             remaining = deadline - time.monotonic()
@@ -173,13 +181,13 @@ class Batcher:
                 self._resolve(job, error=exc)
             return
         start = 0
-        staged: list[tuple[Job, list[Any]]] = []
+        staged: list[tuple[Job, StagedFinish, list[Any]]] = []
         for job in batch:
             mine = outcomes[start : start + len(job.rows)]
             start += len(job.rows)
             try:
                 if isinstance(job.finish, StagedFinish):
-                    staged.append((job, job.context.run(job.finish.decide, mine)))
+                    staged.append((job, job.finish, job.context.run(job.finish.decide, mine)))
                 else:
                     self._resolve(job, result=job.context.run(job.finish, mine))
             except BaseException as exc:  # one job's policy or log failure fails that job only
@@ -187,21 +195,21 @@ class Batcher:
         if staged:
             self._write_and_complete(staged)
 
-    def _write_and_complete(self, staged: list[tuple["Job", list[Any]]]) -> None:
+    def _write_and_complete(self, staged: list[tuple[Job, StagedFinish, list[Any]]]) -> None:
         """One write for every staged job's entries, then each job's ``complete`` with its outcomes."""
-        entries = [entry for _, mine in staged for entry in mine]
+        entries = [entry for _, _, mine in staged for entry in mine]
         try:
-            written = staged[0][0].finish.write(entries)  # type: ignore[union-attr] - every finish shares the writer
+            written = staged[0][1].write(entries)  # every finish shares the writer
         except BaseException as exc:
-            for job, _ in staged:
+            for job, _, _ in staged:
                 self._resolve(job, error=exc)
             return
         start = 0
-        for job, mine in staged:
+        for job, finish, mine in staged:
             outcomes = written[start : start + len(mine)]
             start += len(mine)
             try:
-                self._resolve(job, result=job.context.run(job.finish.complete, outcomes))  # type: ignore[union-attr]
+                self._resolve(job, result=job.context.run(finish.complete, outcomes))
             except BaseException as exc:
                 self._resolve(job, error=exc)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
+from spill_guard.backends.registry import DEFAULT_BACKEND, check_backend_name, has_async_engine
 from spill_guard.errors import InvalidParameterError
 
 POLICIES = ("flag", "abstain", "retry", "raise")
-BACKENDS = ("transformers", "vllm")
 API_KEY_ENV = "SPILL_GUARD_API_KEY"
 
 
@@ -41,7 +42,7 @@ class GuardConfig:
     redact: tuple[str, ...] | None = None
     early_stop: float | None = None
     guard: bool = True
-    backend: str = "transformers"
+    backend: str = DEFAULT_BACKEND
     engine_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,11 +55,15 @@ class GuardConfig:
             raise InvalidParameterError(f"retry attempts must be an integer >= 2, got {self.retry_attempts!r}.")
         if self.calibration is not None:
             if self.threshold is not None:
-                raise InvalidParameterError("pass either a threshold (--threshold) or a calibration file "
-                                            "(--calibration), not both: the calibration already fixes the threshold.")
+                raise InvalidParameterError(
+                    "pass either a threshold (--threshold) or a calibration file "
+                    "(--calibration), not both: the calibration already fixes the threshold."
+                )
             if not os.path.isfile(self.calibration):
-                raise InvalidParameterError(f"calibration file {self.calibration!r} does not exist; pass the JSON "
-                                            "written by `spill-guard calibrate`.")
+                raise InvalidParameterError(
+                    f"calibration file {self.calibration!r} does not exist; pass the JSON "
+                    "written by `spill-guard calibrate`."
+                )
             self.read_calibration()  # its contents too, before any load: CalibrationFileError names the file
         if self.log is not None:
             from spill_guard.review.errors import UnsupportedLogFormatError
@@ -72,24 +77,32 @@ class GuardConfig:
                 ) from None
 
     def _check_backend(self) -> None:
-        if self.backend not in BACKENDS:
-            raise InvalidParameterError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
+        check_backend_name(self.backend)
         if not isinstance(self.engine_options, Mapping):
-            raise InvalidParameterError(f"engine options must be a mapping of names to values, got {self.engine_options!r}.")
-        if self.backend == "transformers":
+            raise InvalidParameterError(
+                f"engine options must be a mapping of names to values, got {self.engine_options!r}."
+            )
+        if not has_async_engine(self.backend):  # served by the batcher, in-process weights
             if self.engine_options:
-                raise InvalidParameterError(f"engine options {dict(self.engine_options)} are vLLM settings; "
-                                            "add backend='vllm' (--backend vllm) or drop them.")
+                raise InvalidParameterError(
+                    f"engine options {dict(self.engine_options)} are vLLM settings; "
+                    "add backend='vllm' (--backend vllm) or drop them."
+                )
             return
+        # Served on an async engine: it generates whole answers per request (no stop hooks, no plain mode).
         unavailable = {"early_stop": self.early_stop is not None, "no guard": not self.guard}
         for name, given in unavailable.items():
             if given:
-                raise InvalidParameterError(f"{name} is not available with the vLLM backend (--early-stop needs "
-                                            "transformers' stopping hooks; --no-guard serving is not implemented on "
-                                            "vLLM); drop it or use --backend transformers.")
+                raise InvalidParameterError(
+                    f"{name} is not available with the vLLM backend (--early-stop needs "
+                    "transformers' stopping hooks; --no-guard serving is not implemented on "
+                    "vLLM); drop it or use --backend transformers."
+                )
         if self.device not in ("auto", "cpu", "cuda"):
-            raise InvalidParameterError(f"device {self.device!r}: the vLLM backend takes auto, cpu or cuda (the vLLM "
-                                        "build decides; pick GPUs with CUDA_VISIBLE_DEVICES).")
+            raise InvalidParameterError(
+                f"device {self.device!r}: the vLLM backend takes auto, cpu or cuda (the vLLM "
+                "build decides; pick GPUs with CUDA_VISIBLE_DEVICES)."
+            )
 
     def load_failed(self, reason: str) -> str:
         """The message a server that stops because its model failed to load ends with (uvicorn or Ray)."""
@@ -117,11 +130,11 @@ class GuardConfig:
 
     def build(self) -> Any:
         """Load the model and build the guard (or, with ``guard=False``, return the bare SpillModel)."""
-        from spill_guard.cli.common import quiet_transformers
+        from spill_guard.models.loader import quiet_transformers
         from spill_guard.spill_model import SpillModel
 
         quiet_transformers()
-        if self.backend == "vllm":
+        if has_async_engine(self.backend):
             from spill_guard.serving.vllm_generation import build_vllm_guard
 
             return build_vllm_guard(self)
@@ -141,9 +154,17 @@ class GuardConfig:
         if log is not None and self.redact is not None:
             from spill_guard.review import open_log, redact_patterns
 
-            log = open_log(log, redact=redact_patterns(*([list(self.redact)] if self.redact else [])))
-        return SpillGuard(model, threshold=self.threshold, calibration=self.calibration, policy=self.build_policy(),
-                          log=log, log_all=self.log_all, early_stop=early)
+            redact = redact_patterns(list(self.redact)) if self.redact else redact_patterns()  # () = the defaults
+            log = open_log(log, redact=redact)
+        return SpillGuard(
+            model,
+            threshold=self.threshold,
+            calibration=self.calibration,
+            policy=self.build_policy(),
+            log=log,
+            log_all=self.log_all,
+            early_stop=early,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,31 +192,10 @@ class ServerSettings:
                 "raise the limit or lower the default."
             )
         if self.api_key is not None and (not self.api_key.strip() or len(self.api_key) < 8):
-            raise InvalidParameterError("the API key must be at least 8 characters; generate one, e.g. with "
-                                        "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`.")
-
-
-def parse_engine_options(items: Any) -> dict[str, Any]:
-    """``KEY=VALUE`` strings (a list, or one comma-separated string) as vLLM engine options.
-
-    Values are read as JSON where they parse (``1024``, ``true``, ``0.5``), else kept as text.
-    """
-    import json
-
-    if isinstance(items, Mapping):
-        return dict(items)
-    if isinstance(items, str):
-        items = [part for part in items.split(",") if part.strip()]
-    options: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, text = str(item).partition("=")
-        if not sep or not key.strip():
-            raise InvalidParameterError(f"engine option {item!r} must be KEY=VALUE, e.g. max_model_len=2048.")
-        try:
-            options[key.strip()] = json.loads(text)
-        except ValueError:
-            options[key.strip()] = text
-    return options
+            raise InvalidParameterError(
+                "the API key must be at least 8 characters; generate one, e.g. with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`."
+            )
 
 
 def resolve_api_key(cli_value: str | None) -> str | None:
@@ -217,3 +217,30 @@ def loaded_parts(built: Any) -> tuple[Any, Any]:
     raise InvalidParameterError(
         f"create_app needs a SpillGuard, a SpillModel (scoring off) or a GuardConfig, got {built!r}."
     )
+
+
+def serves_async(source: Any) -> bool:
+    """Whether ``create_app``'s argument (a GuardConfig, SpillGuard or SpillModel) generates on an async
+    engine (the server then awaits each row; else its batcher runs batched generation in a thread).
+
+    A config asks the backend registry whether its backend has an async engine; a guard or model
+    built elsewhere is asked what it holds: a facade over the server's async backend, or a
+    synchronous backend, which must stream steps and stop rows early (a server's streams and stops).
+    """
+    from spill_guard.backends.base import STOPS_EARLY, STREAMS_STEPS, require
+    from spill_guard.serving.vllm_generation import async_model_of
+
+    if isinstance(source, GuardConfig):
+        return has_async_engine(source.backend)
+    model = getattr(source, "model", source)
+    if async_model_of(model) is not None:
+        return True
+    for capability in (STREAMS_STEPS, STOPS_EARLY):
+        require(
+            model,
+            capability,
+            "the server's batched generation (a SpillGuard or SpillModel passed to "
+            "create_app; for vLLM pass GuardConfig(backend='vllm', ...), which runs its async "
+            "engine)",
+        )
+    return False

@@ -3,8 +3,8 @@
 The engine owns the model (through a :class:`~spill_guard.SpillGuard`, or a bare
 :class:`~spill_guard.SpillModel` with scoring off) and the batcher. Everything that touches
 the model runs in the batcher's one worker thread: the batched generate, then per request
-the guard's decision (``assess`` → policy → ``verdict_from``, :meth:`Engine.decide`),
-including any retry's extra generation, so policies run per request while generation is
+the guard's decision (the core's one decision path, :meth:`~spill_guard.guard.judge.Judge.decide`,
+with :meth:`Engine.decide`), including any retry's extra generation, so policies run per request while generation is
 shared; then one review-log write for every request of the batch (:meth:`Engine.write_log`:
 one fsync or transaction), then per request ``on_log_error`` and the choices
 (:meth:`Engine.complete`), before any response is sent.
@@ -14,27 +14,20 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
-from spill_guard.guard.assess import assess
-from spill_guard.guard.guard import LogEntry
-from spill_guard.models.prompting import chat_prompt_ids, check_text
-from spill_guard.policy import Flag, Reprompt, Resample, apply_policy
+from spill_guard.guard.judge import Generated
+from spill_guard.guard.recording import LogEntry
+from spill_guard.models.params import GenerationParams
+from spill_guard.models.prompting import Prompt, check_text
+from spill_guard.models.stops import cut_at_stop
+from spill_guard.policy import Flag
 from spill_guard.serving.config import ServerSettings
 from spill_guard.serving.errors import OpenAIError
 from spill_guard.serving.generation import Row, RowOutcome, Sampling, generate_plain, generate_scored
-from spill_guard.serving.stops import cut_at_stop
 from spill_guard.serving.verdicts import HIDDEN
-
-
-@dataclass
-class Prompt:
-    """One prompt of a request: its ids, the question the guard judges and logs, how to reprompt it."""
-
-    ids: list[int]
-    question: str
-    reprompt: Callable[[str], list[int]]
 
 
 @dataclass
@@ -48,6 +41,7 @@ class Prepared:
     stops: list[str]
     sampling: Sampling
     request_id: str
+    params: GenerationParams
     rows: list[Row] = field(default_factory=list)
 
     @property
@@ -118,17 +112,18 @@ class Engine:
     def model_name(self) -> str:
         return self.model.loaded.name
 
-    @property
-    def backend(self) -> str:
-        return getattr(self.model, "backend", "transformers")
-
     def require_top_logprobs(self, param: str) -> None:
-        """``top_logprobs`` come from a teacher-forced pass, which only the transformers backend runs."""
-        if self.backend != "transformers":
-            raise OpenAIError(400, f"{param} (top alternatives) are not available on the {self.backend} backend: they "
-                                   "need a teacher-forced pass over the answer, which it does not run. Ask for the "
-                                   "chosen tokens' logprobs only (chat: logprobs: true without top_logprobs; "
-                                   "completions: logprobs: 0).", param=param, code="unsupported_parameter")
+        """``top_logprobs`` come from a teacher-forced pass, which only a backend with in-process weights runs."""
+        if not self.model.capabilities.top_alternatives:
+            raise OpenAIError(
+                400,
+                f"{param} (top alternatives) are not available on the {self.model.backend.name} "
+                "backend: they need a teacher-forced pass over the answer, which it does not run. "
+                "Ask for the chosen tokens' logprobs only (chat: logprobs: true without "
+                "top_logprobs; completions: logprobs: 0).",
+                param=param,
+                code="unsupported_parameter",
+            )
 
     @property
     def streams_text(self) -> bool:
@@ -138,14 +133,21 @@ class Engine:
 
     def require_ready(self) -> None:
         if not self.ready:
-            raise OpenAIError(503, "the model is still loading; retry shortly (GET /readyz says when it is ready).",
-                              code="model_loading")
+            raise OpenAIError(
+                503,
+                "the model is still loading; retry shortly (GET /readyz says when it is ready).",
+                code="model_loading",
+            )
 
     # -- requests -> rows --------------------------------------------------------------------
     def check_model(self, name: str) -> None:
         if name != self.model_name:
-            raise OpenAIError(404, f"model {name!r} is not served here; use {self.model_name!r} (GET /v1/models).",
-                              code="model_not_found", param="model")
+            raise OpenAIError(
+                404,
+                f"model {name!r} is not served here; use {self.model_name!r} (GET /v1/models).",
+                code="model_not_found",
+                param="model",
+            )
 
     def prepare(self, route: str, request: Any, prompts: list[Prompt], max_tokens: int | None) -> Prepared:
         """Check limits and sampling of ``request`` and build its rows (``n`` per prompt)."""
@@ -155,18 +157,31 @@ class Engine:
         s = self.settings
         tokens = s.default_max_tokens if max_tokens is None else max_tokens
         if tokens > s.max_tokens_limit:
-            raise OpenAIError(400, f"max_tokens={tokens} exceeds this server's limit of {s.max_tokens_limit}; "
-                                   "ask for fewer tokens.", param="max_tokens", code="max_tokens_too_large")
+            raise OpenAIError(
+                400,
+                f"max_tokens={tokens} exceeds this server's limit of {s.max_tokens_limit}; ask for fewer tokens.",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
         if request.n > s.max_n or request.n * len(prompts) > s.max_n * 4:
-            raise OpenAIError(400, f"n={request.n} for {len(prompts)} prompt(s) exceeds this server's limit of "
-                                   f"{s.max_n} choices per prompt; ask for fewer.", param="n", code="n_too_large")
+            raise OpenAIError(
+                400,
+                f"n={request.n} for {len(prompts)} prompt(s) exceeds this server's limit of "
+                f"{s.max_n} choices per prompt; ask for fewer.",
+                param="n",
+                code="n_too_large",
+            )
         window = self.model.loaded.context_window
         for p in prompts:
             if len(p.ids) + tokens + 1 > window:
-                raise OpenAIError(400, f"the prompt has {len(p.ids)} tokens; with max_tokens={tokens} it does not fit the "
-                                       f"model's context window of {window} (one position is kept to score the last "
-                                       "token). Shorten the prompt or lower max_tokens.", param="messages",
-                                  code="context_length_exceeded")
+                raise OpenAIError(
+                    400,
+                    f"the prompt has {len(p.ids)} tokens; with max_tokens={tokens} it does not fit the "
+                    f"model's context window of {window} (one position is kept to score the last "
+                    "token). Shorten the prompt or lower max_tokens.",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
         temperature = 0.0 if request.temperature is None else float(request.temperature)
         top_p = 1.0 if request.top_p is None else float(request.top_p)
         stops = request.stops()
@@ -174,35 +189,38 @@ class Engine:
             raise OpenAIError(400, f"at most 4 stop sequences are allowed, got {len(stops)}.", param="stop")
         for stop in stops:
             check_text(stop, "stop sequence")
-        prepared = Prepared(route, prompts, request.n, tokens, stops, Sampling(temperature, top_p, request.seed),
-                            request_id=f"{next(self._ids)}-{uuid.uuid4().hex[:12]}")
+        params = GenerationParams(
+            max_new_tokens=tokens, temperature=temperature, top_p=top_p, seed=request.seed, stop=tuple(stops)
+        )
+        prepared = Prepared(
+            route,
+            prompts,
+            request.n,
+            tokens,
+            stops,
+            _sampling(params),
+            request_id=f"{next(self._ids)}-{uuid.uuid4().hex[:12]}",
+            params=params,
+        )
         prepared.rows = [Row(p.ids, tokens, stops) for p in prompts for _ in range(request.n)]
         return prepared
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> Prompt:
         """The chat template over the messages as given (no instruction added)."""
-        tok = self.model.tokenizer
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-
-        def reprompt(instruction: str) -> list[int]:
-            out = [dict(m) for m in messages]
-            last = max(i for i, m in enumerate(out) if m["role"] == "user")
-            out[last]["content"] = f"{out[last]['content'].rstrip()} {instruction}"
-            return chat_prompt_ids(tok, out)
-
-        return Prompt(chat_prompt_ids(tok, messages), question, reprompt)
+        prompt = Prompt.for_chat(self.model.tokenizer, messages)
+        prompt.ids  # noqa: B018 - a template that refuses the messages fails here, as a 400
+        return prompt
 
     def text_prompt(self, text: str) -> Prompt:
         """A raw completion prompt: the text's tokens, no template."""
-        tok = self.model.tokenizer
         if not text.strip():
             raise OpenAIError(400, "the prompt is empty; send the text to complete.", param="prompt")
-        check_text(text, "prompt")  # the chat route's check (chat_prompt_ids): lone surrogates are a 400
-        return Prompt(list(tok(text)["input_ids"]), text, lambda instruction: list(tok(f"{text} {instruction}")["input_ids"]))
+        return Prompt.for_text(self.model.tokenizer, text)  # lone surrogates: InvalidInputError, a 400
 
     # -- the worker thread -------------------------------------------------------------------
     def run_batch(self, key: Hashable, rows: list[Row]) -> list[RowOutcome]:
         """The batcher's callback: one generate for rows sharing ``key`` (whose second item is the sampling)."""
+        assert isinstance(key, tuple)  # PreparedRequest.key: (kind, Sampling, ...)
         return self.generate(rows, key[1])
 
     def generate(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
@@ -210,12 +228,17 @@ class Engine:
             return self.blocking_generate(rows, sampling)
         if self.guard is None:
             return generate_plain(self.model, rows, sampling)
-        return generate_scored(self.model, rows, sampling, stats=self.guard.capture_stats,
-                               beta=self.guard.rule.spec.beta, early_stop=self.guard.early_stop,
-                               final_step=self.guard.final_step)
+        return generate_scored(
+            self.model,
+            rows,
+            sampling,
+            stats=self.guard.capture_stats,
+            beta=self.guard.rule.spec.beta,
+            early_stop=self.guard.early_stop,
+            final_step=self.guard.final_step,
+        )
 
-    def decide(self, prepared: Prepared, outcomes: list[RowOutcome], *,
-               tags: tuple[str, ...] = ("serve",)) -> Decided:
+    def decide(self, prepared: Prepared, outcomes: list[RowOutcome], *, tags: tuple[str, ...] = ("serve",)) -> Decided:
         """Every choice's verdict (worker thread, the request's context), with its OpenTelemetry
         event and metrics; its review-log entry is written later, with the batch's."""
         if self.guard is None:
@@ -223,8 +246,10 @@ class Engine:
         verdicts = [self._verdict(prepared, i, out) for i, out in enumerate(outcomes)]
         for verdict in verdicts:
             self.guard.observe(verdict)
-        entries = [LogEntry(v, tags, {"request_id": prepared.request_id, "route": prepared.route, "choice": i})
-                   for i, v in enumerate(verdicts)]
+        entries = [
+            LogEntry(v, tags, {"request_id": prepared.request_id, "route": prepared.route, "choice": i})
+            for i, v in enumerate(verdicts)
+        ]
         return Decided(prepared, outcomes, verdicts, entries)
 
     def write_log(self, entries: list[LogEntry]) -> list[Exception | None]:
@@ -238,21 +263,38 @@ class Engine:
         if self.guard is not None:
             for verdict, failure in zip(decided.verdicts, failures):
                 self.guard.settle_log(verdict, failure)  # "raise": this request fails; "warn": it goes on
-        return [self._choice(decided.prepared, i, out, verdict)
-                for i, (out, verdict) in enumerate(zip(decided.outcomes, decided.verdicts))]
+        return [
+            self._choice(decided.prepared, i, out, verdict)
+            for i, (out, verdict) in enumerate(zip(decided.outcomes, decided.verdicts))
+        ]
 
     def _verdict(self, prepared: Prepared, index: int, outcome: RowOutcome) -> Any:
         guard, prompt = self.guard, prepared.prompt_of(index)
-        first = assess(outcome.scored, prompt.question, guard.rule, guard.locator,
-                       strategy="greedy" if prepared.sampling.greedy else "sample", early_stopped=outcome.early_stopped)
-        decision = apply_policy(guard.policy, first, self._regenerator(prepared, prompt))
-        return guard.verdict_from(decision, question=prompt.question)
+
+        def generate(next_prompt: Prompt, params: GenerationParams) -> Generated:  # a retry's answer
+            [out] = self.generate([Row(next_prompt.ids, params.max_new_tokens, list(params.stop))], _sampling(params))
+            return Generated(out.scored, out.early_stopped)
+
+        return guard.judge.decide(
+            Generated(outcome.scored, outcome.early_stopped),
+            prompt=prompt,
+            params=prepared.params,
+            policy=guard.policy,
+            generate=generate,
+        )
 
     def _choice(self, prepared: Prepared, index: int, outcome: RowOutcome, verdict: Any) -> ChoiceResult:
         if verdict is None:
             text, matched = cut_at_stop(outcome.text, prepared.stops)
-            return ChoiceResult(index, text, _finish_reason(outcome.stopped_on_eos, matched), None, matched, None,
-                                len(outcome.answer_ids))
+            return ChoiceResult(
+                index,
+                text,
+                _finish_reason(outcome.stopped_on_eos, matched),
+                None,
+                matched,
+                None,
+                len(outcome.answer_ids),
+            )
         scored = verdict.scored
         text, matched = verdict.answer, None
         if verdict.action not in HIDDEN:
@@ -262,21 +304,10 @@ class Engine:
         n_tokens = len(scored.answer_ids) if scored is not None else len(outcome.answer_ids)
         return ChoiceResult(index, text, finish, verdict, matched, scored, n_tokens)
 
-    def _regenerator(self, prepared: Prepared, prompt: Prompt) -> Callable[[Any, int], Any]:
-        base_seed = prepared.sampling.seed or 0
 
-        def regenerate(strategy: Any, attempt: int) -> Any:
-            if isinstance(strategy, Resample):  # seeded by the request and attempt: a retried request repeats
-                ids, sampling = prompt.ids, Sampling(strategy.temperature, strategy.top_p, seed=base_seed + attempt)
-            elif isinstance(strategy, Reprompt):
-                ids, sampling = prompt.reprompt(strategy.instruction), Sampling()
-            else:
-                raise OpenAIError(500, f"unknown retry strategy {strategy!r}", code="internal_error")
-            [out] = self.generate([Row(ids, prepared.max_tokens, prepared.stops)], sampling)
-            return assess(out.scored, prompt.question, self.guard.rule, self.guard.locator,
-                          strategy=strategy.name, early_stopped=out.early_stopped)
-
-        return regenerate
+def _sampling(params: GenerationParams) -> Sampling:
+    """The batch-sharing part of ``params`` (the batching key's sampling)."""
+    return Sampling() if params.greedy else Sampling(params.temperature, params.top_p, params.seed)
 
 
 def _finish_reason(stopped_on_eos: bool, matched: str | None) -> str:

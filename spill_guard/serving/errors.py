@@ -16,16 +16,32 @@ from spill_guard.errors import SpillGuardError
 log = logging.getLogger("spill_guard.serving")
 
 #: OpenAI's error ``type`` for each status family.
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 503: "service_unavailable", 500: "server_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "service_unavailable",
+    500: "server_error",
+}
 
 
 class OpenAIError(Exception):
     """An error response: HTTP ``status`` plus OpenAI's error fields (and optional extras)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 type: str | None = None, extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -35,8 +51,9 @@ class OpenAIError(Exception):
         self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code,
-                          **self.extra}}
+        return {
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code, **self.extra}
+        }
 
 
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -47,8 +64,11 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
         where = ".".join(loc) or "body"
         first = first or (loc[0] if loc else None)
         if err.get("type") == "json_invalid":
-            return ("the request body is not valid JSON (" + str(err.get("ctx", {}).get("error", "parse error"))
-                    + "); send a JSON object with Content-Type: application/json."), None
+            return (
+                "the request body is not valid JSON ("
+                + str(err.get("ctx", {}).get("error", "parse error"))
+                + "); send a JSON object with Content-Type: application/json."
+            ), None
         if err.get("type") == "missing":
             parts.append(f"'{where}' is required")
             continue
@@ -84,11 +104,17 @@ def install_error_handlers(app: Any, on_error: Any = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Any, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}; see GET /v1/models, POST /v1/chat/completions, POST /v1/completions."
+            message = (
+                f"no route {request.method} {request.url.path}; "
+                "see GET /v1/models, POST /v1/chat/completions, POST /v1/completions."
+            )
             return respond(OpenAIError(404, message, code="not_found"))
         if exc.status_code == 405:
-            return respond(OpenAIError(405, f"method {request.method} is not allowed on {request.url.path}.",
-                                       code="method_not_allowed"))
+            return respond(
+                OpenAIError(
+                    405, f"method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
+                )
+            )
         return respond(OpenAIError(exc.status_code, str(exc.detail), code=f"http_{exc.status_code}"))
 
     @app.exception_handler(SpillGuardError)
@@ -100,4 +126,6 @@ def install_error_handlers(app: Any, on_error: Any = None) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Any, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return respond(OpenAIError(500, "internal server error; the server log has the details.", code="internal_error"))
+        return respond(
+            OpenAIError(500, "internal server error; the server log has the details.", code="internal_error")
+        )

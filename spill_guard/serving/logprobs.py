@@ -44,7 +44,9 @@ def chat_logprobs(model: Any, scored: Any, shown_chars: int, k: int) -> ChatLogp
     for i in keep:
         text = _token_text(scored, i)
         alternatives = [TopLogprob(token=t, logprob=v, bytes=list(t.encode())) for t, v in tops[i]] if tops else []
-        content.append(TokenLogprob(token=text, logprob=float(logp[i]), bytes=list(text.encode()), top_logprobs=alternatives))
+        content.append(
+            TokenLogprob(token=text, logprob=float(logp[i]), bytes=list(text.encode()), top_logprobs=alternatives)
+        )
     return ChatLogprobs(content=content)
 
 
@@ -63,5 +65,7 @@ def completion_logprobs(model: Any, scored: Any, shown_chars: int, k: int) -> Co
 def stream_chat_logprobs(text: str, logprob: float | None) -> dict[str, Any] | None:
     if logprob is None:
         return None
-    return {"content": [{"token": text, "logprob": logprob, "bytes": list(text.encode()), "top_logprobs": []}],
-            "refusal": None}
+    return {
+        "content": [{"token": text, "logprob": logprob, "bytes": list(text.encode()), "top_logprobs": []}],
+        "refusal": None,
+    }

@@ -30,10 +30,12 @@ import os
 import re
 import signal
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from spill_guard.backends.options import parse_engine_options
 from spill_guard.errors import InvalidParameterError, SpillGuardError
-from spill_guard.serving.config import GuardConfig, ServerSettings, parse_engine_options
+from spill_guard.serving.config import GuardConfig, ServerSettings
 
 #: The deployment's name in Ray (``serve status`` shows it), and its application's.
 DEPLOYMENT_NAME = "SpillGuardServer"
@@ -53,8 +55,9 @@ def require_ray_extra() -> Any:
     return serve
 
 
-def guard_application(config: GuardConfig, settings: ServerSettings | None = None, *, replicas: int = 1,
-                      num_cpus: float = 1.0) -> Any:
+def guard_application(
+    config: GuardConfig, settings: ServerSettings | None = None, *, replicas: int = 1, num_cpus: float = 1.0
+) -> Any:
     """A Ray Serve application of ``replicas`` copies of the guarded server.
 
     ``num_cpus`` is what each replica reserves in the cluster (logical CPUs; fractions allowed).
@@ -93,7 +96,8 @@ def guard_application(config: GuardConfig, settings: ServerSettings | None = Non
             if app is not None:
                 app.state.server.close()
 
-    return SpillGuardServer.bind(config, settings)
+    # Ray's serve.deployment/ingress decorators are typed as returning the class, not a Deployment
+    return SpillGuardServer.bind(config, settings)  # type: ignore[attr-defined]
 
 
 def app_builder(args: Mapping[str, Any]) -> Any:
@@ -117,13 +121,23 @@ def app_builder(args: Mapping[str, Any]) -> Any:
             f"unknown argument(s) {sorted(values)} for the spill-guard Ray application; "
             f"use replicas, num_cpus_per_replica or one of {', '.join(known)}."
         )
-    return guard_application(GuardConfig(**guard_kwargs), ServerSettings(**settings_kwargs),
-                             replicas=replicas, num_cpus=num_cpus)
+    return guard_application(
+        GuardConfig(**guard_kwargs), ServerSettings(**settings_kwargs), replicas=replicas, num_cpus=num_cpus
+    )
 
 
-def run_ray(config: GuardConfig, settings: ServerSettings, *, host: str, port: int, replicas: int,
-            address: str | None = None, num_cpus_per_replica: float = 1.0,
-            ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+def run_ray(
+    config: GuardConfig,
+    settings: ServerSettings,
+    *,
+    host: str,
+    port: int,
+    replicas: int,
+    address: str | None = None,
+    num_cpus_per_replica: float = 1.0,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Deploy on Ray Serve and block until SIGINT/SIGTERM (or ``stop`` is set), then shut down.
 
     Without ``address`` a local cluster is started (bound to loopback when ``host`` is); with
@@ -172,7 +186,7 @@ def _replica_error(serve: Any) -> str | None:
     found = list(_EXCEPTION_LINE.finditer(message or ""))
     if not found:
         return None
-    return f"{found[-1].group(1)}: {message[found[-1].end():].strip()}"
+    return f"{found[-1].group(1)}: {message[found[-1].end() :].strip()}"
 
 
 def _loopback_node(host: str) -> dict[str, Any]:
@@ -184,7 +198,7 @@ def _loopback_node(host: str) -> dict[str, Any]:
 def _install_stop_signals(stop: threading.Event) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, lambda *_: stop.set())
     return previous

@@ -23,17 +23,32 @@ class ChatShape:
         logprobs = None
         if self.logprobs and result.scored is not None and not result.hidden:
             logprobs = chat_logprobs(self.engine.model, result.scored, len(result.text), self.top).model_dump()
-        return {"index": result.index, "message": {"role": "assistant", "content": result.text, "refusal": None},
-                "finish_reason": result.finish_reason, "logprobs": logprobs, "spill_guard": guard_object}
+        return {
+            "index": result.index,
+            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "finish_reason": result.finish_reason,
+            "logprobs": logprobs,
+            "spill_guard": guard_object,
+        }
 
-    def delta(self, index: int, text: str, *, first: bool, logprob: tuple[str, float] | None,
-              finish_reason: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def delta(
+        self,
+        index: int,
+        text: str,
+        *,
+        first: bool,
+        logprob: tuple[str, float] | None,
+        finish_reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {"content": text}
         lp = None
         if logprob is not None:
             token, value = logprob
-            lp = {"content": [{"token": token, "logprob": value, "bytes": list(token.encode()), "top_logprobs": []}],
-                  "refusal": None}
+            lp = {
+                "content": [{"token": token, "logprob": value, "bytes": list(token.encode()), "top_logprobs": []}],
+                "refusal": None,
+            }
         out = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
         out.update(extra or {})
         return out
@@ -59,19 +74,31 @@ def add_chat_route(app: Any, engine: Engine, dispatcher: Dispatcher) -> None:
         if top:
             engine.require_top_logprobs("top_logprobs")
         if body.stream and top:
-            raise OpenAIError(400, "top_logprobs are not available when streaming (they need a second pass after the "
-                                   "answer); use stream: false, or logprobs: true without top_logprobs.", param="top_logprobs")
-        if body.max_tokens is not None and body.max_completion_tokens is not None \
-                and body.max_tokens != body.max_completion_tokens:
-            raise OpenAIError(400, f"max_tokens={body.max_tokens} and max_completion_tokens={body.max_completion_tokens} "
-                                   "disagree; send one of them.", param="max_completion_tokens")
+            raise OpenAIError(
+                400,
+                "top_logprobs are not available when streaming (they need a second pass after the "
+                "answer); use stream: false, or logprobs: true without top_logprobs.",
+                param="top_logprobs",
+            )
+        if (
+            body.max_tokens is not None
+            and body.max_completion_tokens is not None
+            and body.max_tokens != body.max_completion_tokens
+        ):
+            raise OpenAIError(
+                400,
+                f"max_tokens={body.max_tokens} and max_completion_tokens={body.max_completion_tokens} "
+                "disagree; send one of them.",
+                param="max_completion_tokens",
+            )
         prompt = engine.chat_prompt(messages_as_dicts(body))
         prepared = engine.prepare("chat", body, [prompt], body.max_completion_tokens or body.max_tokens)
         shape = ChatShape(engine, body.logprobs, top)
         token_scores = bool(body.spill_guard and body.spill_guard.token_scores)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = await dispatcher.stream(prepared, shape, token_scores=token_scores, logprobs=body.logprobs,
-                                             include_usage=include_usage)
+            events = await dispatcher.stream(
+                prepared, shape, token_scores=token_scores, logprobs=body.logprobs, include_usage=include_usage
+            )
             return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
         return JSONResponse(await dispatcher.complete(prepared, shape, token_scores=token_scores))

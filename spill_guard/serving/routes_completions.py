@@ -22,12 +22,27 @@ class CompletionShape:
     def choice(self, result: ChoiceResult, guard_object: dict[str, Any] | None) -> dict[str, Any]:
         logprobs = None
         if self.logprobs is not None and result.scored is not None and not result.hidden:
-            logprobs = completion_logprobs(self.engine.model, result.scored, len(result.text), self.logprobs).model_dump()
-        return {"index": result.index, "text": result.text, "finish_reason": result.finish_reason,
-                "logprobs": logprobs, "spill_guard": guard_object}
+            logprobs = completion_logprobs(
+                self.engine.model, result.scored, len(result.text), self.logprobs
+            ).model_dump()
+        return {
+            "index": result.index,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "logprobs": logprobs,
+            "spill_guard": guard_object,
+        }
 
-    def delta(self, index: int, text: str, *, first: bool, logprob: tuple[str, float] | None,
-              finish_reason: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def delta(
+        self,
+        index: int,
+        text: str,
+        *,
+        first: bool,
+        logprob: tuple[str, float] | None,
+        finish_reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         lp = None
         if logprob is not None:
             lp = {"tokens": [logprob[0]], "token_logprobs": [logprob[1]], "top_logprobs": None}
@@ -48,8 +63,11 @@ def add_completions_route(app: Any, engine: Engine, dispatcher: Dispatcher) -> N
         if body.logprobs:
             engine.require_top_logprobs("logprobs")
         if body.stream and body.logprobs:
-            raise OpenAIError(400, "logprobs > 0 (top alternatives) are not available when streaming; use logprobs: 0 "
-                                   "or stream: false.", param="logprobs")
+            raise OpenAIError(
+                400,
+                "logprobs > 0 (top alternatives) are not available when streaming; use logprobs: 0 or stream: false.",
+                param="logprobs",
+            )
         texts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not texts:
             raise OpenAIError(400, "prompt is an empty list; send a string or a list of strings.", param="prompt")
@@ -59,7 +77,12 @@ def add_completions_route(app: Any, engine: Engine, dispatcher: Dispatcher) -> N
         token_scores = bool(body.spill_guard and body.spill_guard.token_scores)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = await dispatcher.stream(prepared, shape, token_scores=token_scores,
-                                             logprobs=body.logprobs is not None, include_usage=include_usage)
+            events = await dispatcher.stream(
+                prepared,
+                shape,
+                token_scores=token_scores,
+                logprobs=body.logprobs is not None,
+                include_usage=include_usage,
+            )
             return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
         return JSONResponse(await dispatcher.complete(prepared, shape, token_scores=token_scores))

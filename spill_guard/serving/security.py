@@ -42,8 +42,11 @@ class ApiKeyMiddleware:
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
         if hmac.compare_digest(given, self.expected):
             return await self.app(scope, receive, send)
-        message = ("missing API key: send the header 'Authorization: Bearer <key>' (the openai SDK sends api_key=...)."
-                   if not given else "invalid API key: check the key given to `spill-guard serve --api-key` / SPILL_GUARD_API_KEY.")
+        message = (
+            "missing API key: send the header 'Authorization: Bearer <key>' (the openai SDK sends api_key=...)."
+            if not given
+            else "invalid API key: check the key given to `spill-guard serve --api-key` / SPILL_GUARD_API_KEY."
+        )
         await _send_error(send, OpenAIError(401, message, code="invalid_api_key"), self.on_error)
 
 
@@ -56,9 +59,12 @@ class BodySizeLimitMiddleware:
         self.on_error = on_error
 
     def _error(self) -> OpenAIError:
-        return OpenAIError(413, f"request body exceeds the server's limit of {self.max_bytes} bytes; "
-                                "send a shorter prompt (the operator sets the limit with --max-body-bytes).",
-                           code="request_too_large")
+        return OpenAIError(
+            413,
+            f"request body exceeds the server's limit of {self.max_bytes} bytes; "
+            "send a shorter prompt (the operator sets the limit with --max-body-bytes).",
+            code="request_too_large",
+        )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

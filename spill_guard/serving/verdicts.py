@@ -36,8 +36,10 @@ def verdict_object(verdict: Any, *, stop_sequence: str | None, token_scores: boo
         "model": verdict.model,
         "early_stopped": verdict.early_stopped,
         "stop_sequence": stop_sequence,
-        "attempts": [{"score": _finite(a.score), "flagged": a.flagged, "strategy": a.strategy, "reason": a.reason}
-                     for a in verdict.attempts],
+        "attempts": [
+            {"score": _finite(a.score), "flagged": a.flagged, "strategy": a.strategy, "reason": a.reason}
+            for a in verdict.attempts
+        ],
     }
     if token_scores:
         out["token_scores"] = token_entries(verdict.scored, hidden=hidden)
@@ -50,19 +52,29 @@ def token_entries(scored: Any, *, hidden: bool) -> list[dict[str, Any]]:
         return []
     entries = []
     for i, token in enumerate(scored.tokens):
-        entries.append({
-            "index": i, "token_id": token.id, "token": None if hidden else (token.literal if token.special else token.text),
-            "token_energy": _finite(scored.token_energy[i]), "marginal_energy": _finite(scored.marginal_energy[i]),
-            "spilled_energy": _finite(scored.spilled_energy[i]),
-        })
+        entries.append(
+            {
+                "index": i,
+                "token_id": token.id,
+                "token": None if hidden else (token.literal if token.special else token.text),
+                "token_energy": _finite(scored.token_energy[i]),
+                "marginal_energy": _finite(scored.marginal_energy[i]),
+                "spilled_energy": _finite(scored.spilled_energy[i]),
+            }
+        )
     return entries
 
 
 def stream_token_object(token: Any, *, hidden: bool) -> dict[str, Any]:
     """``spill_guard.token`` of a streamed chunk: that token's energies as soon as Δ is known."""
-    return {"index": token.index, "token_id": token.token_id, "token": None if hidden else token.text,
-            "token_energy": _finite(token.token_energy), "marginal_energy": _finite(token.marginal_energy),
-            "spilled_energy": _finite(token.spilled_energy)}
+    return {
+        "index": token.index,
+        "token_id": token.token_id,
+        "token": None if hidden else token.text,
+        "token_energy": _finite(token.token_energy),
+        "marginal_energy": _finite(token.marginal_energy),
+        "spilled_energy": _finite(token.spilled_energy),
+    }
 
 
 def _finite(value: float | None) -> float | None:

@@ -25,75 +25,109 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
+from spill_guard.backends.base import TEACHER_FORCING, require
+from spill_guard.backends.vllm.replay import replay_steps
 from spill_guard.errors import InvalidInputError, InvalidParameterError, SpillGuardError
+from spill_guard.models.stops import cut_at_stop
 from spill_guard.serving.errors import OpenAIError
 from spill_guard.serving.generation import Row, RowOutcome, Sampling, StreamListener
-from spill_guard.serving.stops import cut_at_stop
-from spill_guard.spill_model import SpillModel
+from spill_guard.spill_model import AsyncSpillModel, SpillModel
 
 #: Threads that run the guard's decision and review-log writes of finished requests.
 FINISH_THREADS = 4
 
 
-class VllmGuardModel(SpillModel):
-    """The guard's view of an :class:`~spill_guard.backends.vllm.AsyncVllmSpillModel`.
+class LoopBackend:
+    """The guard's synchronous view of the server's async backend (vLLM's async engine).
 
-    :class:`~spill_guard.SpillGuard` reads a model's name, tokenizer, betas and calibration
-    from a :class:`SpillModel`; this one has them, and its generation goes through the
-    server (``async_model``). Calling its synchronous generation directly is refused.
+    :class:`~spill_guard.SpillGuard` holds a :class:`~spill_guard.SpillModel`; this backend gives
+    it the async backend's name, capabilities, model facts and betas, and generates by
+    scheduling the async ``generate`` on the server's event loop from the calling thread (a
+    policy's retry runs in a finish thread). It is not a subclass of anything: a facade holds it.
     """
 
-    backend = "vllm"
-    streams_during_generation = False
-
     def __init__(self, async_model: Any):
-        others = tuple(b for b in async_model.betas if b != async_model.beta)
-        super().__init__(async_model.loaded, beta=async_model.beta, extra_betas=others,
-                         instruction=async_model.instruction, system=async_model.system)
         self.async_model = async_model
+        self.loop: asyncio.AbstractEventLoop | None = None  # set when the server starts
 
-    def generate_from_ids(self, *args: Any, **kwargs: Any) -> Any:
-        raise InvalidParameterError("this model generates through the vLLM server (AsyncVllmSpillModel); "
-                                    "use VllmSpillModel.load(...) for synchronous generation.")
+    @property
+    def name(self) -> str:
+        return str(self.async_model.backend.name)
 
-    def score_ids(self, *args: Any, **kwargs: Any) -> Any:
-        raise InvalidParameterError("scoring an answer made elsewhere (teacher forcing) is not available on the "
-                                    "vLLM backend; use SpillModel.load(...) (transformers).")
+    @property
+    def capabilities(self) -> Any:
+        return self.async_model.capabilities
+
+    @property
+    def loaded(self) -> Any:
+        return self.async_model.loaded
+
+    @property
+    def betas(self) -> tuple[float, ...]:
+        return tuple(self.async_model.betas)
+
+    @property
+    def beta(self) -> float:
+        return float(self.async_model.beta)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: Any,
+        *,
+        listeners: Sequence[Any] = (),
+        stop_hooks: Sequence[Any] = (),
+        stats: str | None = "full",
+        final_step: str = "always",
+    ) -> list[Any]:
+        if self.loop is None or not self.loop.is_running():
+            raise InvalidParameterError(
+                "this model generates through the server's event loop (an async backend); "
+                "use SpillModel.load(..., backend=...) for synchronous generation."
+            )
+        coroutine = self.async_model.generate_params(
+            prompts, params, listeners=listeners, stop_hooks=stop_hooks, stats=stats, final_step=final_step
+        )
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def score(self, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> list[Any]:
+        require(self, TEACHER_FORCING, "scoring an answer made elsewhere (score_ids)")
+        raise AssertionError("unreachable: the async backend scores through its own facade")
+
+    def close(self) -> None:
+        self.async_model.close()
+
+    def __repr__(self) -> str:
+        return f"LoopBackend({self.async_model!r})"
+
+
+def guard_model(async_model: Any) -> SpillModel:
+    """A :class:`SpillModel` facade over ``async_model`` for the server's guard (see :class:`LoopBackend`)."""
+    return SpillModel(LoopBackend(async_model), instruction=async_model.instruction, system=async_model.system)
+
+
+def async_model_of(model: Any) -> Any:
+    """The async facade behind a guard's model built by :func:`guard_model` (``None`` for any other model)."""
+    backend = getattr(model, "backend", None)
+    return backend.async_model if isinstance(backend, LoopBackend) else None
 
 
 def build_vllm_guard(config: Any) -> Any:
     """Load an ``AsyncVllmSpillModel`` and build the :class:`SpillGuard` of ``config`` over it."""
     import os
 
-    from spill_guard.backends.vllm import AsyncVllmSpillModel
-    from spill_guard.backends.vllm.engine import require_vllm
-
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    require_vllm()
-    model = AsyncVllmSpillModel.load(config.model, dtype=config.dtype, engine_options=dict(config.engine_options))
+    model = AsyncSpillModel.load(
+        config.model, backend=config.backend, dtype=config.dtype, engine_options=dict(config.engine_options)
+    )
     try:
-        return config.guard_over(VllmGuardModel(model))
+        return config.guard_over(guard_model(model))
     except BaseException:
-        model.shutdown()
+        model.close()
         raise
-
-
-def is_vllm(source: Any) -> bool:
-    """Whether ``create_app``'s argument (a GuardConfig, SpillGuard or SpillModel) runs on vLLM."""
-    from spill_guard.serving.config import GuardConfig
-
-    if isinstance(source, GuardConfig):
-        return source.backend == "vllm"
-    model = getattr(source, "model", source)
-    if getattr(model, "backend", "transformers") != "vllm":
-        return False
-    if not isinstance(model, VllmGuardModel):
-        raise InvalidParameterError(
-            f"the server runs vLLM through its async engine; pass GuardConfig(backend='vllm', ...) or a SpillGuard "
-            f"over VllmGuardModel(AsyncVllmSpillModel.load(...)), not {type(model).__name__} (offline vllm.LLM).")
-    return True
 
 
 class VllmRows:
@@ -101,7 +135,7 @@ class VllmRows:
 
     def __init__(self, guard: Any):
         self.guard = guard
-        self.model = guard.model.async_model
+        self.model = async_model_of(guard.model)
 
     async def generate(self, rows: Sequence[Row], sampling: Sampling) -> list[RowOutcome]:
         try:
@@ -112,31 +146,30 @@ class VllmRows:
         return [t.result() for t in tasks]
 
     async def _row(self, row: Row, sampling: Sampling, index: int) -> RowOutcome:
-        options = sampling.options()
-        if options.get("seed") is not None:
-            options["seed"] += index  # vLLM seeds per request: n equal seeds would give n equal choices
-        if row.stops:
-            options["stop"] = list(row.stops)
+        # vLLM seeds each request: n equal seeds would give n equal choices, so row i gets seed + i.
+        params = sampling.params(row, seed_offset=index)
         try:
-            scored = await self.model.generate_from_ids(row.prompt_ids, max_new_tokens=row.max_tokens,
-                                                        final_step=self.guard.final_step,
-                                                        stats=self.guard.capture_stats, **options)
+            [scored] = await self.model.generate_params(
+                [row.prompt_ids], params, final_step=self.guard.final_step, stats=self.guard.capture_stats
+            )
         except (InvalidParameterError, InvalidInputError) as exc:  # e.g. UnsupportedSamplingError
-            raise OpenAIError(400, f"the vLLM backend cannot score this request: {exc}",
-                              code="unsupported_parameter") from exc
+            raise OpenAIError(
+                400, f"the vLLM backend cannot score this request: {exc}", code="unsupported_parameter"
+            ) from exc
         if row.on_token is not None:
             self._replay(row, scored)
-        return RowOutcome(answer_ids=list(scored.answer_ids), text=scored.answer, stopped_on_eos=scored.stopped_on_eos,
-                          stop_sequence=cut_at_stop(scored.answer, row.stops)[1], scored=scored)
+        return RowOutcome(
+            answer_ids=list(scored.answer_ids),
+            text=scored.answer,
+            stopped_on_eos=scored.stopped_on_eos,
+            stop_sequence=cut_at_stop(scored.answer, row.stops)[1],
+            scored=scored,
+        )
 
     def _replay(self, row: Row, scored: Any) -> None:
         """The row's stream chunks, token by token with their energies, once the answer is complete."""
-        from spill_guard.backends.vllm.model import replay_steps
-
-        loaded = self.model.loaded
-        listener = StreamListener([row], self.model.tokenizer, loaded.stop_token_ids, self.guard.rule.spec.beta,
-                                   lambda: [None])
-        replay_steps([scored], [listener], loaded.pad_token_id)
+        listener = StreamListener([row], self.model.tokenizer, self.guard.rule.spec.beta, lambda: [True])
+        replay_steps([scored], [listener], self.model.loaded.pad_token_id)
 
 
 def _first_cause(group: BaseExceptionGroup) -> BaseException:
@@ -159,8 +192,9 @@ class VllmRunner:
         self.engine = engine
         self.rows: VllmRows | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=FINISH_THREADS,
-                                                               thread_name_prefix="spill-guard-finish")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=FINISH_THREADS, thread_name_prefix="spill-guard-finish"
+        )
         engine.blocking_generate = self.generate_blocking  # a retry's regeneration, from a finish thread
 
     @property
@@ -169,6 +203,9 @@ class VllmRunner:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        backend = getattr(self.engine.model, "backend", None)
+        if isinstance(backend, LoopBackend):
+            backend.loop = self._loop  # the guard's own generation (a retry) is scheduled here
 
     async def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -182,6 +219,7 @@ class VllmRunner:
         if self._loop is None:
             self.start()
         context = contextvars.copy_context()
+        assert isinstance(key, tuple)  # PreparedRequest.key: (kind, Sampling, ...)
         outcomes = await self._rows().generate(rows, key[1])
         return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, finish, outcomes)
 

@@ -32,9 +32,7 @@ class CharSpan:
 
     def __post_init__(self) -> None:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.start, self.end)):
-            raise InvalidInputError(
-                f"CharSpan offsets must be integers, got start={self.start!r}, end={self.end!r}."
-            )
+            raise InvalidInputError(f"CharSpan offsets must be integers, got start={self.start!r}, end={self.end!r}.")
         if not 0 <= self.start < self.end:
             raise InvalidInputError(
                 f"CharSpan needs 0 <= start < end, got [{self.start}, {self.end}); "

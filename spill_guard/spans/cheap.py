@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from spill_guard.errors import InvalidParameterError
 from spill_guard.spans.base import CharSpan, LocateResult, Reason, SpanLocator
@@ -260,7 +261,8 @@ class CallableLocator(SpanLocator):
         if prefer not in ("last", "first"):
             raise InvalidParameterError(f"prefer must be 'last' or 'first', got {prefer!r}.")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "callable")
+        fn_name: str = getattr(fn, "__name__", "callable")
+        self.name = name or fn_name
         self.prefer = prefer
         try:
             self._takes_question = "question" in inspect.signature(fn).parameters

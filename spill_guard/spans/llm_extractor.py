@@ -15,9 +15,11 @@ result is ``None`` — a missing span is reported, never replaced by a silent gu
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -186,16 +188,23 @@ class LLMExtractorLocator(SpanLocator):
             completion = completion[len(prompt) :]
         extracted = parse_completion(completion)
         if extracted is None:
-            return LocateResult(None, Reason.EXTRACTOR_NO_ANSWER, self.name, "the extractor said NO ANSWER",
-                                extracted=NO_ANSWER)
+            return LocateResult(
+                None, Reason.EXTRACTOR_NO_ANSWER, self.name, "the extractor said NO ANSWER", extracted=NO_ANSWER
+            )
         if not extracted:
-            failed = LocateResult(None, Reason.EXTRACTOR_EMPTY, self.name,
-                                  f"no text in the completion {completion[:80]!r}", extracted="")
+            failed = LocateResult(
+                None, Reason.EXTRACTOR_EMPTY, self.name, f"no text in the completion {completion[:80]!r}", extracted=""
+            )
             return self._fall_back(answer, question, failed)
         span = find_answer(answer, extracted, prefer=self.prefer)
         if span is None:
-            failed = LocateResult(None, Reason.EXTRACTED_NOT_IN_ANSWER, self.name,
-                                  f"extracted {extracted!r} is not in the answer", extracted=extracted)
+            failed = LocateResult(
+                None,
+                Reason.EXTRACTED_NOT_IN_ANSWER,
+                self.name,
+                f"extracted {extracted!r} is not in the answer",
+                extracted=extracted,
+            )
             return self._fall_back(answer, question, failed)
         return self._result(span, f"extracted {extracted!r}", extracted=extracted)
 
@@ -210,9 +219,9 @@ class LLMExtractorLocator(SpanLocator):
         return dataclasses.replace(result, detail=detail, extracted=failed.extracted)
 
     def _completer(self, generate: Any) -> Callable[[str], str]:
-        from spill_guard.spill_model import SpillModel  # the package imports torch anyway
-
-        if isinstance(generate, SpillModel):
+        # A SpillModel (any backend's) is recognised by what plain_completions uses, so this layer does not
+        # import spill_model (which sits above it). An async model's coroutine generate_from_ids is not one.
+        if isinstance(generate, CompletionModel) and not inspect.iscoroutinefunction(generate.generate_from_ids):
             sm, budget = generate, self.max_new_tokens
             return lambda prompt: plain_completions(sm, [prompt], max_new_tokens=budget)[0]
         if callable(generate):
@@ -222,7 +231,19 @@ class LLMExtractorLocator(SpanLocator):
         )
 
 
-def plain_completions(sm: Any, prompts: Sequence[str], *, max_new_tokens: int = 24) -> list[str]:
+@runtime_checkable
+class CompletionModel(Protocol):
+    """What :func:`plain_completions` needs of a model: a :class:`~spill_guard.SpillModel` has both."""
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def generate_from_ids(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, stopping_criteria: Any
+    ) -> Any: ...
+
+
+def plain_completions(sm: CompletionModel, prompts: Sequence[str], *, max_new_tokens: int = 24) -> list[str]:
     """Greedy completions of extraction prompts by a SpillModel, batched, as plain text.
 
     No chat template, instruction or system message: the few-shot pattern is the task.

@@ -37,8 +37,21 @@ Prefer = Literal["last", "first"]
 # Letters that Unicode does not decompose into base letter + accent, but that people (and
 # models) routinely write without the stroke: "Søren" ~ "Soren", "Łódź" ~ "Lodz".
 _EXTRA_FOLDS = {
-    "ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d", "ð": "d", "Ð": "d",
-    "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe", "þ": "th", "Þ": "th", "ı": "i",
+    "ø": "o",
+    "Ø": "o",
+    "ł": "l",
+    "Ł": "l",
+    "đ": "d",
+    "Đ": "d",
+    "ð": "d",
+    "Ð": "d",
+    "æ": "ae",
+    "Æ": "ae",
+    "œ": "oe",
+    "Œ": "oe",
+    "þ": "th",
+    "Þ": "th",
+    "ı": "i",
 }
 
 # Scripts written without spaces between words: a match there needs no word boundary.

@@ -7,7 +7,8 @@ string, ``ScoredAnswer.answer``; locate spans in that string.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.spans.base import CharSpan, SpanLocator
@@ -43,7 +44,8 @@ def char_span_to_token_range(tokens: Sequence[TokenLike], span: CharSpan) -> tup
             f"{text_end} characters; locate the span in ScoredAnswer.answer, the text the tokens index."
         )
     covered = [
-        i for i, tok in enumerate(tokens)
+        i
+        for i, tok in enumerate(tokens)
         if not tok.special and tok.start < tok.end and tok.start < span.end and tok.end > span.start
     ]
     if not covered:

@@ -1,9 +1,9 @@
 """Question sets with accepted answers, and a judge that marks located answer spans.
 
-    >>> from spill_guard.tasks import load_task, judge
-    >>> items = load_task("capitals")            # or "arithmetic", "elements", "my.jsonl"
-    >>> judge("Paris, France", ["Paris"])
-    True
+>>> from spill_guard.tasks import load_task, judge
+>>> items = load_task("capitals")            # or "arithmetic", "elements", "my.jsonl"
+>>> judge("Paris, France", ["Paris"])
+True
 """
 
 from spill_guard.tasks.arithmetic import generate_arithmetic

@@ -41,8 +41,7 @@ from spill_guard.errors import InvalidInputError
 from spill_guard.tasks.normalize import is_number, tokens
 
 NEGATIONS = frozenset(
-    "not no never nor neither isnt arent wasnt werent dont doesnt didnt cannot cant wont "
-    "aint nothing none".split()
+    "not no never nor neither isnt arent wasnt werent dont doesnt didnt cannot cant wont aint nothing none".split()
 )
 CONTRASTS = frozenset("but rather instead actually however".split())
 RESULT_MARKERS = frozenset(

@@ -95,9 +95,7 @@ def _describe(error: ValidationError) -> str:
         field = ".".join(str(p) for p in err["loc"]) or "item"
         if err["type"] == "extra_forbidden":
             hint = " (did you mean 'answers'?)" if field == "answer" else ""
-            parts.append(
-                f"unknown key {field!r}{hint}; allowed keys are id, question, answers, context, meta"
-            )
+            parts.append(f"unknown key {field!r}{hint}; allowed keys are id, question, answers, context, meta")
         elif err["type"] == "missing":
             parts.append(f"missing required key {field!r}")
         elif err["type"] == "value_error":
@@ -106,7 +104,9 @@ def _describe(error: ValidationError) -> str:
         elif err["type"] == "string_type":
             parts.append(f"{field!r} must be a string, got {_shorten(repr(err.get('input')))}; put it in quotes")
         else:
-            parts.append(f"{field!r}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {_shorten(repr(err.get('input')))})")
+            parts.append(
+                f"{field!r}: {err['msg'][:1].lower()}{err['msg'][1:]} (got {_shorten(repr(err.get('input')))})"
+            )
     return "; ".join(parts)
 
 
@@ -124,8 +124,7 @@ def parse_jsonl_lines(lines: Iterable[bytes | str], source: str) -> list[TaskIte
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise TaskFormatError(
-                    f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
-                    "save the file as UTF-8.",
+                    f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start}); save the file as UTF-8.",
                     path=source,
                     line=lineno,
                 ) from None
@@ -167,9 +166,7 @@ def parse_jsonl_lines(lines: Iterable[bytes | str], source: str) -> list[TaskIte
         first_line_of[item.id] = lineno
         items.append(item)
     if not items:
-        raise TaskFormatError(
-            f"{source}: contains no task items; add one JSON object per line.", path=source
-        )
+        raise TaskFormatError(f"{source}: contains no task items; add one JSON object per line.", path=source)
     return items
 
 
@@ -177,16 +174,15 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[TaskItem]:
     """Read and validate a task file; raises :class:`TaskFormatError` naming file and line."""
     p = Path(path)
     if not p.is_file():
-        raise TaskNotFoundError(
-            f"task file {str(p)!r} does not exist (or is not a file); check the path."
-        )
+        raise TaskNotFoundError(f"task file {str(p)!r} does not exist (or is not a file); check the path.")
     # Read bytes so that a decoding error can still be pinned to its line.
     try:
         with p.open("rb") as fh:
             return parse_jsonl_lines(fh, str(p))
     except OSError as exc:
-        raise TaskFormatError(f"cannot read task file {str(p)!r}: {exc.strerror or exc}; check its permissions.",
-                              path=str(p)) from None
+        raise TaskFormatError(
+            f"cannot read task file {str(p)!r}: {exc.strerror or exc}; check its permissions.", path=str(p)
+        ) from None
 
 
 def save_jsonl(items: Iterable[TaskItem], path: str | os.PathLike[str]) -> None:

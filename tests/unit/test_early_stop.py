@@ -28,12 +28,12 @@ def test_energies_follow_spec_definitions():
 
 def test_stops_only_after_min_tokens_and_above_threshold():
     session = EarlyStop(1.0, pooling="mean", min_tokens=2).session(2, [EOS])
-    ids = torch.zeros(2, 5, dtype=torch.long)
     session.on_step(step(0, [1, 1], [5.0, 0.0]))
-    assert session(ids, None).tolist() == [False, False]  # one token scored: below min_tokens
+    assert session([1, 1], 2) == [False, False]  # one token scored: below min_tokens
     session.on_step(step(1, [1, 1], [0.5, 0.0]))
-    assert session(ids, None).tolist() == [True, False]  # mean 2.75 > 1; row 1 mean 0
+    assert session([1, 1], 3) == [True, False]  # mean 2.75 > 1; row 1 mean 0
     assert session.limits() == [3, None]  # two scored tokens + the one just chosen
+    assert session.cut([3, 5]) == [True, False] and session.cut([2, 5]) == [False, False]
     session.on_step(step(2, [1, 1], [9.0, 9.0]))  # row 0 is stopped: ignored from now on
     assert session.values[0] == [5.0, 0.5]
 
@@ -41,7 +41,7 @@ def test_stops_only_after_min_tokens_and_above_threshold():
 def test_rows_that_ended_on_a_stop_token_are_never_cut():
     session = EarlyStop(0.0, pooling="max", min_tokens=1).session(1, [EOS])
     session.on_step(step(0, [EOS], [5.0]))
-    assert session(torch.zeros(1, 2, dtype=torch.long), None).tolist() == [False]
+    assert session([None], 2) == [False]  # an ended row (no token) is not asked again
     assert session.limits() == [None]
 
 

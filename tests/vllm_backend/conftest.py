@@ -19,14 +19,14 @@ from vllm_support import ENGINE_OPTIONS  # noqa: E402
 
 @pytest.fixture(scope="session")
 def vllm_model():
-    """A VllmSpillModel on the embedded model, capturing β = 1 and 0.5."""
-    from spill_guard.backends.vllm import VllmSpillModel
+    """A SpillModel on the vLLM backend (embedded model), capturing β = 1 and 0.5."""
+    from spill_guard import SpillModel
     from spill_guard.cli.common import quiet_transformers
 
     quiet_transformers()
-    model = VllmSpillModel.load(extra_betas=(0.5,), engine_options=ENGINE_OPTIONS)
+    model = SpillModel.load(backend="vllm", extra_betas=(0.5,), engine_options=ENGINE_OPTIONS)
     yield model
-    model.llm.llm_engine.engine_core.shutdown()
+    model.close()
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,10 @@ def engine_loop():
 
 @pytest.fixture(scope="module")
 def async_model(engine_loop):
-    from spill_guard.backends.vllm import AsyncVllmSpillModel
+    from spill_guard.spill_model import AsyncSpillModel
 
     async def load():
-        return AsyncVllmSpillModel.load(extra_betas=(0.5,), engine_options=ENGINE_OPTIONS)
+        return AsyncSpillModel.load(backend="vllm", extra_betas=(0.5,), engine_options=ENGINE_OPTIONS)
 
     model = engine_loop.run_until_complete(load())
     yield model
@@ -47,7 +47,7 @@ def test_concurrent_requests_get_their_own_values(async_model, engine_loop, refe
         jobs = [async_model.generate(q, max_new_tokens=12, stats="full" if i % 2 else "energy",
                                      do_sample=i % 3 == 0, temperature=0.8, seed=i)
                 for i, q in enumerate(questions)]
-        return await asyncio.gather(*jobs), await async_model.store_stats()
+        return await asyncio.gather(*jobs), await async_model.backend.store_stats()
 
     answers, stats = engine_loop.run_until_complete(run())
     references = reference_model.score_ids([a.prompt_ids for a in answers], [a.answer_ids for a in answers])
@@ -69,7 +69,7 @@ def test_cancelled_requests_are_aborted_and_leave_no_values(async_model, engine_
         results = await asyncio.gather(*tasks, return_exceptions=True)
         # one more request lets the engine process the removals of the aborted ones
         await async_model.generate("Hi?", max_new_tokens=2)
-        return results, await async_model.store_stats(), async_model.engine.output_processor.get_num_unfinished_requests()
+        return results, await async_model.backend.store_stats(), async_model.backend.engine.output_processor.get_num_unfinished_requests()
 
     results, stats, unfinished = engine_loop.run_until_complete(run())
     assert any(isinstance(r, asyncio.CancelledError) for r in results)

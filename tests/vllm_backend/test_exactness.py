@@ -73,18 +73,18 @@ def test_length_cut_answers_take_z_next_from_their_own_request_not_a_follow_up(v
     # The answer request asks for one token more than max_new_tokens: the step sampling it computes
     # z_(T+1), so no follow-up request (a second engine round re-prefilling the answer) is sent.
     engine_calls = []
-    generate = vllm_model.llm.generate
+    generate = vllm_model.backend.llm.generate
 
     def counting_generate(prompts, *args, **kwargs):
         engine_calls.append(len(prompts))
         return generate(prompts, *args, **kwargs)
 
-    vllm_model.llm.generate = counting_generate
+    vllm_model.backend.llm.generate = counting_generate
     try:
         answers = vllm_model.generate(["Describe the history of Rome in detail.", "Name ten rivers."],
                                       max_new_tokens=6, stats="full")
     finally:
-        del vllm_model.llm.generate
+        del vllm_model.backend.llm.generate
     assert engine_calls == [2]
     for answer, reference in zip(answers, reference_of(reference_model, answers)):
         assert len(answer.answer_ids) == 6 and not answer.stopped_on_eos and answer.trace.final_step
@@ -93,23 +93,23 @@ def test_length_cut_answers_take_z_next_from_their_own_request_not_a_follow_up(v
 
 def test_store_holds_nothing_after_calls(vllm_model):
     vllm_model.generate(QUESTIONS[:2], max_new_tokens=8)
-    assert vllm_model.store_stats()["holding"] == 0
+    assert vllm_model.backend.store_stats()["holding"] == 0
 
 
 def _sent_params(vllm_model, call):
     """Run ``call()`` and return the SamplingParams of every request it sent to the engine."""
     sent = []
-    generate = vllm_model.llm.generate
+    generate = vllm_model.backend.llm.generate
 
     def recording_generate(prompts, params, *args, **kwargs):
         sent.extend(params)
         return generate(prompts, params, *args, **kwargs)
 
-    vllm_model.llm.generate = recording_generate
+    vllm_model.backend.llm.generate = recording_generate
     try:
         return call(), sent
     finally:
-        del vllm_model.llm.generate
+        del vllm_model.backend.llm.generate
 
 
 def test_greedy_answers_read_the_chosen_logit_from_the_row_max_without_vllm_logprobs(vllm_model, reference_model):

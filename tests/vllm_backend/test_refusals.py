@@ -35,9 +35,9 @@ def test_the_engine_refuses_them_too_when_sent_directly(vllm_model):
     params = SamplingParams(max_tokens=2, logprobs=0, logit_bias={5: 3.0},
                             extra_args=CaptureRequest("direct").as_extra_args())
     with pytest.raises(VLLMValidationError, match="logit_bias"):
-        vllm_model.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [params], use_tqdm=False)
+        vllm_model.backend.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [params], use_tqdm=False)
     plain = SamplingParams(max_tokens=2, logit_bias={5: 3.0})  # not captured: plain vLLM traffic is untouched
-    assert vllm_model.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [plain], use_tqdm=False)
+    assert vllm_model.backend.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [plain], use_tqdm=False)
 
 
 def test_penalties_are_fine_on_v1_but_refused_on_v2():
@@ -75,7 +75,7 @@ def test_reading_the_chosen_logit_from_the_row_max_is_refused_unless_greedy_with
     params = SamplingParams(max_tokens=2, extra_args=CaptureRequest("max", chosen="max").as_extra_args(), **settings)
     assert any(words in r for r in compromising_settings(params))
     with pytest.raises(VLLMValidationError, match=words):
-        vllm_model.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [params], use_tqdm=False)
+        vllm_model.backend.llm.generate([{"prompt_token_ids": [1, 2, 3]}], [params], use_tqdm=False)
     unknown = SamplingParams(max_tokens=2, temperature=0.0, extra_args={"spill_guard": {"key": "k", "chosen": "top"}})
     with pytest.raises(UnsupportedSamplingError, match="chosen='top'"):
         from spill_guard.backends.vllm.requests import check_capturable

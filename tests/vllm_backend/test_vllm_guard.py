@@ -33,7 +33,7 @@ def test_retry_resamples_on_vllm(vllm_model):
                        max_new_tokens=8)  # every answer crosses: all three attempts run
     verdict = guard.ask("Name a colour.")
     assert len(verdict.attempts) == 3 and all(a.strategy.startswith("resample") for a in verdict.attempts[1:])
-    assert vllm_model.store_stats()["holding"] == 0
+    assert vllm_model.backend.store_stats()["holding"] == 0
 
 
 def test_stream_yields_token_events_then_the_verdict(vllm_model):
@@ -45,6 +45,6 @@ def test_stream_yields_token_events_then_the_verdict(vllm_model):
 def test_early_stop_is_refused_on_vllm(vllm_model):
     from spill_guard.guard import EarlyStop
 
-    guard = SpillGuard(vllm_model, threshold=1.0, early_stop=EarlyStop(5.0), max_new_tokens=4)
-    with pytest.raises(InvalidParameterError, match="early_stop"):
-        guard.ask("Hi?")
+    with pytest.raises(InvalidParameterError, match="early_stop") as err:  # refused when the guard is built
+        SpillGuard(vllm_model, threshold=1.0, early_stop=EarlyStop(5.0), max_new_tokens=4)
+    assert "stops_early" in str(err.value) and "'vllm'" in str(err.value)

@@ -233,14 +233,14 @@ def test_a_disconnected_streaming_client_leaves_nothing_in_the_store(vllm_server
         time.sleep(0.5)
     else:
         raise AssertionError("the disconnected request was never logged")
-    async_model = vllm_server.state.engine.model.async_model
+    async_model = vllm_server.state.engine.model.backend.async_model
     assert store_stats(vllm_server)["holding"] == 0
-    assert async_model.engine.output_processor.get_num_unfinished_requests() == 0
+    assert async_model.backend.engine.output_processor.get_num_unfinished_requests() == 0
 
 
 def test_serve_cli_checks_vllm_options_before_loading(capsys):
     from spill_guard.cli.main import main
-    from spill_guard.serving.config import parse_engine_options
+    from spill_guard.backends.options import parse_engine_options
 
     assert main(["serve", "--backend", "vllm", "--early-stop", "2"]) == 2
     assert "early_stop is not available with the vLLM backend" in capsys.readouterr().err

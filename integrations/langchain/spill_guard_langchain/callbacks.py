@@ -2,7 +2,9 @@
 
 Built with ``model=`` (a user's unmodified ``ChatHuggingFace`` / ``HuggingFacePipeline``), it
 also scores that model's answers itself from raw logits (see :mod:`spill_guard_langchain.dropin`)
-and attaches the report to each run's generation, as :class:`SpillChatModel` does.
+and attaches the report to each run's generation, as :class:`SpillChatModel` does. Inside a
+retry of :class:`~spill_guard_langchain.SpillGuardedRunnable`, that model's run is regenerated
+as the attempt (its prompt and sampling), so a drop-in retries like every other door.
 
 It only observes. LangChain swallows exceptions raised in callbacks (unless a handler sets
 ``raise_error``), so a callback cannot enforce anything reliably: enforcement lives in
@@ -27,10 +29,9 @@ from langchain_core.outputs import LLMResult
 from spill_guard.errors import InvalidParameterError
 from spill_guard.guard import Verdict
 from spill_guard.observability.verdict_metrics import resolve_metrics
-
 from spill_guard_langchain.dropin import DropInScorer
 from spill_guard_langchain.report import TOKENS_KEY, verdict_of
-from spill_guard_langchain.review_sink import open_sink, record_verdict
+from spill_guard_langchain.review_sink import run_metadata, verdict_log
 
 
 class UnscoredRunWarning(UserWarning):
@@ -73,20 +74,47 @@ class SpillCallbackHandler(BaseCallbackHandler):
     # so the recorder routes by prompt rather than by thread (see spill_guard.capture.recorder).
     run_inline = True
 
-    def __init__(self, log: Any = None, *, log_all: bool = False, model: Any = None, guard: Any = None,
-                 threshold: float | None = None, calibration: Any = None, spec: str | None = None,
-                 locator: Any = None, name: str | None = None, metrics: Any = None):
+    def __init__(
+        self,
+        log: Any = None,
+        *,
+        log_all: bool = False,
+        model: Any = None,
+        guard: Any = None,
+        threshold: float | None = None,
+        calibration: Any = None,
+        spec: str | None = None,
+        locator: Any = None,
+        name: str | None = None,
+        metrics: Any = None,
+    ):
         super().__init__()
-        rule = {"guard": guard, "threshold": threshold, "calibration": calibration, "spec": spec,
-                "locator": locator, "name": name}
-        if model is None and any(v is not None for v in rule.values()):
-            raise InvalidParameterError(
-                f"{sorted(k for k, v in rule.items() if v is not None)} only apply with model=<ChatHuggingFace or "
-                "HuggingFacePipeline>; a SpillChatModel carries its own rule."
-            )
+        if model is None:
+            rule = {
+                "guard": guard,
+                "threshold": threshold,
+                "calibration": calibration,
+                "spec": spec,
+                "locator": locator,
+                "name": name,
+            }
+            if any(v is not None for v in rule.values()):
+                raise InvalidParameterError(
+                    f"{sorted(k for k, v in rule.items() if v is not None)} only apply with model=<ChatHuggingFace or "
+                    "HuggingFacePipeline>; a SpillChatModel carries its own rule."
+                )
         self.metrics = resolve_metrics(metrics) if metrics is not None else getattr(guard, "metrics", None)
-        self.dropin = DropInScorer(model, **rule) if model is not None else None
-        self.sink = open_sink(log)
+        # With model=: the drop-in checks "guard or rule arguments, not both" (spill_guard.guard.dropin).
+        self.dropin = (
+            DropInScorer(
+                model, guard=guard, threshold=threshold, calibration=calibration, spec=spec, locator=locator, name=name
+            )
+            if model is not None
+            else None
+        )
+        # An observer never breaks the user's chain: a verdict the log cannot record is warned about.
+        self.recorder = verdict_log(log, log_all=log_all, on_log_error="warn", metrics=self.metrics)
+        self.sink = self.recorder.sink
         self.log_all = log_all
         self._lock = threading.Lock()
         self._runs: dict[UUID, _RunState] = {}
@@ -97,21 +125,39 @@ class SpillCallbackHandler(BaseCallbackHandler):
         self.record_ids: list[str] = []
 
     # -- LangChain hooks ---------------------------------------------------------------------
-    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
-                     tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         with self._lock:
             self._runs[run_id] = _RunState(list(tags or []), dict(metadata or {}))
         if self.dropin is not None and len(prompts) == 1:  # BaseLLM starts one run per prompt
             self._guarded(run_id, self.dropin.expect_prompt, run_id, prompts[0])
 
-    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[Any]], *, run_id: UUID,
-                            tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         with self._lock:
             self._runs[run_id] = _RunState(list(tags or []), dict(metadata or {}))
         if self.dropin is not None and len(messages) == 1:
             self._guarded(run_id, self.dropin.expect_chat, run_id, messages[0])
 
-    def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(
+        self, token: str | list[str | dict[str, Any]], *, chunk: Any = None, run_id: UUID, **kwargs: Any
+    ) -> None:
         entries = (getattr(getattr(chunk, "message", None), "response_metadata", None) or {}).get(TOKENS_KEY)
         with self._lock:
             state = self._runs.setdefault(run_id, _RunState())
@@ -175,16 +221,20 @@ class SpillCallbackHandler(BaseCallbackHandler):
             return list(state.token_energies) if state else []
 
     def close(self) -> None:
-        if self.sink is not None:
-            self.sink.close()
+        self.recorder.close()
 
     def _score_dropin(self, run_id: UUID, generation: Any) -> Verdict | None:
+        if self.dropin is None:  # called only with model=
+            return None
         verdict, reason = self.dropin.finish(run_id, generation)
         if verdict is None:
             with self._lock:
                 self.unscored_reasons[run_id] = reason
-            warnings.warn(f"spill_guard: run {run_id} of the guarded HuggingFace model was not scored: {reason}.",
-                          UnscoredRunWarning, stacklevel=2)
+            warnings.warn(
+                f"spill_guard: run {run_id} of the guarded HuggingFace model was not scored: {reason}.",
+                UnscoredRunWarning,
+                stacklevel=2,
+            )
         return verdict
 
     def _guarded(self, run_id: UUID, step: Any, *args: Any) -> Any:
@@ -197,10 +247,13 @@ class SpillCallbackHandler(BaseCallbackHandler):
                 self.unscored_reasons[run_id] = f"{type(exc).__name__}: {exc}"
             if self.dropin is not None:
                 self.dropin.forget(run_id)
-            warnings.warn(f"spill_guard: scoring run {run_id} failed ({type(exc).__name__}: {exc}); the answer is "
-                          "returned unscored.", UnscoredRunWarning, stacklevel=2)
+            warnings.warn(
+                f"spill_guard: scoring run {run_id} failed ({type(exc).__name__}: {exc}); the answer is "
+                "returned unscored.",
+                UnscoredRunWarning,
+                stacklevel=2,
+            )
             return None
 
     def _log(self, verdict: Verdict, state: _RunState) -> str | None:
-        return record_verdict(self.sink, verdict, log_all=self.log_all, tags=state.tags, metadata=state.metadata,
-                              metrics=self.metrics)
+        return self.recorder.record(verdict, tags=state.tags, metadata=run_metadata(state.metadata))

@@ -10,7 +10,8 @@ the agent middleware, which read this report.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -22,18 +23,21 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from spill_guard import ScoredAnswer, SpillModel
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard import SpillGuard, TokenEvent, Verdict
+from spill_guard.guard.dropin import resolve_guard
 from spill_guard.guard.stream import stream_generation
 from spill_guard.models.loader import LoadedModel
-from spill_guard.models.prompting import chat_prompt_ids
+from spill_guard.models.params import GenerationParams
+from spill_guard.models.prompting import Prompt
+from spill_guard.models.stops import StreamedText, cut_at_stop
 from spill_guard.observability.verdict_metrics import VerdictMetrics, resolve_metrics
 from spill_guard.policy import Flag, apply_policy
-
 from spill_guard_langchain.attempt import current_attempt
 from spill_guard_langchain.logprobs import LOGPROBS_KEY, openai_logprobs, top_logprobs
-from spill_guard_langchain.messages import last_user_text, to_role_dicts
+from spill_guard_langchain.messages import to_role_dicts
 from spill_guard_langchain.report import REPORT_KEY, TOKENS_KEY, VERDICT_KEY, build_report, token_entry
 
 _FLAG = Flag()  # the model reports; only wrappers enforce
+
 
 class SpillChatModel(BaseChatModel):
     """Chat model over a local HuggingFace causal LM, with a spill report on every answer.
@@ -51,21 +55,34 @@ class SpillChatModel(BaseChatModel):
 
     spill_model: Any = Field(default=None, description="the spill_guard.SpillModel that generates and scores")
     guard: Any = Field(default=None, description="a SpillGuard whose rule (spec, locator, threshold) judges answers")
-    model_name: str | None = Field(default=None, alias="model", description="reported model name (default: the loaded model's)")
+    model_name: str | None = Field(
+        default=None, alias="model", description="reported model name (default: the loaded model's)"
+    )
     threshold: float | None = None
     calibration: Any = None
     spec: str | None = None
     locator: str | None = None
     max_tokens: int = Field(default=64, ge=1, description="maximum new tokens per answer")
+    capture_stats: str = Field(
+        default="auto",
+        description="the rule guard's capture: 'auto' (energies and "
+        "likelihoods when the rule needs nothing else), or 'full' to report entropy "
+        "baselines too (SpillGuard's capture_stats); with guard=, the guard's own",
+    )
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] | None = None
     streaming: bool = False
-    logprobs: bool = Field(default=False, description="add OpenAI-format logprobs to response_metadata (UQLM reads them)")
+    logprobs: bool = Field(
+        default=False, description="add OpenAI-format logprobs to response_metadata (UQLM reads them)"
+    )
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="also the k most likely tokens per step")
-    metrics: Any = Field(default=None, description="Prometheus metrics of every answer: True (the default registry), "
-                         "a CollectorRegistry or a VerdictMetrics; default: the guard's, if any")
+    metrics: Any = Field(
+        default=None,
+        description="Prometheus metrics of every answer: True (the default registry), "
+        "a CollectorRegistry or a VerdictMetrics; default: the guard's, if any",
+    )
 
     _rule_guard: SpillGuard = PrivateAttr()
     _metrics: VerdictMetrics | None = PrivateAttr(default=None)
@@ -77,34 +94,43 @@ class SpillChatModel(BaseChatModel):
         self._build_guard()
 
     def _build_guard(self) -> None:
-        if self.guard is not None:
-            if not isinstance(self.guard, SpillGuard):
-                raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {self.guard!r}.")
-            if any(v is not None for v in (self.threshold, self.calibration, self.spec, self.locator)):
-                raise InvalidParameterError(
-                    "pass either guard=... or threshold/calibration/spec/locator, not both: the guard already fixes its rule."
-                )
-            if self.spill_model is not None and self.spill_model is not self.guard.model:
-                raise InvalidParameterError("spill_model differs from guard.model; pass only the guard.")
-            self.spill_model = self.guard.model
-            self._rule_guard = self.guard
-        else:
+        def build() -> SpillGuard:
             if self.spill_model is None:
                 self.spill_model = SpillModel.load()
             if not isinstance(self.spill_model, SpillModel):
                 raise InvalidParameterError(
                     f"spill_model must be a spill_guard.SpillModel (e.g. SpillModel.load()), got {self.spill_model!r}."
                 )
-            self._rule_guard = SpillGuard(
-                self.spill_model, threshold=self.threshold, calibration=self.calibration,
-                spec=self.spec, locator=self.locator, policy=_FLAG, max_new_tokens=self.max_tokens,
+            return SpillGuard(
+                self.spill_model,
+                threshold=self.threshold,
+                calibration=self.calibration,
+                spec=self.spec,
+                locator=self.locator,
+                policy=_FLAG,
+                max_new_tokens=self.max_tokens,
+                capture_stats=self.capture_stats,
             )
+
+        self._rule_guard = resolve_guard(
+            self.guard,
+            who="SpillChatModel",
+            build=build,
+            threshold=self.threshold,
+            calibration=self.calibration,
+            spec=self.spec,
+            locator=self.locator,
+            other_rule_args={"capture_stats": None if self.capture_stats == "auto" else self.capture_stats},
+        )
+        if self.spill_model is not None and self.spill_model is not self._rule_guard.model:
+            raise InvalidParameterError("spill_model differs from guard.model; pass only the guard.")
+        self.spill_model = self._rule_guard.model
         if self.model_name is None:
             self.model_name = self.spill_model.loaded.name
         self._metrics = resolve_metrics(self.metrics) if self.metrics is not None else self._rule_guard.metrics
 
     @classmethod
-    def from_huggingface_pipeline(cls, hf_pipeline: Any, **kwargs: Any) -> "SpillChatModel":
+    def from_huggingface_pipeline(cls, hf_pipeline: Any, **kwargs: Any) -> SpillChatModel:
         """Build from a LangChain ``HuggingFacePipeline`` (or a transformers text-generation pipeline).
 
         Only its ``.pipeline.model`` and ``.pipeline.tokenizer`` are taken (the pipeline's
@@ -117,11 +143,13 @@ class SpillChatModel(BaseChatModel):
         if model is None or tokenizer is None or not hasattr(model, "generate"):
             raise InvalidParameterError(
                 f"{type(hf_pipeline).__name__} has no .pipeline.model/.pipeline.tokenizer of a causal LM; pass a "
-                "HuggingFacePipeline built for text generation, or use SpillChatModel(spill_model=SpillModel.load(...))."
+                "HuggingFacePipeline built for text generation, or use "
+                "SpillChatModel(spill_model=SpillModel.load(...))."
             )
         name = getattr(hf_pipeline, "model_id", None) or getattr(model.config, "name_or_path", None) or "hf-pipeline"
-        loaded = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=str(name),
-                             device=model.device, dtype=model.dtype)
+        loaded = LoadedModel(
+            model=model.eval(), tokenizer=tokenizer, name=str(name), device=model.device, dtype=model.dtype
+        )
         spill_kwargs = {k: kwargs.pop(k) for k in ("beta", "extra_betas", "instruction", "system") if k in kwargs}
         return cls(spill_model=SpillModel(loaded, **spill_kwargs), **kwargs)
 
@@ -134,14 +162,21 @@ class SpillChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         rule = self._rule_guard.rule
         return {
-            "model_name": self.model_name, "spec": rule.spec.name, "locator": rule.locator,
-            "threshold": rule.threshold, "max_tokens": self.max_tokens, "temperature": self.temperature,
-            "top_p": self.top_p, "seed": self.seed,
+            "model_name": self.model_name,
+            "spec": rule.spec.name,
+            "locator": rule.locator,
+            "threshold": rule.threshold,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
-            ls_provider="spill_guard", ls_model_name=str(kwargs.get("model") or self.model_name), ls_model_type="chat",
+            ls_provider="spill_guard",
+            ls_model_name=str(kwargs.get("model") or self.model_name),
+            ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
         )
@@ -162,9 +197,9 @@ class SpillChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
-        scored = self._generate_one(prompt, options)
-        message, info = self._finish(scored, question, strategy, options, self._logprobs_wanted(kwargs))
+        prompt, params, strategy = self._prepare(messages, stop, kwargs)
+        scored = self._generate_one(prompt, params)
+        message, info = self._finish(scored, prompt.question, strategy, params, self._logprobs_wanted(kwargs))
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
     def _stream(
@@ -174,38 +209,49 @@ class SpillChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        prompt, question, strategy, options = self._prepare(messages, stop, kwargs)
+        prompt, params, strategy = self._prepare(messages, stop, kwargs)
         beta = self._rule_guard.rule.spec.beta
-        run = lambda listener: self._generate_one(prompt, {**options, "listeners": [listener]})  # noqa: E731
-        visible = _StopFilter(options.get("stop_strings") or [])
+        run = lambda listener: self._generate_one(prompt, params, [listener])  # noqa: E731
+        visible = StreamedText(params.stop)
         for item in stream_generation(run, self.spill_model.tokenizer, beta):
             if isinstance(item, TokenEvent):
                 # Text from a stop sequence on is cut from the content (as in invoke); energies still stream.
                 text = visible.push(item.text)
-                chunk = ChatGenerationChunk(message=AIMessageChunk(
-                    content=text, response_metadata={TOKENS_KEY: [token_entry(item)]}))
+                chunk = ChatGenerationChunk(
+                    message=AIMessageChunk(content=text, response_metadata={TOKENS_KEY: [token_entry(item)]})
+                )
                 if run_manager is not None:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
                 continue
-            message, info = self._finish(item, question, strategy, options, self._logprobs_wanted(kwargs))
-            tail = message.content[visible.emitted:]  # text held back as a possible stop-sequence prefix
+            message, info = self._finish(item, prompt.question, strategy, params, self._logprobs_wanted(kwargs))
+            tail = message.content[visible.released :]  # text held back as a possible stop-sequence prefix
             yield ChatGenerationChunk(
-                message=AIMessageChunk(content=tail, response_metadata=message.response_metadata,
-                                       usage_metadata=message.usage_metadata, chunk_position="last"),
+                message=AIMessageChunk(
+                    content=tail,
+                    response_metadata=message.response_metadata,
+                    usage_metadata=message.usage_metadata,
+                    chunk_position="last",
+                ),
                 generation_info=info,
             )
 
-    def _generate_one(self, prompt: list[int], options: dict[str, Any]) -> ScoredAnswer:
+    def _generate_one(self, prompt: Prompt, params: GenerationParams, listeners: Sequence[Any] = ()) -> ScoredAnswer:
+        # The rule guard's generation: its capture, final step and early stop, as the library's answers.
         # No lock: LangChain's batch() calls this from several threads, and the core's capture
         # routes each forward pass to its own thread's capture (one hook per model), so
         # concurrent generations with one model neither race nor mix their reports.
-        return self.spill_model.generate_from_ids([prompt], **options)[0]
+        return self._rule_guard.generate([prompt], params, listeners=listeners)[0].scored
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[list[int], str, str, dict[str, Any]]:
-        """Prompt ids, the question (last user text), the attempt's strategy name and generate() options."""
+    ) -> tuple[Prompt, GenerationParams, str]:
+        """The prompt, the generation params and the attempt's strategy name.
+
+        Inside a retry of a :class:`SpillGuardedRunnable` (or the agent middleware), the retry's
+        strategy makes this attempt's prompt and params from the call's (``next_attempt``), as
+        every door does.
+        """
         if kwargs.get("tools") or kwargs.get("functions"):
             raise InvalidInputError("SpillChatModel does not support tool calling; use it without tools.")
         unknown = set(kwargs) - {"temperature", "top_p", "seed", "max_tokens", "stop", "logprobs", "top_logprobs"}
@@ -214,25 +260,20 @@ class SpillChatModel(BaseChatModel):
                 f"unknown generation option(s) {sorted(unknown)}; SpillChatModel accepts temperature, top_p, seed, "
                 "max_tokens, stop, logprobs, top_logprobs."
             )
-        attempt = current_attempt()
-        roles = to_role_dicts(messages)
-        question = last_user_text(roles)
-        if attempt is not None and attempt.instruction:
-            roles = _with_instruction(roles, attempt.instruction)
-        prompt = chat_prompt_ids(self.spill_model.tokenizer, roles)
+        prompt = Prompt.for_chat(self.spill_model.tokenizer, to_role_dicts(messages))
         temperature = kwargs.get("temperature", self.temperature)
-        top_p = kwargs.get("top_p", self.top_p)
-        seed = kwargs.get("seed", self.seed)
-        if attempt is not None and attempt.temperature is not None:
-            temperature, top_p, seed = attempt.temperature, attempt.top_p or top_p, attempt.seed
-        options: dict[str, Any] = {"max_new_tokens": int(kwargs.get("max_tokens", self.max_tokens))}
-        if temperature and temperature > 0:
-            options.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), seed=seed)
-        stops = [s for s in (stop or kwargs.get("stop") or self.stop or []) if s]
-        if stops:
-            options.update(stop_strings=stops, tokenizer=self.spill_model.tokenizer)
-        strategy = attempt.strategy if attempt is not None else ("sample" if options.get("do_sample") else "greedy")
-        return prompt, question, strategy, options
+        params = GenerationParams(
+            max_new_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+            temperature=float(temperature) if temperature and temperature > 0 else 0.0,
+            top_p=float(kwargs.get("top_p", self.top_p)),
+            seed=kwargs.get("seed", self.seed),
+            stop=tuple(stop or kwargs.get("stop") or self.stop or ()),
+        )
+        attempt = current_attempt()
+        if attempt is None:
+            return prompt, params, params.strategy
+        prompt, params = attempt.strategy.next_attempt(prompt, params, attempt.number)
+        return prompt, params, attempt.name
 
     def _logprobs_wanted(self, kwargs: dict[str, Any]) -> int | None:
         """``None``: no logprobs; else how many top alternatives per token (0 = none)."""
@@ -244,66 +285,33 @@ class SpillChatModel(BaseChatModel):
         return int(top or 0)
 
     def _finish(
-        self, scored: ScoredAnswer, question: str, strategy: str, options: dict[str, Any], top_k: int | None = None
+        self, scored: ScoredAnswer, question: str, strategy: str, params: GenerationParams, top_k: int | None = None
     ) -> tuple[AIMessage, dict[str, Any]]:
         """The answer message with its report, and the generation info with the live verdict."""
         candidate = self._rule_guard.assess(scored, question, strategy=strategy)
         verdict: Verdict = self._rule_guard.verdict_from(apply_policy(_FLAG, candidate), question=question)
         if self._metrics is not None:  # a handler given the same metrics will not count it again
             self._metrics.observe_verdict(verdict)
-        content, matched = _cut_at_stop(scored.answer, options.get("stop_strings") or [])
+        content, matched = cut_at_stop(scored.answer, params.stop)
         report = build_report(verdict, scored, stop_sequence=matched)
         finish = "stop" if scored.stopped_on_eos or matched else "length"
-        metadata = {REPORT_KEY: report, "model_name": self.model_name, "finish_reason": finish,
-                    "model_provider": "spill_guard"}
+        metadata = {
+            REPORT_KEY: report,
+            "model_name": self.model_name,
+            "finish_reason": finish,
+            "model_provider": "spill_guard",
+        }
         if top_k is not None:
-            top = top_logprobs(self.spill_model.loaded.model, scored.prompt_ids, scored.answer_ids, top_k) if top_k else None
+            top = (
+                top_logprobs(self.spill_model.loaded.model, scored.prompt_ids, scored.answer_ids, top_k)
+                if top_k
+                else None
+            )
             metadata[LOGPROBS_KEY] = openai_logprobs(scored, self.spill_model.tokenizer, top)
-        usage = {"input_tokens": len(scored.prompt_ids), "output_tokens": len(scored.answer_ids),
-                 "total_tokens": len(scored.prompt_ids) + len(scored.answer_ids)}
+        usage = {
+            "input_tokens": len(scored.prompt_ids),
+            "output_tokens": len(scored.answer_ids),
+            "total_tokens": len(scored.prompt_ids) + len(scored.answer_ids),
+        }
         message = AIMessage(content=content, response_metadata=metadata, usage_metadata=usage)
         return message, {VERDICT_KEY: verdict, "finish_reason": finish}
-
-
-def _with_instruction(roles: list[dict[str, str]], instruction: str) -> list[dict[str, str]]:
-    """A copy of the conversation whose last user message ends with ``instruction`` (Reprompt)."""
-    out = [dict(m) for m in roles]
-    for m in reversed(out):
-        if m["role"] == "user":
-            m["content"] = f"{m['content'].rstrip()} {instruction}"
-            break
-    return out
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
-    """``text`` up to the earliest stop sequence, and that sequence (LangChain's ``stop`` semantics)."""
-    hits = [(text.find(s), s) for s in stops if s and s in text]
-    if not hits:
-        return text, None
-    at, which = min(hits)
-    return text[:at], which
-
-
-class _StopFilter:
-    """Streams text up to the first stop sequence, holding back what may be the start of one."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = [s for s in stops if s]
-        self.seen = ""
-        self.emitted = 0  # characters of `seen` already streamed
-        self.stopped = False
-
-    def push(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.seen += piece
-        cut, matched = _cut_at_stop(self.seen, self.stops)
-        if matched is not None:
-            self.stopped = True
-            safe = len(cut)
-        else:
-            hold = max((k for s in self.stops for k in range(1, len(s)) if self.seen.endswith(s[:k])), default=0)
-            safe = len(self.seen) - hold
-        out = self.seen[self.emitted:safe] if safe > self.emitted else ""
-        self.emitted = max(self.emitted, safe)
-        return out

@@ -8,30 +8,40 @@ chain still runs natively async and the loop is never blocked.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from spill_guard.guard import Attempt, Verdict
+from spill_guard.guard import Verdict
+from spill_guard.guard.judge import attempts_of
 from spill_guard.guard.verdict import attach_scored
 from spill_guard.policy import Candidate, Decision, Policy, RetryStrategy, apply_policy
-
-from spill_guard_langchain.attempt import AttemptSettings, attempt_context, settings_for
+from spill_guard_langchain.attempt import AttemptSettings, attempt_context
 
 
 def candidate_from(verdict: Verdict, output: Any, strategy: str) -> Candidate:
     """A policy candidate for one attempt; the payload keeps the attempt's output and verdict."""
-    return Candidate(verdict.original_answer, verdict.score, verdict.flagged, strategy, verdict.reason,
-                     payload=(output, verdict))
+    scored = verdict.scored
+    return Candidate(
+        verdict.original_answer,
+        verdict.score,
+        verdict.flagged,
+        strategy,
+        verdict.reason,
+        payload=(output, verdict),
+        prompt_ids=tuple(scored.prompt_ids) if scored is not None else (),
+    )
 
 
 def final_verdict(decision: Decision) -> Verdict:
     """The chosen attempt's verdict, updated with the policy's action, shown text and every attempt."""
     _, verdict = decision.chosen.payload
-    updated = verdict.model_copy(update={
-        "action": decision.action,
-        "answer": decision.shown,
-        "attempts": [Attempt(answer=c.answer, score=c.risk, flagged=c.flagged, strategy=c.strategy, reason=c.reason)
-                     for c in decision.attempts],
-    })
+    updated = verdict.model_copy(
+        update={
+            "action": decision.action,
+            "answer": decision.shown,
+            "attempts": attempts_of(decision),
+        }
+    )
     return attach_scored(updated, verdict.scored)
 
 
@@ -39,7 +49,7 @@ def decide(policy: Policy, first: Candidate, run_attempt: Callable[[AttemptSetti
     """Apply ``policy``; a retry runs ``run_attempt`` with the strategy's settings in context."""
 
     def regenerate(strategy: RetryStrategy, number: int) -> Candidate:
-        settings = settings_for(strategy, number)
+        settings = AttemptSettings(strategy, number)
         with attempt_context(settings):
             return run_attempt(settings)
 
@@ -53,7 +63,7 @@ async def adecide(
     loop = asyncio.get_running_loop()
 
     def regenerate(strategy: RetryStrategy, number: int) -> Candidate:
-        settings = settings_for(strategy, number)
+        settings = AttemptSettings(strategy, number)
 
         async def attempt() -> Candidate:
             with attempt_context(settings):  # set inside the task, so it reaches the chain's steps

@@ -4,31 +4,38 @@
 built with ``model=...``. It takes the torch model and tokenizer out of the LangChain object
 (duck-typed: ``chat.llm.pipeline`` or ``llm.pipeline``; langchain-huggingface is never
 imported), and wraps that model's ``generate`` once with the core's
-:class:`~spill_guard.capture.recorder.GenerationRecorder`. A run's start event announces the
+:class:`~spill_guard.capture.recorder.GenerationRecorder` (through the core's
+:class:`~spill_guard.guard.dropin.DropIn`). A run's start event announces the
 exact prompt ids the pipeline will feed (its prompt string, or the chat template applied as
 ``ChatHuggingFace`` does, tokenised as the text-generation pipeline does); its end event
-claims the recorded row and judges it with the guard's rule (the same ``assess`` as
-:class:`SpillChatModel`), then attaches the report to the run's generation, where
+claims the recorded row and judges it with the guard's rule (the same ``Judge.decide`` as
+:class:`SpillChatModel`, with ``Flag()``: the handler reports; SpillGuardedRunnable and the
+middleware enforce), then attaches the report to the run's generation, where
 :class:`SpillGuardedRunnable` and the agent middleware read it.
+
+Retries: :class:`SpillGuardedRunnable` re-runs the chain inside the core's attempt scope
+(:mod:`spill_guard.policy.attempt_scope`). The start event then announces the call's prompt as
+a :class:`~spill_guard.models.prompting.Prompt` with the framework's rendering (the chat template
+as ``ChatHuggingFace`` applies it, or the pipeline's prompt string), and the core's drop-in
+regenerates the torch model with the attempt's prompt and sampling
+(``strategy.next_attempt``), exactly as :class:`SpillChatModel` would; the verdict names the
+attempt's strategy and carries the ids actually fed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable, Sequence
+from typing import Any
 
-from spill_guard import SpillModel
-from spill_guard.capture.recorder import GenerationRecorder
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard import SpillGuard, Verdict
-from spill_guard.models.loader import LoadedModel
-from spill_guard.policy import Flag, apply_policy
-from spill_guard.report import ScoredAnswer, build_scored_answer
-
+from spill_guard.guard.dropin import DropIn
+from spill_guard.models.prompting import Prompt
+from spill_guard.policy.attempt_scope import current_attempt
+from spill_guard.report import ScoredAnswer
 from spill_guard_langchain.logprobs import LOGPROBS_KEY, openai_logprobs
 from spill_guard_langchain.messages import last_user_text, to_role_dicts
 from spill_guard_langchain.report import REPORT_KEY, VERDICT_KEY, build_report
-
-_FLAG = Flag()  # the handler reports; SpillGuardedRunnable / the middleware enforce
 
 
 def unwrap_pipeline(model: Any) -> tuple[Any, Any, Any]:
@@ -46,8 +53,11 @@ def unwrap_pipeline(model: Any) -> tuple[Any, Any, Any]:
     return torch_model, tokenizer, chat
 
 
-class DropInScorer:
+class DropInScorer(DropIn):
     """Announce, record and judge the answers of one local HuggingFace model.
+
+    The guard, the recorder and the scoring and judging of a recorded row are the core's
+    :class:`~spill_guard.guard.dropin.DropIn`; this adds LangChain's start and end events.
 
     Args:
         model: the user's ``ChatHuggingFace`` / ``HuggingFacePipeline`` (or transformers pipeline).
@@ -58,78 +68,104 @@ class DropInScorer:
             so the embedded model is recognised whatever path it was loaded from.
     """
 
-    def __init__(self, model: Any, *, guard: SpillGuard | None = None, threshold: float | None = None,
-                 calibration: Any = None, spec: str | None = None, locator: Any = None, name: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        *,
+        guard: SpillGuard | None = None,
+        threshold: float | None = None,
+        calibration: Any = None,
+        spec: str | None = None,
+        locator: Any = None,
+        name: str | None = None,
+    ):
         torch_model, tokenizer, self.chat = unwrap_pipeline(model)
-        if guard is not None:
-            if not isinstance(guard, SpillGuard):
-                raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {guard!r}.")
-            if any(v is not None for v in (threshold, calibration, spec, locator)):
-                raise InvalidParameterError("pass either guard=... or threshold/calibration/spec/locator, not both.")
-            if guard.model.loaded.model is not torch_model:
-                raise InvalidParameterError("guard.model wraps another torch model than model=...; build the guard "
-                                            "on the pipeline's model (pipeline.model).")
-            self.guard = guard
-        else:
-            label = name or getattr(getattr(model, "llm", model), "model_id", None) or \
-                getattr(torch_model.config, "name_or_path", None) or "hf-pipeline"
-            loaded = LoadedModel(model=torch_model, tokenizer=tokenizer, name=str(label),
-                                 device=torch_model.device, dtype=torch_model.dtype)
-            self.guard = SpillGuard(SpillModel(loaded), threshold=threshold, calibration=calibration, spec=spec,
-                                    locator=locator, policy=_FLAG)
-        self.tokenizer = tokenizer
-        spill = self.guard.model
-        self.recorder = GenerationRecorder.for_model(torch_model, tokenizer, betas=spill.betas,
-                                                     stats=self.guard.capture_stats,
-                                                     final_step="auto")  # the guard never reads a textless stop token's Δ
-        self._questions: dict[Hashable, str] = {}
+        default_name = (
+            getattr(getattr(model, "llm", model), "model_id", None)
+            or getattr(torch_model.config, "name_or_path", None)
+            or "hf-pipeline"
+        )
+        super().__init__(
+            torch_model,
+            tokenizer,
+            who="SpillCallbackHandler(model=...)",
+            where="pipeline.model",
+            default_name=str(default_name),
+            guard=guard,
+            threshold=threshold,
+            calibration=calibration,
+            spec=spec,
+            locator=locator,
+            name=name,
+        )
+        self._questions: dict[Hashable, tuple[str, str]] = {}  # run id -> (question, strategy name)
 
     # -- start events ------------------------------------------------------------------------
     def expect_prompt(self, run_id: Hashable, prompt: str) -> None:
-        """A ``HuggingFacePipeline`` run: the pipeline tokenises the prompt string as is."""
-        self._expect(run_id, prompt, prompt)
+        """A ``HuggingFacePipeline`` run: the pipeline tokenises the prompt string as is.
+
+        A retry's re-prompt adds its instruction at the end of the string (the prompt's kind ``"text"``).
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError(f"cannot score an empty prompt ({prompt!r}).")
+        self._expect(run_id, Prompt.for_text(self.tokenizer, prompt), prompt, self._render_text)
 
     def expect_chat(self, run_id: Hashable, messages: list[Any]) -> None:
         """A chat run: the prompt is the chat template of the messages, as ``ChatHuggingFace`` builds it."""
-        question = last_user_text(to_role_dicts(messages))
-        if self.chat is not None:
-            prompt = self.chat._to_chat_prompt(messages)
-        else:
-            roles = [{"role": m["role"], "content": m["content"]} for m in to_role_dicts(messages)]
-            prompt = self.tokenizer.apply_chat_template(roles, tokenize=False, add_generation_prompt=True)
-        self._expect(run_id, prompt, question)
+        roles = [{"role": m["role"], "content": m["content"]} for m in to_role_dicts(messages)]
+        question = last_user_text(roles)
+        prompt = Prompt.for_chat(self.tokenizer, roles)
 
-    def _expect(self, run_id: Hashable, prompt: str, question: str) -> None:
-        if not isinstance(prompt, str) or not prompt:
-            raise InvalidInputError(f"cannot score an empty prompt ({prompt!r}).")
+        def render(attempt: Prompt) -> list[int]:
+            return self._ids(self._chat_text(messages, roles, attempt))
+
+        self._expect(run_id, prompt, question, render, text=self._chat_text(messages, roles, prompt))
+
+    def _expect(self, run_id: Hashable, prompt: Prompt, question: str, render: Any, *, text: str | None = None) -> None:
+        ids = self._ids(text if text is not None else prompt.turns[-1][1])
+        attempt = current_attempt()  # a retry attempt: the row is regenerated as the attempt (the core's drop-in)
+        self._questions[run_id] = (question, attempt.name if attempt is not None else "greedy")
+        self.expect(run_id, prompt, ids, render=render)
+
+    def _chat_text(self, messages: Sequence[Any], roles: Sequence[dict[str, str]], prompt: Prompt) -> str:
+        """The prompt string the chat model builds for ``prompt``'s turns: the call's messages (``roles``
+        are their texts), a turn the attempt changed (a re-prompt) carrying its new text."""
+        if self.chat is None:
+            text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        else:
+            turned = [
+                m if role["content"] == content else m.model_copy(update={"content": content})
+                for m, role, (_, content) in zip(messages, roles, prompt.turns, strict=True)
+            ]
+            text = self.chat._to_chat_prompt(turned)
+        if not isinstance(text, str) or not text:
+            raise InvalidInputError(f"cannot score an empty prompt ({text!r}).")
+        return text
+
+    def _render_text(self, prompt: Prompt) -> list[int]:
+        return self._ids(prompt.turns[-1][1])
+
+    def _ids(self, text: str) -> list[int]:
         # The text-generation pipeline's preprocessing: the string as is, no special tokens added.
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        self._questions[run_id] = question
-        self.recorder.expect(run_id, ids)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- end events --------------------------------------------------------------------------
     def finish(self, run_id: Hashable, generation: Any) -> tuple[Verdict | None, str]:
         """Judge the run's recorded answer and attach the report to ``generation``; ``(None, why)`` if none."""
-        question = self._questions.pop(run_id, "")
-        claim = self.recorder.claim(run_id, getattr(generation, "text", None))
+        question, strategy = self._questions.pop(run_id, ("", "greedy"))
+        claim = self.claim(run_id, getattr(generation, "text", None))
         if claim.answer is None:
             return None, claim.reason
         if claim.answer.trace is None:
             return None, claim.answer.failure or "no trace"
-        scored = build_scored_answer(tokenizer=self.tokenizer, model_name=self.guard.model.loaded.name,
-                                     prompt_ids=claim.answer.prompt_ids, trace=claim.answer.trace,
-                                     stopped_on_eos=claim.answer.stopped_on_eos, beta=self.guard.model.beta)
-        verdict = self.judge(scored, question)
+        scored = self.scored(claim.answer)
+        verdict = self.judge(scored, question, strategy=strategy)
         attach_report(generation, verdict, scored, self.tokenizer)
         return verdict, ""
 
-    def judge(self, scored: ScoredAnswer, question: str) -> Verdict:
-        candidate = self.guard.assess(scored, question)
-        return self.guard.verdict_from(apply_policy(_FLAG, candidate), question=question)
-
     def forget(self, run_id: Hashable) -> None:
         self._questions.pop(run_id, None)
-        self.recorder.forget(run_id)
+        super().forget(run_id)
 
 
 def attach_report(generation: Any, verdict: Verdict, scored: ScoredAnswer, tokenizer: Any) -> None:

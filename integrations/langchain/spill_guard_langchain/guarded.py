@@ -10,8 +10,9 @@ the chain's own output type (a string, a message, or one key of a dict output).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
@@ -23,11 +24,10 @@ from spill_guard.errors import InvalidParameterError, SpillGuardError
 from spill_guard.guard import HallucinationDetected, Verdict
 from spill_guard.observability.verdict_metrics import resolve_metrics
 from spill_guard.policy import Action, Candidate, Flag, Policy
-
 from spill_guard_langchain.attempt import AttemptSettings
 from spill_guard_langchain.decisions import adecide, candidate_from, decide, final_verdict
 from spill_guard_langchain.report import REPORT_KEY, verdict_of
-from spill_guard_langchain.review_sink import open_sink, record_verdict
+from spill_guard_langchain.review_sink import run_metadata, verdict_log
 
 
 class NoSpillReportError(SpillGuardError, RuntimeError):
@@ -78,14 +78,26 @@ class SpillGuardedRunnable(Runnable):
         output_key: for chains returning a dict, the key holding the answer (to replace it).
         metrics: count each final decision (its action: ``abstained`` ...) in Prometheus metrics:
             ``True`` (the default registry), a ``CollectorRegistry`` or a ``VerdictMetrics``.
+        on_log_error: when the review log cannot record a verdict: ``"raise"`` (default) a
+            ``VerdictNotLoggedError`` carrying it, or ``"warn"`` and return the output (as ``SpillGuard``).
 
     ``stream`` passes chunks through as they come under ``Flag()`` (the decision cannot change
     the text); under other policies the answer must be judged before anyone sees it, so the
     final output arrives as one chunk. Async calls run the chain natively async.
     """
 
-    def __init__(self, chain: Runnable, policy: Policy | None = None, *, log: Any = None, log_all: bool = False,
-                 include_verdict: bool = False, output_key: str | None = None, metrics: Any = None):
+    def __init__(
+        self,
+        chain: Runnable,
+        policy: Policy | None = None,
+        *,
+        log: Any = None,
+        log_all: bool = False,
+        include_verdict: bool = False,
+        output_key: str | None = None,
+        metrics: Any = None,
+        on_log_error: str = "raise",
+    ):
         if not isinstance(chain, Runnable):
             raise InvalidParameterError(f"chain must be a LangChain Runnable (e.g. prompt | model), got {chain!r}.")
         if policy is not None and not isinstance(policy, Policy):
@@ -94,11 +106,12 @@ class SpillGuardedRunnable(Runnable):
             )
         self.chain = chain
         self.policy = policy if policy is not None else Flag()
-        self.sink = open_sink(log)
+        self.metrics = resolve_metrics(metrics)
+        self.recorder = verdict_log(log, log_all=log_all, on_log_error=on_log_error, metrics=self.metrics)
+        self.sink = self.recorder.sink
         self.log_all = log_all
         self.include_verdict = include_verdict
         self.output_key = output_key
-        self.metrics = resolve_metrics(metrics)
 
     @property
     def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
@@ -117,8 +130,7 @@ class SpillGuardedRunnable(Runnable):
             return
         config = ensure_config(config)
         collector = _VerdictCollector()
-        for chunk in self.chain.stream(input, _with_handler(config, collector)):
-            yield chunk
+        yield from self.chain.stream(input, _with_handler(config, collector))
         self._finish(decide(self.policy, self._candidate(collector, None, None), _no_retry), config)
 
     # -- async -------------------------------------------------------------------------------
@@ -158,14 +170,15 @@ class SpillGuardedRunnable(Runnable):
                 "call's callbacks."
             )
         verdict = collector.verdicts[-1]
-        strategy = settings.strategy if settings is not None else verdict.attempts[0].strategy if verdict.attempts else "greedy"
+        strategy = (
+            settings.name if settings is not None else verdict.attempts[0].strategy if verdict.attempts else "greedy"
+        )
         return candidate_from(verdict, output, strategy)
 
     def _finish(self, decision: Any, config: RunnableConfig) -> Any:
         output, _ = decision.chosen.payload
         verdict = final_verdict(decision)
-        record_verdict(self.sink, verdict, log_all=self.log_all, tags=config.get("tags") or [],
-                       metadata=config.get("metadata"), metrics=self.metrics)
+        self.recorder.record(verdict, tags=config.get("tags") or [], metadata=run_metadata(config.get("metadata")))
         if decision.action is Action.RAISED:
             raise HallucinationDetected(verdict)
         if decision.action is Action.ABSTAINED:

@@ -19,18 +19,22 @@ from spill_guard import ScoredAnswer
 LOGPROBS_KEY = "logprobs"
 
 
-def openai_logprobs(scored: ScoredAnswer, tokenizer: Any, top: list[list[tuple[int, float]]] | None = None) -> dict[str, Any]:
+def openai_logprobs(
+    scored: ScoredAnswer, tokenizer: Any, top: list[list[tuple[int, float]]] | None = None
+) -> dict[str, Any]:
     """``{"content": [...]}`` for ``scored``'s non-special tokens; ``top[i]`` = (id, logprob) pairs of step i."""
     log_prob = scored.trace.log_prob
     content = []
     for i, token in enumerate(scored.tokens):
         if token.special:
             continue
-        content.append({
-            **_token(tokenizer, token.id),
-            "logprob": float(log_prob[i]),
-            "top_logprobs": [{**_token(tokenizer, tid), "logprob": lp} for tid, lp in (top[i] if top else [])],
-        })
+        content.append(
+            {
+                **_token(tokenizer, token.id),
+                "logprob": float(log_prob[i]),
+                "top_logprobs": [{**_token(tokenizer, tid), "logprob": lp} for tid, lp in (top[i] if top else [])],
+            }
+        )
     return {"content": content}
 
 
@@ -41,7 +45,9 @@ def top_logprobs(model: Any, prompt_ids: list[int], answer_ids: list[int], k: in
         return [[] for _ in answer_ids]
     device = next(model.parameters()).device
     ids = torch.tensor([list(prompt_ids) + list(answer_ids)], device=device)
-    logits = model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1: len(prompt_ids) - 1 + len(answer_ids)]
+    logits = model(input_ids=ids, use_cache=False).logits[
+        0, len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(answer_ids)
+    ]
     values, indices = torch.log_softmax(logits.float(), dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
     return [list(zip(row_ids.tolist(), row_vals.tolist())) for row_ids, row_vals in zip(indices, values)]
 

@@ -9,7 +9,8 @@ with the abstention reply, or raise ``HallucinationDetected``. The model must be
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from spill_guard_langchain._requirements import require_langchain_agents
 
@@ -22,11 +23,10 @@ from spill_guard.errors import InvalidParameterError  # noqa: E402
 from spill_guard.guard import HallucinationDetected, Verdict  # noqa: E402
 from spill_guard.observability.verdict_metrics import resolve_metrics  # noqa: E402
 from spill_guard.policy import Action, Candidate, Flag, Policy  # noqa: E402
-
 from spill_guard_langchain.decisions import adecide, candidate_from, decide, final_verdict  # noqa: E402
 from spill_guard_langchain.guarded import NoSpillReportError  # noqa: E402
 from spill_guard_langchain.report import REPORT_KEY, verdict_of  # noqa: E402
-from spill_guard_langchain.review_sink import open_sink, record_verdict  # noqa: E402
+from spill_guard_langchain.review_sink import verdict_log  # noqa: E402
 
 
 class SpillGuardMiddleware(AgentMiddleware):
@@ -38,25 +38,35 @@ class SpillGuardMiddleware(AgentMiddleware):
         tags: written with each logged verdict.
         metrics: count each final decision in Prometheus metrics (``True``, a ``CollectorRegistry``
             or a ``VerdictMetrics``).
+        on_log_error: ``"raise"`` (default) or ``"warn"`` when the log cannot record a verdict.
     """
 
-    def __init__(self, policy: Policy | None = None, *, log: Any = None, log_all: bool = False,
-                 tags: tuple[str, ...] = ("agent",), metrics: Any = None):
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        log: Any = None,
+        log_all: bool = False,
+        tags: tuple[str, ...] = ("agent",),
+        metrics: Any = None,
+        on_log_error: str = "raise",
+    ):
         super().__init__()
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidParameterError(
                 f"policy must be Flag(), Abstain(...), Retry(...) or Raise() from spill_guard.policy, got {policy!r}."
             )
         self.policy = policy if policy is not None else Flag()
-        self.sink = open_sink(log)
+        self.metrics = resolve_metrics(metrics)
+        self.recorder = verdict_log(log, log_all=log_all, on_log_error=on_log_error, metrics=self.metrics)
+        self.sink = self.recorder.sink
         self.log_all = log_all
         self.tags = tuple(tags)
-        self.metrics = resolve_metrics(metrics)
         self.verdicts: list[Verdict] = []  # final verdicts, in order (list.append is atomic)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
         first = self._candidate(handler(request), "greedy")
-        decision = decide(self.policy, first, lambda settings: self._candidate(handler(request), settings.strategy))
+        decision = decide(self.policy, first, lambda settings: self._candidate(handler(request), settings.name))
         return self._finish(decision)
 
     async def awrap_model_call(
@@ -65,7 +75,7 @@ class SpillGuardMiddleware(AgentMiddleware):
         first = self._candidate(await handler(request), "greedy")
 
         async def again(settings: Any) -> Candidate:
-            return self._candidate(await handler(request), settings.strategy)
+            return self._candidate(await handler(request), settings.name)
 
         return self._finish(await adecide(self.policy, first, again))
 
@@ -86,16 +96,18 @@ class SpillGuardMiddleware(AgentMiddleware):
     def _finish(self, decision: Any) -> ModelResponse:
         response, _ = decision.chosen.payload
         verdict = final_verdict(decision)
-        record_verdict(self.sink, verdict, log_all=self.log_all, tags=self.tags, metrics=self.metrics)
+        self.recorder.record(verdict, tags=self.tags)
         self.verdicts.append(verdict)
         if decision.action is Action.RAISED:
             raise HallucinationDetected(verdict)
         message = _answer_message(response)
+        assert message is not None  # _candidate refused a response without an AI message
         metadata = dict(message.response_metadata)
         metadata[REPORT_KEY] = {**metadata.get(REPORT_KEY, {}), "verdict": verdict.model_dump(mode="json")}
         content = decision.shown if decision.action is Action.ABSTAINED else message.content
-        replaced = AIMessage(content=content, response_metadata=metadata, usage_metadata=message.usage_metadata,
-                             id=message.id)
+        replaced = AIMessage(
+            content=content, response_metadata=metadata, usage_metadata=message.usage_metadata, id=message.id
+        )
         result = [replaced if m is message else m for m in response.result]
         return ModelResponse(result=result, structured_response=response.structured_response)
 

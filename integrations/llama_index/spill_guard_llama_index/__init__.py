@@ -1,14 +1,14 @@
 """LlamaIndex integration of spill_guard (a separate distribution: the core never imports LlamaIndex).
 
-    from spill_guard_llama_index import SpillLLM, GuardedQueryEngine
+from spill_guard_llama_index import SpillLLM, GuardedQueryEngine
 
-    llm = SpillLLM()                                     # embedded SmolLM2-135M-Instruct + packaged calibration
-    engine = GuardedQueryEngine(index.as_query_engine(llm=llm), llm)
-    response = engine.query("...")                       # response.metadata["spill_guard"]: the verdict
+llm = SpillLLM()                                     # embedded SmolLM2-135M-Instruct + packaged calibration
+engine = GuardedQueryEngine(index.as_query_engine(llm=llm), llm)
+response = engine.query("...")                       # response.metadata["spill_guard"]: the verdict
 
-    # or keep your own HuggingFaceLLM: every answer is scored from its raw logits
-    scorer = instrument(hf_llm, SpillGuard(spill_model))  # hf_llm uses spill_model.loaded.model
-    engine = GuardedQueryEngine(index.as_query_engine(llm=hf_llm), hf_llm, policy=Abstain())
+# or keep your own HuggingFaceLLM: every answer is scored from its raw logits
+scorer = instrument(hf_llm, SpillGuard(spill_model))  # hf_llm uses spill_model.loaded.model
+engine = GuardedQueryEngine(index.as_query_engine(llm=hf_llm), hf_llm, policy=Abstain())
 """
 
 from spill_guard_llama_index._requires import INSTALL_HINT, require_llama_index

@@ -8,7 +8,7 @@ assistant message of that memory is replaced, so the next turn builds on what th
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional
+from typing import Any, cast
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, StreamingAgentChatResponse
@@ -19,7 +19,6 @@ from spill_guard.guard.verdict import Verdict
 from spill_guard.policy.base import Policy
 from spill_guard_llama_index.enforce import enforce, with_report
 from spill_guard_llama_index.generation import collect
-from spill_guard_llama_index.llm import SpillLLM
 from spill_guard_llama_index.query_engine import GuardedStreamingError, _engine_parts
 
 
@@ -32,8 +31,14 @@ class GuardedChatEngine(BaseChatEngine):
             or an instrumented HuggingFaceLLM / its scorer).
     """
 
-    def __init__(self, chat_engine: BaseChatEngine, llm: Any = None, *,
-                 guard: SpillGuard | None = None, policy: Policy | None = None):
+    def __init__(
+        self,
+        chat_engine: BaseChatEngine,
+        llm: Any = None,
+        *,
+        guard: SpillGuard | None = None,
+        policy: Policy | None = None,
+    ):
         if not isinstance(chat_engine, BaseChatEngine):
             raise InvalidParameterError(f"chat_engine must be a LlamaIndex BaseChatEngine, got {chat_engine!r}.")
         self.chat_engine = chat_engine
@@ -41,19 +46,29 @@ class GuardedChatEngine(BaseChatEngine):
         self.guard, self.policy = _engine_parts(llm, guard, policy)
 
     @property
-    def chat_history(self) -> List[ChatMessage]:
+    def chat_history(self) -> list[ChatMessage]:
         return self.chat_engine.chat_history
 
     def reset(self) -> None:
         self.chat_engine.reset()
 
     def _guarded(self, message: str, response: AgentChatResponse, generations: list) -> AgentChatResponse:
-        verdict = enforce(self.llm, self.guard, self.policy, query=message, answer=response.response,
-                          generations=generations, source_nodes=response.source_nodes)
+        verdict = enforce(
+            self.llm,
+            self.guard,
+            self.policy,
+            query=message,
+            answer=response.response,
+            generations=generations,
+            source_nodes=response.source_nodes,
+        )
         self._rewrite_memory(response.response, verdict)
-        return AgentChatResponse(response=verdict.answer, sources=list(response.sources),
-                                 source_nodes=list(response.source_nodes),
-                                 metadata=with_report(response.metadata, verdict))
+        return AgentChatResponse(
+            response=verdict.answer,
+            sources=list(response.sources),
+            source_nodes=list(response.source_nodes),
+            metadata=with_report(response.metadata, verdict),
+        )
 
     def _rewrite_memory(self, written: str, verdict: Verdict) -> None:
         """Make the memory's last assistant turn what the user was shown."""
@@ -67,21 +82,24 @@ class GuardedChatEngine(BaseChatEngine):
                 memory.set(history)
                 return
 
-    def chat(self, message: str, chat_history: Optional[List[ChatMessage]] = None) -> AgentChatResponse:
+    def chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
         with collect() as collector:
-            response = self.chat_engine.chat(message, chat_history)
+            # BaseChatEngine.chat is typed with the streaming union; chat() answers whole (stream_chat streams)
+            response = cast(AgentChatResponse, self.chat_engine.chat(message, chat_history))
         return self._guarded(message, response, collector.generations)
 
-    async def achat(self, message: str, chat_history: Optional[List[ChatMessage]] = None) -> AgentChatResponse:
+    async def achat(self, message: str, chat_history: list[ChatMessage] | None = None) -> AgentChatResponse:
         with collect() as collector:
-            response = await self.chat_engine.achat(message, chat_history)
+            response = cast(AgentChatResponse, await self.chat_engine.achat(message, chat_history))  # as in chat()
         return await asyncio.to_thread(self._guarded, message, response, collector.generations)
 
     # A policy decides on the complete reply, so a guarded reply cannot be streamed.
-    def stream_chat(self, message: str, chat_history: Optional[List[ChatMessage]] = None) -> StreamingAgentChatResponse:
+    def stream_chat(self, message: str, chat_history: list[ChatMessage] | None = None) -> StreamingAgentChatResponse:
         raise _no_streaming()
 
-    async def astream_chat(self, message: str, chat_history: Optional[List[ChatMessage]] = None) -> StreamingAgentChatResponse:
+    async def astream_chat(
+        self, message: str, chat_history: list[ChatMessage] | None = None
+    ) -> StreamingAgentChatResponse:
         raise _no_streaming()
 
 

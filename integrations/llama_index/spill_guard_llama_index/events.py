@@ -17,8 +17,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from pydantic import ConfigDict, Field
 
+from spill_guard.guard.recording import observe_verdict
 from spill_guard.guard.verdict import Verdict
-from spill_guard.observability.otel import emit_evaluation
 from spill_guard_llama_index.generation import collecting
 
 dispatcher = get_dispatcher(__name__)
@@ -48,15 +48,22 @@ class SpillScoredEvent(BaseEvent):
         return "SpillScoredEvent"
 
     @classmethod
-    def of(cls, verdict: Verdict, *, strategy: str = "greedy") -> "SpillScoredEvent":
+    def of(cls, verdict: Verdict, *, strategy: str = "greedy") -> SpillScoredEvent:
         return cls(
-            model=verdict.model, answer=verdict.original_answer, score=verdict.score, threshold=verdict.threshold,
-            flagged=verdict.flagged, spec=verdict.spec, strategy=strategy, verdict=verdict,
+            model=verdict.model,
+            answer=verdict.original_answer,
+            score=verdict.score,
+            threshold=verdict.threshold,
+            flagged=verdict.flagged,
+            spec=verdict.spec,
+            strategy=strategy,
+            verdict=verdict,
         )
 
 
-def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = None, metrics: Any = None,
-         **kwargs: Any) -> SpillScoredEvent:
+def emit(
+    verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = None, metrics: Any = None, **kwargs: Any
+) -> SpillScoredEvent:
     """Build and dispatch the event for ``verdict`` (``span_id``: the LLM call's span, default the
     active one); returns it.
 
@@ -71,7 +78,5 @@ def emit(verdict: Verdict, *, strategy: str = "greedy", span_id: str | None = No
         event.span_id = span_id
     dispatcher.event(event, **kwargs)
     if not collecting():
-        emit_evaluation(verdict)  # a no-op without opentelemetry; never raises
-        if metrics is not None:
-            metrics.observe_verdict(verdict)
+        observe_verdict(verdict, metrics)  # the core's observation of a final verdict (OpenTelemetry, metrics)
     return event

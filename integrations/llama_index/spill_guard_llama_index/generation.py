@@ -16,22 +16,29 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
 
 from spill_guard import ScoredAnswer
 from spill_guard.guard.verdict import Verdict
+from spill_guard.models.params import GenerationParams
 
 Message = dict[str, str]
 
 
 @dataclass(frozen=True)
 class Generation:
-    """One answer of a SpillLLM call: the conversation it answered, its score and verdict.
+    """One answer of a SpillLLM call (or of an instrumented HuggingFaceLLM): the conversation it
+    answered, its score and verdict.
 
     ``verdict`` applies the guard's threshold (never its policy: an LLM returns what the model
     said; engines enforce). ``question`` is the last user message, the text the answer-span
-    locator was given.
+    locator was given. ``params`` are the call's generation settings.
+
+    ``kind`` says how the conversation was asked: ``"chat"`` (``messages`` as given to ``chat``),
+    or ``"text"`` (a completion: ``messages`` holds one user turn with the prompt text, which was
+    passed with ``formatted``). An instrumented HuggingFaceLLM's generation with no ``messages``
+    (a conversation the core cannot represent) cannot be re-asked.
     """
 
     messages: tuple[Message, ...]
@@ -39,7 +46,9 @@ class Generation:
     scored: ScoredAnswer
     verdict: Verdict
     strategy: str = "greedy"
-    sampling: dict[str, Any] = field(default_factory=dict)
+    params: GenerationParams = field(default_factory=GenerationParams)
+    kind: str = "chat"
+    formatted: bool = False
 
 
 class Collector:
@@ -59,7 +68,9 @@ class Collector:
             return list(self._items)
 
 
-_ACTIVE: contextvars.ContextVar[Collector | None] = contextvars.ContextVar("spill_guard_llama_index_collector", default=None)
+_ACTIVE: contextvars.ContextVar[Collector | None] = contextvars.ContextVar(
+    "spill_guard_llama_index_collector", default=None
+)
 
 
 @contextlib.contextmanager

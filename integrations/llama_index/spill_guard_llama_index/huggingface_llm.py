@@ -2,7 +2,8 @@
 
 ``instrument(llm, guard=...)`` leaves the LLM object as it is and wraps its torch model's
 ``generate`` once, through the core's :class:`~spill_guard.capture.recorder.GenerationRecorder`
-(route 3: keyed by a context variable). The key is LlamaIndex's active span id:
+(route 3: keyed by a context variable; the core's :class:`~spill_guard.guard.dropin.DropIn`
+builds the guard and the recorder). The key is LlamaIndex's active span id:
 ``HuggingFaceLLM.complete`` calls ``generate`` in the caller's thread inside its span, and
 ``stream_complete`` in a LlamaIndex ``Thread``, which copies the caller's context, so the
 span id reaches the generating thread in every call style (chat and the async methods go
@@ -22,6 +23,13 @@ guard's rule (never its policy: an LLM returns what the model said), and deliver
 
 A failure while scoring never reaches the user's call: it is counted, kept in
 ``last_error`` and warned about; the answer is returned unscored.
+
+Each answer's :class:`~spill_guard_llama_index.generation.Generation` keeps the conversation of
+the call that made it (the outermost ``chat`` of this LLM, else its ``complete`` prompt), so a
+guarded engine can retry: :meth:`HuggingFaceLLMScorer.reask` asks the same LLM the attempt's
+conversation (``chat``, or ``complete`` as the call did) while the core's drop-in regenerates
+the torch model with the attempt's sampling (:meth:`~spill_guard.guard.dropin.DropIn.regenerating`,
+seeded as the core's transformers backend seeds), and returns the new answer, scored.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from __future__ import annotations
 import threading
 import warnings
 from collections import OrderedDict, deque
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
+from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
@@ -39,21 +49,22 @@ from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from pydantic import PrivateAttr
 
-from spill_guard import SpillGuard, SpillModel
-from spill_guard.capture.recorder import GenerationRecorder, RecordedAnswer
-from spill_guard.errors import InvalidParameterError
+from spill_guard import SpillGuard
+from spill_guard.capture.recorder import RecordedAnswer
+from spill_guard.errors import CaptureError, InvalidInputError, InvalidParameterError
+from spill_guard.guard.dropin import DropIn
+from spill_guard.guard.judge import Generated
 from spill_guard.guard.verdict import Verdict
-from spill_guard.models.loader import LoadedModel
-from spill_guard.policy import Flag
-from spill_guard.report import ScoredAnswer, build_scored_answer
+from spill_guard.models.params import GenerationParams
+from spill_guard.models.prompting import CHAT_ROLES, Prompt
 from spill_guard_llama_index.events import emit
-from spill_guard_llama_index.generation import Generation, record
+from spill_guard_llama_index.generation import Generation, Message, collect, record
 from spill_guard_llama_index.llm import token_logprobs
 
 #: Spans (and verdicts) remembered per scorer; older ones are forgotten first.
 SPAN_MEMORY = 4096
 _CHAT_METHODS = ("chat", "stream_chat", "achat", "astream_chat")
-_REGISTRY: dict[int, "HuggingFaceLLMScorer"] = {}  # id(torch model) -> its scorer
+_REGISTRY: dict[int, HuggingFaceLLMScorer] = {}  # id(torch model) -> its scorer
 
 
 class SpillScoringWarning(UserWarning):
@@ -66,6 +77,8 @@ class _Span:
     own: bool  # opened on the instrumented LLM object
     question: str | None
     chat: bool
+    messages: tuple[Message, ...] = ()  # the call's conversation (own spans; empty: not representable)
+    formatted: bool = False  # a completion's formatted= argument
 
 
 class _SpanTracker(BaseSpanHandler):
@@ -73,7 +86,7 @@ class _SpanTracker(BaseSpanHandler):
 
     _scorer: Any = PrivateAttr()
 
-    def __init__(self, scorer: "HuggingFaceLLMScorer"):
+    def __init__(self, scorer: HuggingFaceLLMScorer):
         super().__init__()
         self._scorer = scorer
 
@@ -81,12 +94,22 @@ class _SpanTracker(BaseSpanHandler):
     def class_name(cls) -> str:
         return "SpillSpanTracker"
 
-    def new_span(self, id_: str, bound_args: Any, instance: Any = None, parent_span_id: str | None = None,
-                 tags: Any = None, **kwargs: Any) -> None:
+    def new_span(
+        self,
+        id_: str,
+        bound_args: Any,
+        instance: Any = None,
+        parent_span_id: str | None = None,
+        tags: Any = None,
+        **kwargs: Any,
+    ) -> None:
         own = instance is self._scorer.llm
         method = id_.split("-", 1)[0].rsplit(".", 1)[-1]
-        question = _question(bound_args, chat=method in _CHAT_METHODS) if own else None
-        self._scorer._remember_span(id_, _Span(parent_span_id, own, question, method in _CHAT_METHODS))
+        chat = method in _CHAT_METHODS
+        question = _question(bound_args, chat=chat) if own else None
+        messages = _messages(bound_args, chat=chat) if own else ()
+        formatted = bool(_argument(bound_args, "formatted", 1)) if own and not chat else False
+        self._scorer._remember_span(id_, _Span(parent_span_id, own, question, chat, messages, formatted))
         return None  # no span object kept: LlamaIndex's open-span bookkeeping is not needed
 
     def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
@@ -101,7 +124,7 @@ class _ResponseAnnotator(BaseEventHandler):
 
     _scorer: Any = PrivateAttr()
 
-    def __init__(self, scorer: "HuggingFaceLLMScorer"):
+    def __init__(self, scorer: HuggingFaceLLMScorer):
         super().__init__()
         self._scorer = scorer
 
@@ -118,7 +141,7 @@ class _ResponseAnnotator(BaseEventHandler):
         report = verdict.model_dump(mode="json")
         response = event.response
         response.additional_kwargs["spill_guard"] = report
-        if isinstance(event, LLMChatEndEvent):
+        if isinstance(response, ChatResponse):
             response.message.additional_kwargs["spill_guard"] = report
         if response.logprobs is None and verdict.scored is not None:
             response.logprobs = token_logprobs(verdict.scored)
@@ -138,9 +161,18 @@ class HuggingFaceLLMScorer:
             ``VerdictMetrics``); with ``guard=``, give ``SpillGuard(..., metrics=...)`` instead.
     """
 
-    def __init__(self, llm: Any, guard: SpillGuard | None = None, *, threshold: float | None = None,
-                 calibration: Any = None, spec: str | None = None, locator: Any = None, name: str | None = None,
-                 metrics: Any = None):
+    def __init__(
+        self,
+        llm: Any,
+        guard: SpillGuard | None = None,
+        *,
+        threshold: float | None = None,
+        calibration: Any = None,
+        spec: str | None = None,
+        locator: Any = None,
+        name: str | None = None,
+        metrics: Any = None,
+    ):
         model, tokenizer = getattr(llm, "_model", None), getattr(llm, "_tokenizer", None)
         if model is None or tokenizer is None or not callable(getattr(model, "generate", None)):
             raise InvalidParameterError(
@@ -148,7 +180,33 @@ class HuggingFaceLLMScorer:
                 "llama_index.llms.huggingface.HuggingFaceLLM(model=..., tokenizer=...)."
             )
         self.llm = llm
-        self.guard = self._guard(model, tokenizer, guard, threshold, calibration, spec, locator, name, metrics)
+        with _lock:
+            if id(model) in _REGISTRY:
+                raise InvalidParameterError(
+                    "this LLM's model is already instrumented; call uninstrument() on the "
+                    "existing scorer first (scorer_of(llm) finds it)."
+                )
+            _REGISTRY[id(model)] = self
+        try:  # the guard (given, or built on the LLM's model) and the model's recorder: the core's drop-in
+            self.dropin = DropIn(
+                model,
+                tokenizer,
+                who="instrument(llm)",
+                where="llm._model",
+                default_name=str(getattr(model.config, "name_or_path", None) or "huggingface-llm"),
+                guard=guard,
+                threshold=threshold,
+                calibration=calibration,
+                spec=spec,
+                locator=locator,
+                name=name,
+                metrics=metrics,
+            )
+        except BaseException:
+            with _lock:
+                del _REGISTRY[id(model)]
+            raise
+        self.guard, self.recorder = self.dropin.guard, self.dropin.recorder
         self._lock = threading.Lock()
         self._spans: OrderedDict[str, _Span] = OrderedDict()
         self._by_span: OrderedDict[str, Verdict] = OrderedDict()
@@ -156,46 +214,11 @@ class HuggingFaceLLMScorer:
         self.scored = 0
         self.failures = 0
         self.last_error: str | None = None
-        with _lock:
-            if id(model) in _REGISTRY:
-                raise InvalidParameterError("this LLM's model is already instrumented; call uninstrument() on the "
-                                            "existing scorer first (scorer_of(llm) finds it).")
-            _REGISTRY[id(model)] = self
-        try:
-            spill = self.guard.model
-            self.recorder = GenerationRecorder.for_model(model, tokenizer, betas=spill.betas,
-                                                         stats=self.guard.capture_stats,
-                                                         final_step="auto")  # the guard never reads a textless stop token's Δ
-        except BaseException:
-            with _lock:
-                del _REGISTRY[id(model)]
-            raise
         self._tracker, self._annotator = _SpanTracker(self), _ResponseAnnotator(self)
         root = get_dispatcher()
         root.add_span_handler(self._tracker)
         root.add_event_handler(self._annotator)
         self._stop = self.recorder.watch(self._key, self._deliver)
-
-    @staticmethod
-    def _guard(model: Any, tokenizer: Any, guard: SpillGuard | None, threshold: Any, calibration: Any,
-               spec: Any, locator: Any, name: str | None, metrics: Any = None) -> SpillGuard:
-        if guard is not None:
-            if not isinstance(guard, SpillGuard):
-                raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {guard!r}.")
-            if any(v is not None for v in (threshold, calibration, spec, locator, name, metrics)):
-                raise InvalidParameterError("pass either guard=... or threshold/calibration/spec/locator/name/metrics, "
-                                            "not both (metrics: SpillGuard(..., metrics=...)).")
-            if guard.model.loaded.model is not model:
-                raise InvalidParameterError(
-                    "guard.model wraps another torch model than the LLM's; build the guard on the LLM's model: "
-                    "SpillGuard(SpillModel(LoadedModel(model=llm._model, tokenizer=llm._tokenizer, ...))), "
-                    "or pass threshold=/calibration= instead of guard=."
-                )
-            return guard
-        label = name or getattr(model.config, "name_or_path", None) or "huggingface-llm"
-        loaded = LoadedModel(model=model, tokenizer=tokenizer, name=str(label), device=model.device, dtype=model.dtype)
-        return SpillGuard(SpillModel(loaded), threshold=threshold, calibration=calibration, spec=spec, locator=locator,
-                          metrics=metrics)
 
     # -- what users read ------------------------------------------------------------------
     @property
@@ -209,9 +232,37 @@ class HuggingFaceLLMScorer:
         with self._lock:
             return self._by_span.get(span_id) if span_id else None
 
+    def reask(self, generation: Generation, prompt: Prompt, params: GenerationParams) -> Generated:
+        """A retry attempt: ask the LLM ``prompt``'s conversation as ``generation``'s call asked its own
+        (``chat``, or ``complete`` with the same ``formatted``), the torch model sampling with ``params``
+        (:meth:`DropIn.regenerating`); returns the new answer, scored from the pass that made it.
+
+        Raises :class:`CaptureError` when the answer could not be scored (the reason is the scorer's
+        ``last_error``), :class:`InvalidParameterError` when ``generation`` cannot be re-asked.
+        """
+        from llama_index.core.base.llms.types import ChatMessage
+
+        if not generation.messages:
+            raise InvalidParameterError(
+                "this answer's conversation was not recorded (roles other than "
+                f"{list(CHAT_ROLES)} or non-text content), so it cannot be asked again."
+            )
+        failures = self.failures
+        with collect() as collector, self.dropin.regenerating(params):
+            if generation.kind == "chat":
+                self.llm.chat([ChatMessage(role=m["role"], content=m["content"]) for m in prompt.messages])
+            else:
+                self.llm.complete(prompt.turns[-1][1], formatted=generation.formatted)
+        made = collector.generations
+        if not made:
+            why = self.last_error if self.failures > failures else "no generate call of the model was recorded"
+            raise CaptureError(f"the retry's answer of {type(self.llm).__name__} was not scored: {why}.")
+        return Generated(made[-1].scored)
+
     def uninstrument(self) -> None:
         """Stop scoring this LLM (the model's generate stays wrapped, untouched when unwatched)."""
         self._stop()
+        self.dropin.close()
         root = get_dispatcher()
         root.span_handlers = [h for h in root.span_handlers if h is not self._tracker]
         root.event_handlers = [h for h in root.event_handlers if h is not self._annotator]
@@ -219,7 +270,7 @@ class HuggingFaceLLMScorer:
             if _REGISTRY.get(id(self.recorder.model)) is self:
                 del _REGISTRY[id(self.recorder.model)]
 
-    def __enter__(self) -> "HuggingFaceLLMScorer":
+    def __enter__(self) -> HuggingFaceLLMScorer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,39 +294,42 @@ class HuggingFaceLLMScorer:
         return span_id if span is not None and span.own else None
 
     def _chain(self, span_id: str) -> list[tuple[str, _Span]]:
-        chain, seen = [], set()
-        while span_id and span_id in self._spans and span_id not in seen:
-            seen.add(span_id)
-            chain.append((span_id, self._spans[span_id]))
-            span_id = self._spans[span_id].parent
+        chain: list[tuple[str, _Span]] = []
+        seen: set[str] = set()
+        current: str | None = span_id
+        while current and current in self._spans and current not in seen:
+            seen.add(current)
+            chain.append((current, self._spans[current]))
+            current = self._spans[current].parent
         return chain
 
     # -- delivery (in the generating thread) --------------------------------------------------
-    def _deliver(self, span_id: str, rows: Sequence[RecordedAnswer]) -> None:
+    def _deliver(self, span_id: Hashable, rows: Sequence[RecordedAnswer]) -> None:
+        # span_id is what _key returned: a LlamaIndex span id (str)
         for row in rows:
             try:
-                self._judge(span_id, row)
+                self._judge(str(span_id), row)
             except Exception as exc:  # the user's call goes on; the failure is counted and shown
                 error = f"{type(exc).__name__}: {exc}"
                 with self._lock:
                     self.failures += 1
                     self.last_error = error
-                warnings.warn(f"an answer of {type(self.llm).__name__} was not scored ({error}); "
-                              "it was returned unchanged.", SpillScoringWarning, stacklevel=2)
+                warnings.warn(
+                    f"an answer of {type(self.llm).__name__} was not scored ({error}); it was returned unchanged.",
+                    SpillScoringWarning,
+                    stacklevel=2,
+                )
 
     def _judge(self, span_id: str, row: RecordedAnswer) -> None:
-        if row.trace is None:
-            raise RuntimeError(row.failure or "no trace was recorded")
-        sm = self.guard.model
-        scored: ScoredAnswer = build_scored_answer(tokenizer=sm.tokenizer, model_name=sm.loaded.name,
-                                                   prompt_ids=row.prompt_ids, trace=row.trace,
-                                                   stopped_on_eos=row.stopped_on_eos, beta=sm.beta)
+        scored = self.dropin.scored(row)  # CaptureError when the row's capture failed
         with self._lock:
             chain = self._chain(span_id)
-        question = _chain_question(chain) or sm.tokenizer.decode(row.prompt_ids, skip_special_tokens=True)
-        strategy = "sampled" if (getattr(self.llm, "generate_kwargs", None) or {}).get("do_sample") else "greedy"
-        verdict = self.guard.verdict_from(Flag().apply(self.guard.assess(scored, question, strategy=strategy)),
-                                          question=question)
+        question = _chain_question(chain) or self.guard.model.tokenizer.decode(row.prompt_ids, skip_special_tokens=True)
+        params = self._call_params()
+        kind, messages, formatted = _chain_call(chain)
+        regenerated = self.dropin.regeneration()  # a retry's answer (reask): made with the attempt's params
+        strategy = (regenerated or params).strategy
+        verdict = self.dropin.judge(scored, question, strategy=strategy)
         with self._lock:
             for sid, _ in chain:  # the call's span and every span above it map to this latest verdict
                 self._by_span[sid] = verdict
@@ -285,22 +339,89 @@ class HuggingFaceLLMScorer:
             self._ordered.append(verdict)
             self.scored += 1
         emit(verdict, strategy=strategy, span_id=span_id, metrics=self.guard.metrics)
-        record(Generation(messages=(), question=question, scored=scored, verdict=verdict, strategy=strategy))
+        record(
+            Generation(
+                messages=messages,
+                question=question,
+                scored=scored,
+                verdict=verdict,
+                strategy=strategy,
+                params=params,
+                kind=kind,
+                formatted=formatted,
+            )
+        )
+
+    def _call_params(self) -> GenerationParams:
+        """The LLM's generation settings as the core's params (its budget; its sampling, when valid)."""
+        options = getattr(self.llm, "generate_kwargs", None) or {}
+        budget = int(getattr(self.llm, "max_new_tokens", 0) or 0) or GenerationParams().max_new_tokens
+        if not options.get("do_sample"):
+            return GenerationParams(max_new_tokens=budget)
+        try:
+            return GenerationParams(
+                max_new_tokens=budget, temperature=options.get("temperature", 1.0), top_p=options.get("top_p", 1.0)
+            )
+        except InvalidParameterError:  # the LLM's own settings, which transformers checks: judged as greedy
+            return GenerationParams(max_new_tokens=budget)
 
 
 _lock = threading.Lock()
 
 
+def _argument(bound_args: Any, name: str, position: int) -> Any:
+    """A call's argument ``name`` (at ``position`` after ``self``), also when LlamaIndex's callback decorators
+    bound the call as ``(_self, *args, **kwargs)`` (``complete``: ``wrapped_llm_predict``)."""
+    arguments = getattr(bound_args, "arguments", {}) or {}
+    if name in arguments:
+        return arguments[name]
+    args, kwargs = arguments.get("args") or (), arguments.get("kwargs") or {}
+    if isinstance(kwargs, dict) and name in kwargs:
+        return kwargs[name]
+    return args[position] if isinstance(args, tuple) and len(args) > position else None
+
+
 def _question(bound_args: Any, *, chat: bool) -> str | None:
     """The user's text of a call: a completion's prompt, or a chat's last user message."""
-    arguments = getattr(bound_args, "arguments", {}) or {}
     if not chat:
-        prompt = arguments.get("prompt")
+        prompt = _argument(bound_args, "prompt", 0)
         return prompt if isinstance(prompt, str) else None
-    for message in reversed(list(arguments.get("messages") or [])):
+    for message in reversed(list(_argument(bound_args, "messages", 0) or [])):
         if getattr(getattr(message, "role", None), "value", None) == "user":
             return message.content or ""
     return None
+
+
+def _messages(bound_args: Any, *, chat: bool) -> tuple[Message, ...]:
+    """The call's conversation as role dicts (a completion: one user turn); empty when the core cannot
+    represent it (other roles, non-text content), so the answer is never re-asked as something else."""
+    if not chat:
+        prompt = _argument(bound_args, "prompt", 0)
+        return ({"role": "user", "content": prompt},) if isinstance(prompt, str) and prompt.strip() else ()
+    out = []
+    for message in _argument(bound_args, "messages", 0) or []:
+        role = getattr(getattr(message, "role", None), "value", None)
+        content = getattr(message, "content", None)
+        if role not in CHAT_ROLES or not isinstance(content, str):
+            return ()
+        out.append({"role": role, "content": content})
+    try:
+        Prompt.for_chat(None, out)  # the core's checks: a non-empty user turn, encodable text
+    except InvalidInputError:
+        return ()
+    return tuple(out)
+
+
+def _chain_call(chain: list[tuple[str, _Span]]) -> tuple[str, tuple[Message, ...], bool]:
+    """``(kind, messages, formatted)`` of the call that made an answer: the outermost chat call of our LLM,
+    else the innermost completion (as :func:`_chain_question` picks the question)."""
+    own = [span for _, span in chain if span.own]
+    chats = [span for span in own if span.chat]
+    if chats:
+        return "chat", chats[-1].messages, False
+    if own:
+        return "text", own[0].messages, own[0].formatted
+    return "chat", (), False
 
 
 def _chain_question(chain: list[tuple[str, _Span]]) -> str | None:
@@ -310,9 +431,22 @@ def _chain_question(chain: list[tuple[str, _Span]]) -> str | None:
     return chats[-1] if chats else (own[0].question if own else None)
 
 
-def instrument(llm: Any, guard: SpillGuard | None = None, **rule: Any) -> HuggingFaceLLMScorer:
-    """Score every answer of ``llm`` (an unmodified ``HuggingFaceLLM``); returns its scorer."""
-    return HuggingFaceLLMScorer(llm, guard, **rule)
+def instrument(
+    llm: Any,
+    guard: SpillGuard | None = None,
+    *,
+    threshold: float | None = None,
+    calibration: Any = None,
+    spec: str | None = None,
+    locator: Any = None,
+    name: str | None = None,
+    metrics: Any = None,
+) -> HuggingFaceLLMScorer:
+    """Score every answer of ``llm`` (an unmodified ``HuggingFaceLLM``); returns its scorer
+    (the arguments are :class:`HuggingFaceLLMScorer`'s)."""
+    return HuggingFaceLLMScorer(
+        llm, guard, threshold=threshold, calibration=calibration, spec=spec, locator=locator, name=name, metrics=metrics
+    )
 
 
 def scorer_of(llm: Any) -> HuggingFaceLLMScorer | None:

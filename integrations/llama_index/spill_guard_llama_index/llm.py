@@ -16,7 +16,9 @@ Each answer is also announced as a :class:`~spill_guard_llama_index.events.Spill
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterator, Sequence
+import itertools
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -36,12 +38,14 @@ from pydantic import Field, PrivateAttr
 
 from spill_guard import SpillGuard, SpillModel
 from spill_guard.errors import InvalidInputError, InvalidParameterError
+from spill_guard.guard.dropin import resolve_guard
+from spill_guard.guard.judge import Generated
 from spill_guard.guard.stream import stream_generation
 from spill_guard.guard.verdict import TokenEvent
-from spill_guard.models.prompting import chat_prompt_ids
-from spill_guard.policy import Flag, Reprompt, Resample
-from spill_guard.policy.base import RetryStrategy
-from spill_guard.report import ScoredAnswer
+from spill_guard.models.params import GenerationParams
+from spill_guard.models.prompting import Prompt
+from spill_guard.policy import Flag
+from spill_guard.report import ScoredAnswer, TokenRecord
 from spill_guard_llama_index.events import emit
 from spill_guard_llama_index.generation import Generation, Message, record
 
@@ -76,9 +80,17 @@ def token_logprobs(scored: ScoredAnswer) -> list[list[LogProb]]:
     """LlamaIndex ``logprobs``: per answer token, the emitted token's log-probability."""
     values = [float(v) for v in scored.trace.log_prob]
     return [
-        [LogProb(token=t.literal if t.special else t.text, logprob=lp, bytes=list(t.text.encode("utf-8")))]
+        [LogProb(token=_display(t), logprob=lp, bytes=list(t.text.encode("utf-8")))]
         for t, lp in zip(scored.tokens, values)
     ]
+
+
+def _display(token: TokenRecord) -> str:
+    """A special token's vocabulary form (it has no text), else its text."""
+    if token.special:
+        assert token.literal is not None  # ScoredAnswer sets literal on every special token
+        return token.literal
+    return token.text
 
 
 class SpillLLM(LLM):
@@ -100,19 +112,31 @@ class SpillLLM(LLM):
     max_new_tokens: int = Field(default=64, gt=0, description="tokens generated per answer at most")
     _guard: SpillGuard = PrivateAttr()
 
-    def __init__(self, guard: SpillGuard | None = None, *, model: SpillModel | None = None,
-                 max_new_tokens: int | None = None, metrics: Any = None, **kwargs: Any):
-        if guard is not None and not isinstance(guard, SpillGuard):
-            raise InvalidParameterError(f"guard must be a spill_guard.SpillGuard, got {guard!r}.")
+    def __init__(
+        self,
+        guard: SpillGuard | None = None,
+        *,
+        model: SpillModel | None = None,
+        max_new_tokens: int | None = None,
+        metrics: Any = None,
+        **kwargs: Any,
+    ):
         if model is not None and not isinstance(model, SpillModel):
             raise InvalidParameterError(f"model must be a spill_guard.SpillModel, got {model!r}.")
-        if guard is not None and model is not None and guard.model is not model:
-            raise InvalidParameterError("pass either guard= or model= (the guard already has a model), not two different models.")
-        if guard is not None and metrics is not None:
-            raise InvalidParameterError("pass metrics to the guard, SpillGuard(..., metrics=...), when you give one: "
-                                        "the guarded engines count their decisions through it.")
-        guard = guard if guard is not None else SpillGuard(model, metrics=metrics)
-        super().__init__(max_new_tokens=max_new_tokens if max_new_tokens is not None else guard.max_new_tokens, **kwargs)
+        # metrics belong to the guard: the guarded engines count their decisions through it.
+        guard = resolve_guard(
+            guard,
+            who="SpillLLM",
+            build=lambda: SpillGuard(model, metrics=metrics),
+            other_rule_args={"metrics": metrics},
+        )
+        if model is not None and guard.model is not model:
+            raise InvalidParameterError(
+                "pass either guard= or model= (the guard already has a model), not two different models."
+            )
+        budget = max_new_tokens if max_new_tokens is not None else guard.max_new_tokens
+        # pydantic: this subclass's own field; the base LLM __init__ signature does not list it
+        super().__init__(max_new_tokens=budget, **kwargs)  # type: ignore[call-arg]
         self._guard = guard
 
     @classmethod
@@ -139,60 +163,83 @@ class SpillLLM(LLM):
         )
 
     # -- generation ------------------------------------------------------------------------
-    def generate(self, messages: Sequence[Message], *, strategy: str = "greedy", **options: Any) -> Generation:
-        """Answer ``messages`` (role/content dicts), score, judge, announce and record it."""
-        messages = tuple(dict(m) for m in messages)
-        scored = self.generate_scored(messages, None, **options)
-        return self.judge(messages, scored, strategy=strategy, sampling=options)
+    def generate(self, messages: Sequence[Message], *, strategy: str | None = None, **options: Any) -> Generation:
+        """Answer ``messages`` (role/content dicts), score, judge, announce and record it.
 
-    def judge(self, messages: Sequence[Message], scored: ScoredAnswer, *, strategy: str = "greedy",
-              sampling: dict[str, Any] | None = None) -> Generation:
+        ``options`` are a LlamaIndex call's generation options (``max_new_tokens``, ``do_sample``,
+        ``temperature``, ``top_p``, ``seed``), read once into :class:`GenerationParams`.
+        """
+        return self.generate_params(messages, self.params_of(options), strategy=strategy)
+
+    def generate_params(
+        self, messages: Sequence[Message], params: GenerationParams, *, strategy: str | None = None
+    ) -> Generation:
+        """:meth:`generate` with the params already made (what a guarded engine's retry calls)."""
+        messages = tuple(dict(m) for m in messages)
+        scored = self._scored(messages, params)
+        return self.judge(messages, scored, strategy=strategy or params.strategy, params=params)
+
+    def params_of(self, options: dict[str, Any]) -> GenerationParams:
+        """A call's options as :class:`GenerationParams` (unknown options refused, naming the accepted ones)."""
+        unknown = sorted(set(options) - set(_CALL_OPTIONS))
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown generation option(s) {unknown}; SpillLLM accepts {list(_CALL_OPTIONS)}."
+            )
+        sample = bool(options.get("do_sample", False))
+        return GenerationParams(
+            max_new_tokens=options.get("max_new_tokens", self.max_new_tokens),
+            temperature=float(options.get("temperature", 1.0)) if sample else 0.0,
+            top_p=float(options.get("top_p", 1.0)),
+            seed=options.get("seed"),
+        )
+
+    def judge(
+        self,
+        messages: Sequence[Message],
+        scored: ScoredAnswer,
+        *,
+        strategy: str = "greedy",
+        params: GenerationParams | None = None,
+    ) -> Generation:
         """Apply the guard's threshold to ``scored``, emit the event, record the generation."""
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        candidate = self._guard.assess(scored, question, strategy=strategy)
-        verdict = self._guard.verdict_from(Flag().apply(candidate), question=question)
-        generation = Generation(tuple(messages), question, scored, verdict, strategy, dict(sampling or {}))
+        verdict = self._guard.judge.decide(Generated(scored), question=question, policy=Flag(), strategy=strategy)
+        generation = Generation(
+            tuple(messages),
+            question,
+            scored,
+            verdict,
+            strategy,
+            params if params is not None else GenerationParams(max_new_tokens=self.max_new_tokens),
+        )
         emit(verdict, strategy=strategy, metrics=self._guard.metrics)
         record(generation)
         return generation
 
-    def regenerate(self, generation: Generation, strategy: RetryStrategy, seed: int) -> Generation:
-        """A new answer to the conversation of ``generation`` (for retries; no re-retrieval)."""
-        if isinstance(strategy, Resample):
-            return self.generate(generation.messages, strategy=strategy.name, do_sample=True,
-                                 temperature=strategy.temperature, top_p=strategy.top_p, seed=seed)
-        if isinstance(strategy, Reprompt):
-            messages = [dict(m) for m in generation.messages]
-            last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-            messages[last_user]["content"] = f"{messages[last_user]['content'].rstrip()}\n{strategy.instruction}"
-            return self.generate(messages, strategy=strategy.name)
-        raise InvalidParameterError(f"unknown retry strategy {strategy!r}; use Resample(...) or Reprompt(...).")
-
     def _stream(self, messages: Sequence[Message], **options: Any) -> Iterator[TokenEvent | Generation]:
         """Token events while generating, then the finished :class:`Generation`."""
         messages = [dict(m) for m in messages]
-        items = stream_generation(lambda listener: self.generate_scored(messages, listener, **options),
-                                  self.spill_model.tokenizer, self.spill_model.beta)
+        params = self.params_of(options)
+        items = stream_generation(
+            lambda listener: self._scored(messages, params, listener), self.spill_model.tokenizer, self.spill_model.beta
+        )
         for item in items:
             if isinstance(item, TokenEvent):
                 yield item
             else:  # judged here, in the caller's context, so the caller's collector receives it
-                yield self.judge(messages, item, sampling=options)
+                yield self.judge(messages, item, strategy=params.strategy, params=params)
 
-    def generate_scored(self, messages: Sequence[Message], listener: Any = None, **options: Any) -> ScoredAnswer:
+    def _scored(self, messages: Sequence[Message], params: GenerationParams, listener: Any = None) -> ScoredAnswer:
         """Generate and score without judging (a streaming worker thread's part); ``listener`` gets each TokenStep."""
-        unknown = sorted(set(options) - set(_CALL_OPTIONS))
-        if unknown:
-            raise InvalidParameterError(f"unknown generation option(s) {unknown}; SpillLLM accepts {list(_CALL_OPTIONS)}.")
-        sm = self.spill_model
-        ids = chat_prompt_ids(sm.tokenizer, list(messages))
-        budget = options.pop("max_new_tokens", self.max_new_tokens)
-        [scored] = sm.generate_from_ids([ids], max_new_tokens=budget, listeners=[listener] if listener else [], **options)
-        return scored
+        prompt = Prompt.for_chat(self.spill_model.tokenizer, list(messages))
+        # The guard's generation: its capture, final step and early stop, as the library's answers.
+        return self._guard.generate([prompt], params, listeners=[listener] if listener else [])[0].scored
 
     # -- response building ------------------------------------------------------------------
     def _prompt_messages(self, prompt: str, formatted: bool) -> list[Message]:
         if not formatted:
+            assert self.completion_to_prompt is not None  # LLM's validators default it when None
             prompt = self.completion_to_prompt(prompt)
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": prompt}]
@@ -200,8 +247,10 @@ class SpillLLM(LLM):
     @staticmethod
     def _completion(g: Generation) -> CompletionResponse:
         return CompletionResponse(
-            text=g.scored.answer, logprobs=token_logprobs(g.scored),
-            additional_kwargs={"spill_guard": g.verdict.model_dump(mode="json")}, raw=g.scored,
+            text=g.scored.answer,
+            logprobs=token_logprobs(g.scored),
+            additional_kwargs={"spill_guard": g.verdict.model_dump(mode="json")},
+            raw=g.scored,
         )
 
     @staticmethod
@@ -209,7 +258,9 @@ class SpillLLM(LLM):
         report = {"spill_guard": g.verdict.model_dump(mode="json")}
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=g.scored.answer, additional_kwargs=report),
-            logprobs=token_logprobs(g.scored), additional_kwargs=report, raw=g.scored,
+            logprobs=token_logprobs(g.scored),
+            additional_kwargs=report,
+            raw=g.scored,
         )
 
     def _completion_stream(self, messages: list[Message], options: dict[str, Any]) -> CompletionResponseGen:
@@ -219,11 +270,12 @@ class SpillLLM(LLM):
                 if not item.text:
                     continue  # a special token or half a character: nothing to show yet
                 text += item.text
-                yield CompletionResponse(text=text, delta=item.text,
-                                         additional_kwargs={"spill_token": item.model_dump(mode="json")})
+                yield CompletionResponse(
+                    text=text, delta=item.text, additional_kwargs={"spill_token": item.model_dump(mode="json")}
+                )
             else:  # the last chunk: full answer, every logprob and the verdict
                 final = self._completion(item)
-                final.delta = final.text[len(text):] if final.text.startswith(text) else ""
+                final.delta = final.text[len(text) :] if final.text.startswith(text) else ""
                 yield final
 
     # -- LlamaIndex interface ------------------------------------------------------------------
@@ -246,9 +298,13 @@ class SpillLLM(LLM):
     def _chat_stream(self, messages: list[Message], options: dict[str, Any]) -> ChatResponseGen:
         for chunk in self._completion_stream(messages, options):
             yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text,
-                                    additional_kwargs=chunk.additional_kwargs),
-                delta=chunk.delta, logprobs=chunk.logprobs, additional_kwargs=chunk.additional_kwargs, raw=chunk.raw,
+                message=ChatMessage(
+                    role=MessageRole.ASSISTANT, content=chunk.text, additional_kwargs=chunk.additional_kwargs
+                ),
+                delta=chunk.delta,
+                logprobs=chunk.logprobs,
+                additional_kwargs=chunk.additional_kwargs,
+                raw=chunk.raw,
             )
 
     # Async variants run the blocking model call in a worker thread (context copied, so a
@@ -272,11 +328,18 @@ class SpillLLM(LLM):
         return _async_iter(self._chat_stream(to_messages(messages), kwargs))
 
 
-async def _async_iter(items: Iterator[Any]) -> AsyncIterator[Any]:
+_Item = TypeVar("_Item")
+
+
+async def _async_iter(items: Iterator[_Item]) -> AsyncGenerator[_Item, None]:
     """Drive a blocking iterator from a worker thread, one item at a time."""
-    done = object()
     while True:
-        item = await asyncio.to_thread(next, items, done)
-        if item is done:
+        taken = await asyncio.to_thread(_take_one, items)
+        if not taken:
             return
-        yield item
+        yield taken[0]
+
+
+def _take_one(items: Iterator[_Item]) -> list[_Item]:
+    """The iterator's next item as a one-item list, or ``[]`` once it is exhausted."""
+    return list(itertools.islice(items, 1))

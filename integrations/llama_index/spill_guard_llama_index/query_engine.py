@@ -42,7 +42,9 @@ def _engine_parts(llm: Any, guard: SpillGuard | None, policy: Policy | None) -> 
             )
     guard = guard if guard is not None else (owner.guard if owner is not None else None)
     if guard is None:
-        raise InvalidParameterError("pass llm= (the engine's SpillLLM) or guard= (a SpillGuard to judge another LLM's answers).")
+        raise InvalidParameterError(
+            "pass llm= (the engine's SpillLLM) or guard= (a SpillGuard to judge another LLM's answers)."
+        )
     if policy is not None and not isinstance(policy, Policy):
         raise InvalidParameterError(f"policy must be Flag(), Abstain(...), Retry(...) or Raise(), got {policy!r}.")
     return guard, policy if policy is not None else guard.policy
@@ -55,16 +57,22 @@ class GuardedQueryEngine(BaseQueryEngine):
         query_engine: e.g. ``index.as_query_engine(llm=llm)``; must not stream.
         llm: the SpillLLM the engine uses (its guard supplies threshold, policy and log), or
             an unmodified ``HuggingFaceLLM`` scored with :func:`instrument` (or its scorer):
-            its answers are judged as they were scored; ``Retry`` then falls back, since a
-            HuggingFaceLLM's generation settings are fixed on the object.
+            its answers are judged as they were scored, and ``Retry`` re-asks that LLM the
+            attempt's conversation (its scorer's ``reask``).
         guard: judge with this guard instead (needed when the engine's LLM is not a SpillLLM:
             answers are then scored teacher-forced and cannot be retried).
         policy: override the guard's policy.
     """
 
-    def __init__(self, query_engine: BaseQueryEngine, llm: Any = None, *,
-                 guard: SpillGuard | None = None, policy: Policy | None = None,
-                 callback_manager: CallbackManager | None = None):
+    def __init__(
+        self,
+        query_engine: BaseQueryEngine,
+        llm: Any = None,
+        *,
+        guard: SpillGuard | None = None,
+        policy: Policy | None = None,
+        callback_manager: CallbackManager | None = None,
+    ):
         if not isinstance(query_engine, BaseQueryEngine):
             raise InvalidParameterError(f"query_engine must be a LlamaIndex BaseQueryEngine, got {query_engine!r}.")
         self.query_engine = query_engine
@@ -81,10 +89,20 @@ class GuardedQueryEngine(BaseQueryEngine):
                 "the wrapped query engine streams; a policy needs the whole answer before it can decide. "
                 "Build it with streaming=False (token streaming with per-token energies: SpillLLM.stream_complete)."
             )
-        verdict = enforce(self.llm, self.guard, self.policy, query=query.query_str, answer=str(response),
-                          generations=generations, source_nodes=response.source_nodes)
-        return Response(response=verdict.answer, source_nodes=list(response.source_nodes),
-                        metadata=with_report(response.metadata, verdict))
+        verdict = enforce(
+            self.llm,
+            self.guard,
+            self.policy,
+            query=query.query_str,
+            answer=str(response),
+            generations=generations,
+            source_nodes=response.source_nodes,
+        )
+        return Response(
+            response=verdict.answer,
+            source_nodes=list(response.source_nodes),
+            metadata=with_report(response.metadata, verdict),
+        )
 
     def _query(self, query_bundle: QueryBundle) -> Response:
         with collect() as collector:

@@ -10,13 +10,13 @@ broken log does not go unnoticed.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from pydantic import PrivateAttr
 
 from spill_guard.errors import InvalidParameterError
+from spill_guard.guard.recording import LogEntry, VerdictLog
 from spill_guard_llama_index.events import SpillScoredEvent
 
 
@@ -30,19 +30,18 @@ class SpillReviewHandler(BaseEventHandler):
     tags: tuple[str, ...] = ("llama_index",)
     written: int = 0
     last_error: str | None = None
-    _sink: Any = PrivateAttr()
+    _log: Any = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, log: Any, *, only_flagged: bool = True, tags: tuple[str, ...] = ("llama_index",)):
-        super().__init__(only_flagged=only_flagged, tags=tuple(tags))
-        if isinstance(log, (str, Path)):
-            from spill_guard.review import open_log
-
-            self._sink = open_log(log)
-        elif callable(getattr(log, "write", None)):
-            self._sink = log
-        else:
-            raise InvalidParameterError(f"log must be a .jsonl/.sqlite path or a review sink with .write(record), got {log!r}.")
+        # pydantic: this subclass's own fields; the base __init__ signature does not list them
+        super().__init__(only_flagged=only_flagged, tags=tuple(tags))  # type: ignore[call-arg]
+        if log is None:
+            raise InvalidParameterError(
+                "log must be a .jsonl/.sqlite path or a review sink with .write(record), got None."
+            )
+        # Events are observed where they are emitted; this handler only writes (the core's one record write).
+        self._log = VerdictLog(log, log_all=True, on_log_error="raise")
 
     @classmethod
     def class_name(cls) -> str:
@@ -52,22 +51,15 @@ class SpillReviewHandler(BaseEventHandler):
         """Write ``event`` if it is a (flagged) SpillScoredEvent; returns the record id."""
         if not isinstance(event, SpillScoredEvent) or (self.only_flagged and not event.flagged):
             return None
-        from spill_guard.review import ReviewRecord
-
-        try:
-            record = ReviewRecord.from_verdict(
-                event.verdict, model=event.model, tags=self.tags,
-                metadata={"event_id": event.id_, "span_id": event.span_id, "strategy": event.strategy},
-            )
-            with self._lock:
-                self._sink.write(record)
+        metadata = {"event_id": event.id_, "span_id": event.span_id, "strategy": event.strategy}
+        with self._lock:
+            [failure] = self._log.write([LogEntry(event.verdict, self.tags, metadata)])
+            if failure is None:
                 self.written += 1
-            return record.id
-        except Exception as exc:  # kept visible: LlamaIndex would drop it silently
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            raise
+        if failure is not None:  # kept visible: LlamaIndex would drop it silently
+            self.last_error = f"{type(failure).__name__}: {failure}"
+            raise failure
+        return event.verdict.record_id
 
     def close(self) -> None:
-        close = getattr(self._sink, "close", None)
-        if close is not None:
-            close()
+        self._log.close()

@@ -1,26 +1,14 @@
-"""The transformers backend: today's capture, behind the backend seam.
+"""The transformers backend: the streaming capture and teacher forcing behind the backend contract.
 
-Generation is ``model.generate`` with a forward hook reducing each step's raw logits
-(:func:`spill_guard.capture.generate_with_capture`); answers made elsewhere get one
-teacher-forced pass (:func:`spill_guard.capture.teacher_forced_traces`). This module only
-names those entry points; the code stays in :mod:`spill_guard.capture`.
+:class:`~spill_guard.backends.transformers.backend.TransformersBackend` generates with
+``model.generate`` and a forward hook reducing each step's raw logits
+(:func:`spill_guard.capture.generate_with_capture`), ends rows with one stopping criterion
+(:mod:`~spill_guard.backends.transformers.stopping`), and scores answers made elsewhere in one
+teacher-forced pass (:func:`spill_guard.capture.teacher_forced_traces`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from spill_guard.backends.transformers.backend import TransformersBackend
 
-from spill_guard.capture.streaming import generate_with_capture
-from spill_guard.capture.teacher_forced import teacher_forced_traces
-
-__all__ = ["generate_traces", "load", "teacher_forced_traces"]
-
-#: Streaming capture during ``generate`` (the transformers backend's generation path).
-generate_traces = generate_with_capture
-
-
-def load(name_or_path: str | None = None, **kwargs: Any) -> Any:
-    """A :class:`~spill_guard.SpillModel` on transformers (``SpillModel.load`` without a backend)."""
-    from spill_guard.spill_model import SpillModel
-
-    return SpillModel.load(name_or_path, **kwargs)
+__all__ = ["TransformersBackend"]

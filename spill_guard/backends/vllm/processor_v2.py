@@ -33,8 +33,12 @@ class SpillGuardV2LogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: Any, req_states: Any):
         settings = capture_settings(vllm_config)
         self.columns = Columns.for_betas(settings.get("betas", (1.0,)))
-        self.store = CaptureStore(self.columns.width, int(settings.get("capacity", DEFAULT_CAPACITY)),
-                                  req_states.device, int(settings.get("max_detached", 4096)))
+        self.store = CaptureStore(
+            self.columns.width,
+            int(settings.get("capacity", DEFAULT_CAPACITY)),
+            req_states.device,
+            int(settings.get("max_detached", 4096)),
+        )
         register_store(self.store)
         self.req_states = req_states
         self.slots: dict[int, CaptureRequest] = {}
@@ -77,8 +81,11 @@ class SpillGuardV2LogitsProcessor(LogitsProcessor):
             picked.append(position)
         if not rows:
             return logits
-        z = logits if len(picked) == logits.shape[0] else logits.index_select(
-            0, torch.tensor(picked, dtype=torch.long, device=logits.device))
+        z = (
+            logits
+            if len(picked) == logits.shape[0]
+            else logits.index_select(0, torch.tensor(picked, dtype=torch.long, device=logits.device))
+        )
         full = [j for j, (spec, _) in enumerate(rows) if spec.stats == "full"]
         previous = [self.store.previous(rows[j][0].key, rows[j][1]) for j in full]
         values, kept = reduce_step(z, self.columns, full, previous)

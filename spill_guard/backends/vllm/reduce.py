@@ -49,7 +49,7 @@ class Columns:
         return len(self.betas) + 4
 
     @classmethod
-    def for_betas(cls, betas: tuple[float, ...] | list[float]) -> "Columns":
+    def for_betas(cls, betas: tuple[float, ...] | list[float]) -> Columns:
         return cls(validate_betas(tuple(betas)))
 
 
@@ -89,15 +89,20 @@ def reduce_step(
         current = summarize(z.index_select(0, index), columns.betas)
         values[index, columns.entropy] = current.entropy.float()
         paired = [j for j, p in enumerate(previous) if p is not None]
+        prior = [p for p in previous if p is not None]  # previous[j] for each j in paired
         if paired:
             before = StepDistribution(
                 log_partition=current.log_partition[:, paired],  # unused by the JSD
-                probs=torch.stack([previous[j].probs for j in paired]),
-                entropy=torch.stack([previous[j].entropy for j in paired]),
+                probs=torch.stack([p.probs for p in prior]),
+                entropy=torch.stack([p.entropy for p in prior]),
                 nonfinite=current.nonfinite[paired],
             )
-            now = StepDistribution(current.log_partition[:, paired], current.probs[paired],
-                                   current.entropy[paired], current.nonfinite[paired])
+            now = StepDistribution(
+                current.log_partition[:, paired],
+                current.probs[paired],
+                current.entropy[paired],
+                current.nonfinite[paired],
+            )
             jsd = js_from_distributions(before, now)
             values[index[paired], columns.jsd_prev] = jsd.float()
         kept = [Previous(-1, current.probs[j], current.entropy[j]) for j in range(len(full_rows))]

@@ -9,8 +9,9 @@ so such requests are refused, both in the client (before submission) and in the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from spill_guard.errors import InvalidParameterError
 
@@ -45,17 +46,22 @@ class CaptureRequest:
     chosen: str = "logprob"  # one of CHOSEN_SOURCES
 
     def as_extra_args(self) -> dict[str, Any]:
-        return {EXTRA_ARGS_KEY: {"key": self.key, "stats": self.stats, "continues": self.continues,
-                                 "chosen": self.chosen}}
+        return {
+            EXTRA_ARGS_KEY: {"key": self.key, "stats": self.stats, "continues": self.continues, "chosen": self.chosen}
+        }
 
     @classmethod
-    def from_params(cls, params: Any) -> "CaptureRequest | None":
+    def from_params(cls, params: Any) -> CaptureRequest | None:
         extra = getattr(params, "extra_args", None) or {}
         spec = extra.get(EXTRA_ARGS_KEY)
         if not spec:
             return None
-        return cls(key=str(spec["key"]), stats=str(spec.get("stats", "energy")), continues=spec.get("continues"),
-                   chosen=str(spec.get("chosen", "logprob")))
+        return cls(
+            key=str(spec["key"]),
+            stats=str(spec.get("stats", "energy")),
+            continues=spec.get("continues"),
+            chosen=str(spec.get("chosen", "logprob")),
+        )
 
 
 #: vLLM's penalty settings and the value at which each leaves the logits alone.
@@ -64,8 +70,11 @@ NEUTRAL_PENALTIES = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "freque
 
 def penalties_in(settings: Mapping[str, Any]) -> list[str]:
     """``name=value`` for each penalty in ``settings`` that changes the logits (greedy requests too)."""
-    return [f"{name}={settings[name]}" for name, neutral in NEUTRAL_PENALTIES.items()
-            if settings.get(name) not in (None, neutral)]
+    return [
+        f"{name}={settings[name]}"
+        for name, neutral in NEUTRAL_PENALTIES.items()
+        if settings.get(name) not in (None, neutral)
+    ]
 
 
 def penalized(params: Any) -> list[str]:
@@ -99,11 +108,14 @@ def compromising_settings(params: Any, *, runner: str = "v1") -> list[str]:
         # the sampled token is the raw argmax only without temperature sampling and penalties
         if (getattr(params, "temperature", 1.0) or 0.0) >= GREEDY_TEMPERATURE:
             reasons.append(f"chosen='max' needs a greedy request, got temperature={params.temperature}")
-        reasons += [f"chosen='max' is wrong under {p} (the sampled token is not the raw argmax)"
-                    for p in penalized(params)]
+        reasons += [
+            f"chosen='max' is wrong under {p} (the sampled token is not the raw argmax)" for p in penalized(params)
+        ]
     elif getattr(params, "logprobs", None) is None:
-        reasons.append("logprobs is None; captured requests need logprobs>=0 (the sampled token's raw logprob) "
-                       "unless they are greedy without penalties and ask for chosen='max'")
+        reasons.append(
+            "logprobs is None; captured requests need logprobs>=0 (the sampled token's raw logprob) "
+            "unless they are greedy without penalties and ask for chosen='max'"
+        )
     return reasons
 
 
@@ -117,6 +129,7 @@ def check_capturable(params: Any, *, runner: str = "v1") -> None:
     reasons = compromising_settings(params, runner=runner)
     if reasons:
         raise UnsupportedSamplingError(
-            "this request cannot be scored from raw logits: " + "; ".join(reasons)
+            "this request cannot be scored from raw logits: "
+            + "; ".join(reasons)
             + ". Drop these settings for guarded requests (or send them without spill_guard capture)."
         )

@@ -128,8 +128,10 @@ class CaptureStore:
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is None:
-                    out[key] = {"error": f"no captured steps for request key {key!r} (never captured, "
-                                         "already fetched, or dropped from the bounded store)"}
+                    out[key] = {
+                        "error": f"no captured steps for request key {key!r} (never captured, "
+                        "already fetched, or dropped from the bounded store)"
+                    }
                     continue
                 steps = sorted(entry.steps)
                 absolute = [entry.steps[s] for s in steps]
@@ -138,8 +140,10 @@ class CaptureStore:
                     out[key] = {"error": f"captured steps {steps[:8]}... are not contiguous from 0"}
                     continue
                 if absolute and self.written - min(absolute) > self.capacity:
-                    out[key] = {"error": f"captured values were overwritten: the ring of {self.capacity} slots "
-                                         "is too small for the tokens in flight; raise spill_guard capacity"}
+                    out[key] = {
+                        "error": f"captured values were overwritten: the ring of {self.capacity} slots "
+                        "is too small for the tokens in flight; raise spill_guard capacity"
+                    }
                     continue
                 spans.append((key, len(slots), len(absolute)))
                 slots += [a % self.capacity for a in absolute]
@@ -172,5 +176,10 @@ class CaptureStore:
         """Counts for tests and monitoring: entries holding values, markers, detached entries."""
         with self._lock:
             holding = sum(1 for e in self._entries.values() if not e.closed)
-            return {"holding": holding, "closed_markers": len(self._entries) - holding,
-                    "detached": len(self._detached), "slots_written": self.written, "capacity": self.capacity}
+            return {
+                "holding": holding,
+                "closed_markers": len(self._entries) - holding,
+                "detached": len(self._detached),
+                "slots_written": self.written,
+                "capacity": self.capacity,
+            }

@@ -1,4 +1,4 @@
-"""Stop sequences (OpenAI's ``stop``): where the returned text ends, in one answer or a stream.
+"""Stop sequences (OpenAI's and LangChain's ``stop``): where the returned text ends, in one answer or a stream.
 
 The text is cut *before* the earliest stop sequence (which is not returned). Generation of
 that row ends on the token that completes the sequence (see :mod:`spill_guard.serving.generation`),
@@ -7,7 +7,7 @@ and the verdict scores every token generated up to there: what the model actuall
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
