@@ -15,7 +15,7 @@ nothing here is skipped or expected to fail.
 from __future__ import annotations
 
 import pytest
-from doors import DOORS, REFERENCE, DoorKit, diff, first_prompt_diff
+from doors import DOORS, REFERENCE, DoorKit, first_prompt_diff, parity_failure
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]
 
@@ -103,16 +103,8 @@ def test_every_door_feeds_the_model_the_same_first_prompt(results, door):
 def test_door_decides_like_the_library(results, door, policy):
     reference, got = results(REFERENCE, policy), results(door, policy)
     assert [r.question for r in got] == QUESTIONS
-    problems, fields = [], []
-    for ref, res in zip(reference, got):
-        differences = diff(ref, res)
-        if differences:
-            problems.append(f"{ref.question!r}:\n    " + "\n    ".join(differences))
-            fields += [f for f in (d.split(":", 1)[0] for d in differences) if f not in fields]
-    notes = sorted({n for r in got for n in r.notes})
-    assert not problems, (
-        f"{door} vs {REFERENCE} under {policy}: fields that differ: {fields}\n(values: {REFERENCE} != {door}"
-        + (f"; adapter notes: {'; '.join(notes)}" if notes else "") + ")\n" + "\n".join(problems))
+    why = parity_failure(reference, got, policy=policy)
+    assert why is None, why
 
 
 @pytest.mark.parametrize("instruction", [None, "default"])
