@@ -13,6 +13,10 @@ One vLLM engine is alive at a time: the library door runs every policy on one en
 closed before the server door starts. ``AsyncLLM`` binds its output handler to the first event
 loop it runs on, and each server run (one per policy) has its own loop, so each policy's server
 gets its own async engine, closed when that server has stopped.
+
+Run in a pytest process of its own (the Makefile does): closing an in-process vLLM engine tears
+down vLLM's process-wide parallel state, so a session-scoped engine of the other files
+(``vllm_model``) would fail after this file ("pipeline model parallel group is not initialized").
 """
 
 from __future__ import annotations
