@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [f"What is the capital of {c}?" for c in (
     "France", "Spain", "Italy", "Japan", "Peru", "Kenya", "Norway", "Chile",
     "Egypt", "Canada", "Poland", "India", "Ghana", "Cuba", "Nepal", "Mali")]
-ARMS = ("guarded", "plain", "guarded_nolog", "guarded_unbatched")
+ARMS = ("guarded", "plain", "guarded_nolog", "guarded_unbatched", "guarded_base")
 DEFAULT_ARMS = ("guarded", "plain")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -63,6 +63,8 @@ def serve_command(arm: str, port: int, max_batch: int, max_wait_ms: float, log_d
            "--max-batch", str(1 if arm == "guarded_unbatched" else max_batch)]
     if arm == "plain":
         cmd.append("--no-guard")
+    elif arm == "guarded_base":  # the guarded server of another source tree (--base-src): same flags
+        cmd += ["--log", str(log_dir / f"{arm}.jsonl")]
     elif arm != "guarded_nolog":
         cmd += ["--log", str(log_dir / f"{arm}.jsonl")]
     return cmd
@@ -71,13 +73,17 @@ def serve_command(arm: str, port: int, max_batch: int, max_wait_ms: float, log_d
 class Server:
     """One `spill-guard serve` subprocess; its stderr goes to a file (shown if it fails)."""
 
-    def __init__(self, arm: str, cmd: list[str], port: int, threads: int | None, stderr_path: Path):
+    def __init__(self, arm: str, cmd: list[str], port: int, threads: int | None, stderr_path: Path,
+                 source: str | None = None):
         env = dict(os.environ)
+        if source:  # this arm imports spill_guard from another checkout (e.g. `git archive` of a base commit)
+            env["PYTHONPATH"] = source
         if threads:  # torch's intra-op threads (read when torch starts)
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.arm, self.port, self.stderr_path = arm, port, stderr_path
         self._stderr = open(stderr_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=ROOT)
+        # `python -m` puts the working directory first on sys.path: run in the tree the arm imports
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=source or ROOT)
 
     @property
     def url(self) -> str:
@@ -293,6 +299,12 @@ def render(report: dict[str, Any]) -> str:
         for c in report["concurrency"]:
             p = by_c[str(c)]
             lines.append(f"| {c} | {fmt(p['throughput_ratio'], pct=True)} | {fmt(p['cpu_per_request_ratio'], pct=True)} |")
+    if report.get("paired_base"):
+        lines += ["", f"Paired within each repeat, `guarded` / `guarded_base` − 1 (`guarded_base`: the same server "
+                  f"from `{report['base_src']}`):", "", "| c | throughput | server CPU per request |", "|---|---|---|"]
+        for c in report["concurrency"]:
+            p = report["paired_base"][str(c)]
+            lines.append(f"| {c} | {fmt(p['throughput_ratio'], pct=True)} | {fmt(p['cpu_per_request_ratio'], pct=True)} |")
     lines += ["", "Batch sizes per run (size bucket: batches), from each server's `spill_guard_batch_size` histogram:", ""]
     for arm in report["arms"]:
         for c in report["concurrency"]:
@@ -319,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each server (OMP_NUM_THREADS)")
     p.add_argument("--ready-timeout", type=float, default=300.0)
+    p.add_argument("--base-src", default=None,
+                   help="source tree the guarded_base arm imports spill_guard from (e.g. a `git archive` of the "
+                        "commit before a change); the report then pairs guarded / guarded_base too")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_bench.json"))
     args = p.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -326,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(arms) - set(ARMS)
     if unknown:
         p.error(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
+    if ("guarded_base" in arms) != (args.base_src is not None):
+        p.error("the guarded_base arm and --base-src go together")
     if args.repeats < 1 or args.requests_per_client < 1 or min(concurrency) < 1:
         p.error("--repeats, --requests-per-client and every concurrency must be >= 1")
 
@@ -341,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:  # all start (and load) together; each waits idle while another arm runs
             port = free_port()
             commands[arm] = serve_command(arm, port, args.max_batch, args.max_wait_ms, work)
-            servers[arm] = Server(arm, commands[arm], port, args.threads, work / f"{arm}.stderr")
+            source = args.base_src if arm == "guarded_base" else None
+            servers[arm] = Server(arm, commands[arm], port, args.threads, work / f"{arm}.stderr", source)
             clients[arm] = httpx.Client(timeout=600, limits=limits)
         for arm in arms:
             servers[arm].wait_ready(clients[arm], args.ready_timeout)
@@ -379,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": {a: {str(c): summarize(runs[a][c]) for c in concurrency} for a in arms},
         "paired": {a: {str(c): v for c, v in paired(runs, a, "plain", concurrency).items()}
                    for a in arms if a != "plain" and "plain" in arms},
+        "base_src": args.base_src,
+        "paired_base": ({str(c): v for c, v in paired(runs, "guarded", "guarded_base", concurrency).items()}
+                        if {"guarded", "guarded_base"} <= set(arms) else None),
         "runs": {a: {str(c): runs[a][c] for c in concurrency} for a in arms},
         "load_during": spread([r[k] for a in arms for c in concurrency for r in runs[a][c]
                                for k in ("load_1min_before", "load_1min_after")]),

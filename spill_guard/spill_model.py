@@ -23,6 +23,7 @@ from spill_guard.backends.base import (
     StopHook,
     require,
 )
+from spill_guard.backends.bridge import async_view, sync_view
 from spill_guard.backends.legacy import legacy_request
 from spill_guard.backends.registry import DEFAULT_ASYNC_BACKEND, DEFAULT_BACKEND, load_async_backend, load_backend
 from spill_guard.capture.step_stats import validate_betas
@@ -162,6 +163,12 @@ class SpillModel(_Facade):
             engine_options=engine_options,
         )
         return cls(loaded, instruction=instruction, system=system)
+
+    def asynchronous(self) -> AsyncSpillModel:
+        """This model as an :class:`AsyncSpillModel` (same backend and prompting; see
+        :mod:`spill_guard.backends.bridge`): its calls run in one worker thread of their own, in order.
+        Over an async engine's synchronous view, the async engine itself."""
+        return AsyncSpillModel(async_view(self._backend), instruction=self.instruction, system=self.system)
 
     # -- generation ------------------------------------------------------------------------------
     def generate_params(
@@ -340,6 +347,13 @@ class AsyncSpillModel(_Facade):
             engine_options=engine_options,
         )
         return cls(loaded, instruction=instruction, system=system)
+
+    def synchronous(self) -> SpillModel:
+        """This model as a :class:`SpillModel` (same backend and prompting; see
+        :mod:`spill_guard.backends.bridge`). Its calls are made from threads other than the event
+        loop's and run on the loop bound with ``model.backend.bind(loop)``; a guard over it (e.g. a
+        server's) decides and retries from such threads."""
+        return SpillModel(sync_view(self._backend), instruction=self.instruction, system=self.system)
 
     async def generate_params(
         self,

@@ -37,6 +37,8 @@ STREAMS_STEPS = "streams_steps"
 STOPS_EARLY = "stops_early"
 TEACHER_FORCING = "teacher_forcing"
 TOP_ALTERNATIVES = "top_alternatives"
+PER_ROW_SAMPLING = "per_row_sampling"
+CONTINUOUS_BATCHING = "continuous_batching"
 
 #: What each capability lets a caller do (for error messages).
 _MEANING = {
@@ -44,6 +46,8 @@ _MEANING = {
     STOPS_EARLY: "stop hooks can end rows in the middle of a generation",
     TEACHER_FORCING: "answers made elsewhere can be scored (one teacher-forced pass)",
     TOP_ALTERNATIVES: "each token's top alternative tokens and their log-probabilities can be read",
+    PER_ROW_SAMPLING: "rows of one call may differ in temperature, top_p and seed",
+    CONTINUOUS_BATCHING: "concurrent calls share the engine's own batching",
 }
 
 #: ``stats`` values of :meth:`Backend.generate`: the capture's statistics, or ``None`` for plain
@@ -66,6 +70,12 @@ class Capabilities:
     teacher_forcing: bool = False
     #: The weights are in this process, so a teacher-forced pass can read each token's top-k alternatives.
     top_alternatives: bool = False
+    #: Rows of one call may differ in temperature, top_p and seed, each sampled on its own (False: the
+    #: rows of a call share them; a seed then seeds the call, whose rows still draw different tokens).
+    per_row_sampling: bool = False
+    #: Concurrent calls share the engine's own continuous batching (False: calls run one after
+    #: another, so a server groups concurrent requests into one call itself).
+    continuous_batching: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -90,7 +100,7 @@ class UnsupportedCapabilityError(InvalidParameterError):
         super().__init__(
             f"{needed_for} needs the backend capability {capability!r} ({_MEANING.get(capability, capability)}), "
             f"which the {backend!r} backend does not have; drop {needed_for} or use a backend that has it "
-            f"(the 'transformers' backend has every capability)."
+            f"(the 'transformers' backend streams steps, stops early, teacher-forces and reads top alternatives)."
         )
 
 

@@ -120,10 +120,11 @@ class SpillGuard:
         locator_name = (
             locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
         )
-        self.rule: RiskRule = resolve_rule(
+        rule = resolve_rule(
             self.model, threshold=threshold, calibration=calibration, spec=spec, locator=locator_name, override=override
         )
-        self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(self.rule.locator)
+        self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(rule.locator)
+        self.judge = Judge(rule, self.locator, self.model.loaded.name)
         where = "" if self.rule.source == "threshold" else f" (from {self.rule.source})"  # names a calibration file
         for needs, beta in (
             (f"the rule's spec {self.rule.spec.name}{where}", self.rule.spec.beta),
@@ -143,12 +144,27 @@ class SpillGuard:
             )
         self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
         self.policy = policy if policy is not None else Flag()
-        self.judge = Judge(self.rule, self.locator, self.model.loaded.name)
         self.recorder = VerdictLog(log, log_all=log_all, on_log_error=on_log_error, metrics=metrics)
         self.max_new_tokens = max_new_tokens
         self.early_stop = early_stop
 
     # -- public API ----------------------------------------------------------------------
+    @property
+    def rule(self) -> RiskRule:
+        """The decision rule: the judge's, which every door decides with. Assigning a new one (e.g. a
+        recalibrated threshold, ``dataclasses.replace(guard.rule, threshold=...)``) takes effect
+        from the next answer, in this process, whatever the door."""
+        return self.judge.rule
+
+    @rule.setter
+    def rule(self, rule: RiskRule) -> None:
+        if not isinstance(rule, RiskRule):
+            raise InvalidParameterError(
+                f"a guard's rule must be a RiskRule, got {rule!r}; build one with "
+                "dataclasses.replace(guard.rule, threshold=...) or resolve_rule(...)."
+            )
+        self.judge.rule = rule
+
     @property
     def threshold(self) -> float:
         return self.rule.threshold

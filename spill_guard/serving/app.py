@@ -21,7 +21,7 @@ from typing import Any
 from spill_guard.errors import SpillGuardError
 from spill_guard.observability.metrics import GuardMetrics
 from spill_guard.serving.batching import Batcher
-from spill_guard.serving.config import GuardConfig, ServerSettings, loaded_parts, serves_async
+from spill_guard.serving.config import GuardConfig, ServerSettings, loaded_parts
 from spill_guard.serving.dispatch import Dispatcher
 from spill_guard.serving.engine import Engine
 from spill_guard.serving.errors import OpenAIError, install_error_handlers
@@ -50,18 +50,14 @@ class ServerState:
         self.settings = settings
         self.metrics = GuardMetrics()
         self.engine = Engine(settings)
-        self.batcher: Any  # what runs generation: our Batcher, or vLLM's own batching behind the same interface
-        if serves_async(source):
-            from spill_guard.serving.vllm_generation import VllmRunner
-
-            self.batcher = VllmRunner(self.engine)
-        else:
-            self.batcher = Batcher(
-                self.engine.run_batch,
-                max_batch=settings.max_batch,
-                max_wait_ms=settings.max_wait_ms,
-                on_batch=self.metrics.batch_size.observe,
-            )
+        # One batcher on every backend: it groups requests itself unless the engine batches concurrent calls.
+        self.batcher = Batcher(
+            self.engine.run_batch,
+            groups=lambda: not self.engine.batches_itself,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            on_batch=self.metrics.batch_size.observe,
+        )
         self.dispatcher = Dispatcher(self.engine, self.batcher, self.metrics)
         self.config = source if isinstance(source, GuardConfig) else None
         self.load_error: str | None = None  # what /readyz says after a failed load
@@ -93,7 +89,7 @@ class ServerState:
         """Close the review log (and vLLM engine) of a guard this app built (one passed in is the caller's)."""
         if self.config is not None and self.engine.guard is not None:
             self.engine.guard.close()
-            self.engine.model.close()  # releases an engine the backend holds (vLLM); nothing for in-process weights
+            self.engine.generator.close()  # the engine under it (vLLM's) and the model's worker thread
 
 
 class RequestMetrics:
@@ -151,7 +147,7 @@ def create_app(
         state.batcher.start()
         loading = None
         if load_on_startup and not state.engine.ready and state.config is not None:
-            loading = asyncio.get_running_loop().run_in_executor(state.batcher.executor, state.load)
+            loading = asyncio.get_running_loop().run_in_executor(None, state.load)
             loading.add_done_callback(lambda f: _loaded(f, on_load_error))
         try:
             yield

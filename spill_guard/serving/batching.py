@@ -1,16 +1,19 @@
 """Dynamic batching: concurrent requests with compatible settings share one ``generate`` call.
 
-Requests (``Job`` s) wait in an asyncio queue. The batcher takes the oldest, then gathers
-more jobs with the same key for at most ``max_wait_ms`` or until ``max_batch`` rows, and runs
-the batch in a single worker thread, so the event loop keeps accepting requests (and
-streaming tokens) while the model works. Jobs with another key wait for the next round, in
-arrival order. While one batch runs, the next one fills up.
+Requests (``Job`` s) wait in an asyncio queue. On an engine whose calls run one after
+another (in-process weights: the async facade runs them in the model's one worker thread),
+the batcher takes the oldest job, then gathers more jobs with the same key for at most
+``max_wait_ms`` or until ``max_batch`` rows, and awaits one generate for the batch, so the
+event loop keeps accepting requests (and streaming tokens) while the model works. Jobs with
+another key wait for the next round, in arrival order. While one batch runs, the next one
+fills up. On an engine that batches concurrent calls itself (vLLM's continuous batching),
+every job is handed over as soon as it arrives. Both go through the same generate call.
 
 The key is chosen by the caller: all greedy requests share one; sampled ones share one per
 (temperature, top_p); a seeded request gets a key of its own, because the random numbers a
 row draws depend on the batch it is in, and a seed must give the same answer every time.
 
-After the generate, each job's finish runs in its request's context. A :class:`StagedFinish`
+After the generate, each job's finish runs in a finish thread, in its request's context. A :class:`StagedFinish`
 runs in two steps around one shared write: every job's ``decide`` (the guard's decisions,
 returning the review-log entries), then one ``write`` of all the batch's entries (one fsync
 or transaction for the batch), then every job's ``complete`` with its entries' outcomes. A
@@ -26,9 +29,11 @@ import concurrent.futures
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from spill_guard.serving.errors import OpenAIError
 
 log = logging.getLogger("spill_guard.serving")
 
@@ -36,8 +41,8 @@ log = logging.getLogger("spill_guard.serving")
 class StagedFinish(abc.ABC):
     """A job's finish in two steps around the batch's one review-log write (see the module docstring).
 
-    Called as a plain function (``finish(outcomes)``, as runners without a shared write do,
-    e.g. the vLLM runner), it runs both steps around its own :meth:`write`. The finishes
+    Called as a plain function (``finish(outcomes)``), it runs both steps around its own
+    :meth:`write`. The finishes
     submitted to one :class:`Batcher` write to the same log (one server's engine): the
     batch's write goes through the first staged job's :meth:`write`.
     """
@@ -72,42 +77,55 @@ class Job:
 
 
 class Batcher:
-    """Groups :class:`Job` s and runs ``run_batch(key, rows) -> outcomes`` in one worker thread."""
+    """Hands :class:`Job` s to ``generate(key, rows) -> outcomes`` (a coroutine), then runs their finishes.
+
+    ``groups()`` true (an engine whose calls run one after another, e.g. in-process weights):
+    jobs with the same key are grouped into one call (see the module docstring), one call at a
+    time. False (an engine with continuous batching of its own, e.g. vLLM's async engine): each
+    job is handed over as soon as it arrives, any number in flight. It is asked per job (a
+    server's model may still be loading when the batcher starts). Either way the
+    finishes run in ``finish_threads`` worker threads (they block on the review log's I/O, and a
+    retry there waits for its own generation).
+    """
 
     def __init__(
         self,
-        run_batch: Callable[[Hashable, list[Any]], list[Any]],
+        generate: Callable[[Hashable, list[Any]], Awaitable[list[Any]]],
         *,
+        groups: Callable[[], bool],
         max_batch: int,
         max_wait_ms: float,
         on_batch: Callable[[int], None] | None = None,
+        finish_threads: int = 4,
     ):
-        self.run_batch = run_batch
+        self.generate = generate
+        self.groups = groups
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
         self._queue: asyncio.Queue[Job] | None = None
         self._deferred: list[Job] = []
         self._task: asyncio.Task | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spill-guard-model")
-
-    @property
-    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The model's one worker thread (also used to load the model)."""
-        return self._executor
+        self._running: set[asyncio.Task] = set()
+        self._finishers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=finish_threads, thread_name_prefix="spill-guard-finish"
+        )
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="spill-guard-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for task in [self._task, *self._running]:
+            if task is not None:
+                task.cancel()
+        for task in [self._task, *self._running]:
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._finishers.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, key: Hashable, rows: Sequence[Any], finish: Callable[[list[Any]], Any]) -> Any:
         """Queue a job and wait for ``finish``'s result (or its exception)."""
@@ -127,10 +145,8 @@ class Batcher:
         except TimeoutError:
             return None
 
-    async def _collect(self) -> list[Job]:
-        """The next batch: the oldest job, then same-key jobs within the wait and size bounds."""
-        first = self._deferred.pop(0) if self._deferred else await self._next_job(None)
-        assert first is not None
+    async def _collect(self, first: Job) -> list[Job]:
+        """The batch of ``first`` (the oldest job): same-key jobs within the wait and size bounds."""
         batch, size = [first], len(first.rows)
         for waiting in list(self._deferred):  # waiting jobs of the same key join first, in order
             if waiting.key == first.key and size + len(waiting.rows) <= self.max_batch:
@@ -155,31 +171,38 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            batch = [job for job in batch if not job.future.done()]  # e.g. a client that went away
-            if not batch:
-                continue
-            try:
-                await loop.run_in_executor(self._executor, self._run, batch)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # never let one bad batch stop the loop
-                log.exception("batch failed")
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+            first = self._deferred.pop(0) if self._deferred else await self._next_job(None)
+            assert first is not None
+            if self.groups():
+                batch = [job for job in await self._collect(first) if not job.future.done()]  # e.g. a client gone
+                if batch:
+                    await self._run(batch)  # one call at a time; the next batch fills up meanwhile
+            elif not first.future.done():
+                task = loop.create_task(self._run([first]), context=first.context.copy())  # the request's context
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
 
-    def _run(self, batch: list[Job]) -> None:
-        """Worker thread: one generate for every row, then each job's ``finish``."""
+    async def _run(self, batch: list[Job]) -> None:
+        """One generate for every row of the batch, then the finishes in a worker thread."""
         rows = [row for job in batch for row in job.rows]
         if self.on_batch is not None:
             self.on_batch(len(rows))
         try:
-            outcomes = self.run_batch(batch[0].key, rows)
-        except BaseException as exc:
+            outcomes = await self.generate(batch[0].key, rows)
+            await asyncio.get_running_loop().run_in_executor(self._finishers, self._finish, batch, outcomes)
+        except asyncio.CancelledError:
             for job in batch:
-                self._resolve(job, error=exc)
-            return
+                job.future.cancel()
+            raise
+        except Exception as exc:  # never let one bad batch stop the loop
+            if not isinstance(exc, OpenAIError):  # a request the backend refuses is the client's to fix
+                log.exception("batch failed")
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _finish(self, batch: list[Job], outcomes: list[Any]) -> None:
+        """Worker thread: each job's ``finish`` with its outcomes (staged ones around one shared write)."""
         start = 0
         staged: list[tuple[Job, StagedFinish, list[Any]]] = []
         for job in batch:

@@ -129,21 +129,39 @@ class GuardConfig:
         }[self.policy]()
 
     def build(self) -> Any:
-        """Load the model and build the guard (or, with ``guard=False``, return the bare SpillModel)."""
+        """Load the model and build the guard (or, with ``guard=False``, return the bare SpillModel).
+
+        A backend with an async engine (vLLM) is loaded as that engine, and the guard holds its
+        synchronous view (:meth:`~spill_guard.AsyncSpillModel.synchronous`); the server generates
+        through the async facade either way (:meth:`~spill_guard.SpillModel.asynchronous`).
+        """
         from spill_guard.models.loader import quiet_transformers
-        from spill_guard.spill_model import SpillModel
+        from spill_guard.spill_model import AsyncSpillModel, SpillModel
 
         quiet_transformers()
-        if has_async_engine(self.backend):
-            from spill_guard.serving.vllm_generation import build_vllm_guard
-
-            return build_vllm_guard(self)
         calibration = self.read_calibration()
         betas = () if calibration is None else (calibration.beta,)  # a spec at β != 1 needs that β captured
-        model = SpillModel.load(self.model, device=self.device, dtype=self.dtype, extra_betas=betas)
+        if has_async_engine(self.backend):
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's own log: warnings and errors only
+            model = AsyncSpillModel.load(
+                self.model,
+                backend=self.backend,
+                device=self.device,
+                dtype=self.dtype,
+                extra_betas=betas,
+                engine_options=dict(self.engine_options),
+            ).synchronous()
+        else:
+            model = SpillModel.load(
+                self.model, backend=self.backend, device=self.device, dtype=self.dtype, extra_betas=betas
+            )
         if not self.guard:
             return model
-        return self.guard_over(model)
+        try:
+            return self.guard_over(model)
+        except BaseException:
+            model.close()  # e.g. a review log that cannot be opened: release the engine just loaded
+            raise
 
     def guard_over(self, model: Any) -> Any:
         """The :class:`~spill_guard.SpillGuard` of this config over a loaded model (opens the review log)."""
@@ -217,30 +235,3 @@ def loaded_parts(built: Any) -> tuple[Any, Any]:
     raise InvalidParameterError(
         f"create_app needs a SpillGuard, a SpillModel (scoring off) or a GuardConfig, got {built!r}."
     )
-
-
-def serves_async(source: Any) -> bool:
-    """Whether ``create_app``'s argument (a GuardConfig, SpillGuard or SpillModel) generates on an async
-    engine (the server then awaits each row; else its batcher runs batched generation in a thread).
-
-    A config asks the backend registry whether its backend has an async engine; a guard or model
-    built elsewhere is asked what it holds: a facade over the server's async backend, or a
-    synchronous backend, which must stream steps and stop rows early (a server's streams and stops).
-    """
-    from spill_guard.backends.base import STOPS_EARLY, STREAMS_STEPS, require
-    from spill_guard.serving.vllm_generation import async_model_of
-
-    if isinstance(source, GuardConfig):
-        return has_async_engine(source.backend)
-    model = getattr(source, "model", source)
-    if async_model_of(model) is not None:
-        return True
-    for capability in (STREAMS_STEPS, STOPS_EARLY):
-        require(
-            model,
-            capability,
-            "the server's batched generation (a SpillGuard or SpillModel passed to "
-            "create_app; for vLLM pass GuardConfig(backend='vllm', ...), which runs its async "
-            "engine)",
-        )
-    return False

@@ -1,23 +1,28 @@
 """From a validated request to guarded choices: prompts, rows, batching, policy, review log.
 
 The engine owns the model (through a :class:`~spill_guard.SpillGuard`, or a bare
-:class:`~spill_guard.SpillModel` with scoring off) and the batcher. Everything that touches
-the model runs in the batcher's one worker thread: the batched generate, then per request
-the guard's decision (the core's one decision path, :meth:`~spill_guard.guard.judge.Judge.decide`,
-with :meth:`Engine.decide`), including any retry's extra generation, so policies run per request while generation is
-shared; then one review-log write for every request of the batch (:meth:`Engine.write_log`:
-one fsync or transaction), then per request ``on_log_error`` and the choices
-(:meth:`Engine.complete`), before any response is sent.
+:class:`~spill_guard.SpillModel` with scoring off). Generation has one path on every backend:
+the batcher awaits :meth:`Engine.generate`, which calls the model's async facade
+(:meth:`~spill_guard.SpillModel.asynchronous`: in-process weights run in the model's one
+worker thread, vLLM's async engine batches calls itself). Then, in a finish thread and the
+request's context, the guard's decision per request (the core's one decision path,
+:meth:`~spill_guard.guard.judge.Judge.decide`, via :meth:`Engine.decide`), where a retry's
+extra generation goes through the same facade (:meth:`Engine.generate_blocking`); then one
+review-log write for every request of the batch (:meth:`Engine.write_log`: one fsync or
+transaction), then per request ``on_log_error`` and the choices (:meth:`Engine.complete`),
+before any response is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spill_guard.backends.bridge import bind_loop
 from spill_guard.guard.judge import Generated
 from spill_guard.guard.recording import LogEntry
 from spill_guard.models.params import GenerationParams
@@ -26,7 +31,7 @@ from spill_guard.models.stops import cut_at_stop
 from spill_guard.policy import Flag
 from spill_guard.serving.config import ServerSettings
 from spill_guard.serving.errors import OpenAIError
-from spill_guard.serving.generation import Row, RowOutcome, Sampling, generate_plain, generate_scored
+from spill_guard.serving.generation import Row, RowOutcome, Sampling, generate_rows
 from spill_guard.serving.verdicts import HIDDEN
 
 
@@ -91,14 +96,20 @@ class Engine:
         self.settings = settings
         self.guard: Any = None
         self.model: Any = None
+        self.generator: Any = None  # the async facade every generation goes through
+        self.loop: asyncio.AbstractEventLoop | None = None  # where generation runs (set by the first one)
         self._ids = itertools.count(1)
-        # Set by a runner whose generation is not the batched transformers call (the vLLM backend's
-        # VllmRunner): how a retry regenerates from the thread that runs the policy.
-        self.blocking_generate: Callable[[list[Row], Sampling], list[RowOutcome]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def attach(self, guard: Any, model: Any) -> None:
+        """Serve ``model`` (a :class:`~spill_guard.SpillModel`, the guard's) under ``guard`` (None: scoring off)."""
         self.guard, self.model = guard, model
+        self.generator = model.asynchronous()
+
+    @property
+    def batches_itself(self) -> bool:
+        """The engine batches concurrent calls (vLLM): the batcher hands each request over at once."""
+        return self.ready and bool(self.model.capabilities.continuous_batching)
 
     @property
     def ready(self) -> bool:
@@ -217,27 +228,36 @@ class Engine:
             raise OpenAIError(400, "the prompt is empty; send the text to complete.", param="prompt")
         return Prompt.for_text(self.model.tokenizer, text)  # lone surrogates: InvalidInputError, a 400
 
-    # -- the worker thread -------------------------------------------------------------------
-    def run_batch(self, key: Hashable, rows: list[Row]) -> list[RowOutcome]:
+    # -- generation (the event loop) ---------------------------------------------------------
+    async def run_batch(self, key: Hashable, rows: list[Row]) -> list[RowOutcome]:
         """The batcher's callback: one generate for rows sharing ``key`` (whose second item is the sampling)."""
         assert isinstance(key, tuple)  # PreparedRequest.key: (kind, Sampling, ...)
-        return self.generate(rows, key[1])
+        return await self.generate(rows, key[1])
 
-    def generate(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
-        if self.blocking_generate is not None:
-            return self.blocking_generate(rows, sampling)
-        if self.guard is None:
-            return generate_plain(self.model, rows, sampling)
-        return generate_scored(
-            self.model,
+    async def generate(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
+        """The rows' outcomes through the async facade (the one generation path, any backend)."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            bind_loop(self.model.backend, self.loop)  # the guard's model, where it is an async engine's view
+        guard = self.guard
+        if guard is None:
+            return await generate_rows(self.generator, rows, sampling, stats=None, beta=1.0)
+        return await generate_rows(
+            self.generator,
             rows,
             sampling,
-            stats=self.guard.capture_stats,
-            beta=self.guard.rule.spec.beta,
-            early_stop=self.guard.early_stop,
-            final_step=self.guard.final_step,
+            stats=guard.capture_stats,
+            beta=guard.rule.spec.beta,
+            early_stop=guard.early_stop,
+            final_step=guard.final_step,
         )
 
+    def generate_blocking(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
+        """:meth:`generate` from a finish thread (a retry): run on the event loop, waited for here."""
+        assert self.loop is not None, "a retry regenerates only after a first generation"
+        return asyncio.run_coroutine_threadsafe(self.generate(rows, sampling), self.loop).result()
+
+    # -- the finish threads ------------------------------------------------------------------
     def decide(self, prepared: Prepared, outcomes: list[RowOutcome], *, tags: tuple[str, ...] = ("serve",)) -> Decided:
         """Every choice's verdict (worker thread, the request's context), with its OpenTelemetry
         event and metrics; its review-log entry is written later, with the batch's."""
@@ -272,7 +292,8 @@ class Engine:
         guard, prompt = self.guard, prepared.prompt_of(index)
 
         def generate(next_prompt: Prompt, params: GenerationParams) -> Generated:  # a retry's answer
-            [out] = self.generate([Row(next_prompt.ids, params.max_new_tokens, list(params.stop))], _sampling(params))
+            row = Row(next_prompt.ids, params.max_new_tokens, list(params.stop))
+            [out] = self.generate_blocking([row], _sampling(params))
             return Generated(out.scored, out.early_stopped)
 
         return guard.judge.decide(

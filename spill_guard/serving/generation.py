@@ -1,16 +1,18 @@
-"""One batched generation over the rows (sequences) of several requests, through the backend contract.
+"""The server's one generation path: the rows (sequences) of one or more requests in one call of
+the async facade (:meth:`~spill_guard.AsyncSpillModel.generate_params`), on any backend.
 
 Rows share sampling settings but each keeps its own ``max_tokens`` and stop sequences: each row
-is one :class:`~spill_guard.models.params.GenerationParams` of the same
-:meth:`~spill_guard.SpillModel.generate_params` call, and the backend ends it at its own limit or
-stop sequence (the batch runs to the longest) and cuts its trace there. The token after the
-cut still gets its ``z_{T+1}`` from the next decode step, so a row's values equal those of the
-same prompt generated alone (up to float rounding of the padded batch).
+is one :class:`~spill_guard.models.params.GenerationParams` of the same call, and the backend
+ends it at its own limit or stop sequence and cuts its trace there. The token after the cut
+still gets its ``z_{T+1}``, so a row's values equal those of the same prompt generated alone
+(up to float rounding of a padded batch).
 
-Streams: a scored row's tokens reach its ``on_token`` from a capture listener
-(:class:`StreamListener`), with their energies; which rows are still running is read from a
-stop hook (:class:`RowsRunning`) that never stops anything. With scoring off (``stats=None``)
-the tokens come from a stop hook too (:class:`PlainStreamer`): no capture runs at all.
+Streams: on a backend that streams steps (transformers), a scored row's tokens reach its
+``on_token`` from a capture listener (:class:`StreamListener`) while it is generated, with
+their energies; which rows are still running is read from a stop hook (:class:`RowsRunning`)
+that never stops anything. With scoring off (``stats=None``) the tokens come from a stop hook
+too (:class:`PlainStreamer`): no capture runs at all. On a backend that does not (vLLM), each
+row's tokens are replayed, with the same values, once its call has returned.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spill_guard.backends.replay import replay_steps
 from spill_guard.capture.streaming import TokenStep
+from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard.stream import TextIncrements
 from spill_guard.models.params import GenerationParams
 from spill_guard.models.stops import cut_at_stop
+from spill_guard.serving.errors import OpenAIError
 
 
 @dataclass(frozen=True)
@@ -101,17 +106,24 @@ class RowsRunning:
         return None
 
 
-def generate_scored(
+async def generate_rows(
     model: Any,
     rows: Sequence[Row],
     sampling: Sampling,
     *,
-    stats: str,
+    stats: str | None,
     beta: float,
     early_stop: Any = None,
     final_step: str = "auto",
 ) -> list[RowOutcome]:
-    """Generate and score every row in one batched call (see the module docstring)."""
+    """Generate (and, unless ``stats`` is None, score) every row in one call of the async facade ``model``.
+
+    The server's one generation path, on any backend (see the module docstring). On a backend
+    that does not stream steps, a row's tokens reach its ``on_token`` once the answers are in,
+    replayed with the same values; with :attr:`~spill_guard.backends.base.Capabilities.per_row_sampling`
+    a seeded request's row ``i`` gets seed ``seed + i`` (one seed for all would give equal choices).
+    """
+    caps = model.capabilities
     loaded = model.loaded
     listeners: list[Any] = []
     hooks: list[Any] = []
@@ -120,30 +132,56 @@ def generate_scored(
         session = early_stop.session(len(rows), loaded.stop_token_ids)
         listeners.append(session.on_step)
         hooks.append(session)
-    if any(r.on_token for r in rows):
-        running = RowsRunning(len(rows))
-        hooks.append(running)
-        listeners.append(StreamListener(rows, model.tokenizer, beta, lambda: running.running))
-    answers = model.generate_params(
-        [r.prompt_ids for r in rows],
-        [sampling.params(r) for r in rows],
-        listeners=listeners,
-        stop_hooks=hooks,
-        stats=stats,
-        final_step=final_step,
-    )
+    streaming = any(r.on_token for r in rows)
+    if streaming and caps.streams_steps:
+        if stats is None:
+            hooks.append(PlainStreamer(rows, model.tokenizer))
+        else:
+            running = RowsRunning(len(rows))
+            hooks.append(running)
+            listeners.append(StreamListener(rows, model.tokenizer, beta, lambda: running.running))
+    offsets = range(len(rows)) if caps.per_row_sampling else [0] * len(rows)
+    try:
+        answers = await model.generate_params(
+            [r.prompt_ids for r in rows],
+            [sampling.params(r, seed_offset=i) for r, i in zip(rows, offsets)],
+            listeners=listeners,
+            stop_hooks=hooks,
+            stats=stats,
+            final_step=final_step,
+        )
+    except (InvalidParameterError, InvalidInputError) as exc:  # e.g. vLLM's UnsupportedSamplingError
+        raise OpenAIError(
+            400, f"the {model.backend.name} backend cannot score this request: {exc}", code="unsupported_parameter"
+        ) from exc
+    if streaming and not caps.streams_steps:
+        _replay(rows, answers, model, beta, stats)
     cut = session.cut([len(a.answer_ids) for a in answers]) if session is not None else [False] * len(rows)
     return [
         RowOutcome(
-            answer_ids=list(scored.answer_ids),
-            text=scored.answer,
-            stopped_on_eos=scored.stopped_on_eos,
-            stop_sequence=cut_at_stop(scored.answer, row.stops)[1],
+            answer_ids=list(answer.answer_ids),
+            text=answer.answer,
+            stopped_on_eos=answer.stopped_on_eos,
+            stop_sequence=cut_at_stop(answer.answer, row.stops)[1],
             early_stopped=early,
-            scored=scored,
+            scored=None if stats is None else answer,
         )
-        for row, scored, early in zip(rows, answers, cut)
+        for row, answer, early in zip(rows, answers, cut)
     ]
+
+
+def _replay(rows: Sequence[Row], answers: Sequence[Any], model: Any, beta: float, stats: str | None) -> None:
+    """Each row's stream from its finished answer, token by token (a backend that does not stream steps)."""
+    for row, answer in zip(rows, answers):
+        if row.on_token is None:
+            continue
+        if stats is None:
+            streamer = PlainStreamer([row], model.tokenizer)
+            for length, token in enumerate(answer.answer_ids, start=1):
+                streamer([int(token)], length)
+        else:
+            listener = StreamListener([row], model.tokenizer, beta, lambda: [True])
+            replay_steps([answer], [listener], model.loaded.pad_token_id)
 
 
 class StreamListener:
@@ -186,20 +224,3 @@ class PlainStreamer:
             if token is not None and row.on_token is not None:
                 row.on_token(StreamToken(length - 1, token, self.texts[i].push(token)))
         return None
-
-
-def generate_plain(model: Any, rows: Sequence[Row], sampling: Sampling) -> list[RowOutcome]:
-    """Scoring off: the backend's plain generation (``stats=None``), same batching and limits, no capture."""
-    hooks = [PlainStreamer(rows, model.tokenizer)] if any(r.on_token for r in rows) else []
-    answers = model.generate_params(
-        [r.prompt_ids for r in rows], [sampling.params(r) for r in rows], stop_hooks=hooks, stats=None
-    )
-    return [
-        RowOutcome(
-            answer_ids=list(a.answer_ids),
-            text=a.answer,
-            stopped_on_eos=a.stopped_on_eos,
-            stop_sequence=cut_at_stop(a.answer, row.stops)[1],
-        )
-        for row, a in zip(rows, answers)
-    ]

@@ -6,7 +6,8 @@ hands it to Ray through ``@serve.ingress()`` (late-bound: Ray calls
 model, so a replica only counts as running once it can answer, and each replica keeps its
 own dynamic batcher; Ray's proxy spreads requests across replicas. With ``backend="vllm"``
 each replica owns one vLLM ``AsyncLLM`` (its engine core a child process of the replica),
-whose continuous batching replaces the batcher.
+whose continuous batching the batcher hands each request to at once (capability
+``continuous_batching``).
 
 Entry points:
 

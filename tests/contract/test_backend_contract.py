@@ -35,6 +35,7 @@ from spill_guard.backends import (
     load_backend,
     require,
 )
+from spill_guard.errors import InvalidParameterError
 from spill_guard.models.params import GenerationParams
 from spill_guard.models.stops import cut_at_stop
 from spill_guard.spill_model import SpillModel
@@ -216,3 +217,32 @@ def test_teacher_forcing_where_declared(backend, reference, prompts):
     else:
         with pytest.raises(UnsupportedCapabilityError, match="teacher_forcing"):
             backend.score(prompts[:1], [answer_ids])
+
+
+def test_rows_of_one_call_sample_on_their_own_where_declared(backend, prompts):
+    """``per_row_sampling``: rows with their own seeds each equal their prompt sampled alone; else refused."""
+    seeded = [GenerationParams(max_new_tokens=8, temperature=0.9, seed=s) for s in (11, 12)]
+    if not backend.capabilities.per_row_sampling:
+        with pytest.raises(InvalidParameterError, match="seed"):
+            backend.generate(prompts[:2], seeded)
+        return
+    together = backend.generate(prompts[:2], seeded)
+    for prompt, params, answer in zip(prompts[:2], seeded, together):
+        [alone] = backend.generate([prompt], params)
+        assert answer.answer_ids == alone.answer_ids
+
+
+def test_the_async_view_generates_what_the_backend_generates(backend, prompts):
+    """``SpillModel.asynchronous()`` (the server's one generation path) returns the backend's own answers."""
+    import asyncio
+
+    model = SpillModel(backend)
+    view = model.asynchronous()
+    assert view.capabilities == backend.capabilities and view.backend.name == backend.name
+    assert view.synchronous().backend is backend  # the view of a view is the original
+    params = GenerationParams(max_new_tokens=6)
+    awaited = asyncio.run(view.generate_params(prompts[:2], params))
+    direct = backend.generate(prompts[:2], params)
+    assert [a.answer_ids for a in awaited] == [d.answer_ids for d in direct]
+    assert_equal_traces(awaited, direct, TOL[backend.name])
+    view.backend.executor.shutdown()  # the view's worker thread only: the backend stays open for the module

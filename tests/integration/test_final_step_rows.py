@@ -9,6 +9,8 @@ a teacher-forced pass over its prompt + answer.
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -67,13 +69,13 @@ def test_extra_step_runs_only_on_the_cut_row_and_equals_teacher_forcing(spill_mo
 
 def test_stream_listener_gets_the_cut_rows_last_delta(spill_model):
     """The server path (serving/generation.py): the cut row's streamed last Δ comes from the one-row step."""
-    from spill_guard.serving.generation import Row, Sampling, generate_scored
+    from spill_guard.serving.generation import Row, Sampling, generate_rows
 
     prompts = _prompts(spill_model)
     streamed: list[list] = [[] for _ in prompts]
     rows = [Row(prompt_ids=p, max_tokens=MAX_NEW, on_token=streamed[i].append) for i, p in enumerate(prompts)]
     with BatchSizes(spill_model.loaded.model) as seen:
-        outcomes = generate_scored(spill_model, rows, Sampling(), stats="energy", beta=1.0)
+        outcomes = asyncio.run(generate_rows(spill_model.asynchronous(), rows, Sampling(), stats="energy", beta=1.0))
     assert seen.sizes[-1] == 1 and seen.sizes[:-1] == [len(prompts)] * (len(seen.sizes) - 1)
     forced = spill_model.score_ids(prompts, [o.answer_ids for o in outcomes])
     for out, tokens, tf in zip(outcomes, streamed, forced):

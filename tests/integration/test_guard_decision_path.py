@@ -54,3 +54,18 @@ def test_hallucination_detected_carries_the_verdict_as_fields(spill_model):
 def test_guard_params_are_frozen_generation_params(spill_model):
     guard = SpillGuard(spill_model, threshold=0.0, max_new_tokens=7)
     assert guard.params == GenerationParams(max_new_tokens=7)
+
+
+def test_a_new_rule_takes_effect_on_the_next_answer(spill_model):
+    """``guard.rule`` is the judge's rule: replacing it (a recalibrated threshold) changes the next verdict."""
+    import dataclasses
+
+    from spill_guard.errors import InvalidParameterError
+
+    guard = SpillGuard(spill_model, threshold=100.0, max_new_tokens=6)
+    assert guard.ask("What is the capital of France?").action.value == "passed"
+    guard.rule = dataclasses.replace(guard.rule, threshold=-100.0)
+    assert guard.judge.rule is guard.rule and guard.threshold == -100.0
+    assert guard.ask("What is the capital of France?").action.value == "flagged"
+    with pytest.raises(InvalidParameterError, match="must be a RiskRule"):
+        guard.rule = 0.5

@@ -88,7 +88,14 @@ def test_require_names_the_capability_the_backend_and_the_need():
     with pytest.raises(InvalidParameterError, match="declares no capabilities"):
         require(object(), TEACHER_FORCING, "x")
     require(type("All", (), {"name": "all", "capabilities": Capabilities(True, True, True, True)})(), STOPS_EARLY, "x")
-    assert Capabilities.names() == ("streams_steps", "stops_early", "teacher_forcing", "top_alternatives")
+    assert Capabilities.names() == (
+        "streams_steps",
+        "stops_early",
+        "teacher_forcing",
+        "top_alternatives",
+        "per_row_sampling",
+        "continuous_batching",
+    )
 
 
 def test_row_params_one_shared_or_one_per_prompt():

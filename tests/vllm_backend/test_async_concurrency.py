@@ -53,9 +53,13 @@ def test_concurrent_requests_get_their_own_values(async_model, engine_loop, refe
     references = reference_model.score_ids([a.prompt_ids for a in answers], [a.answer_ids for a in answers])
     for question, answer, reference in zip(questions, answers, references):
         assert answer.prompt_ids == async_model.prompt_ids(question)
-        for field in ("token_energy", "marginal_energy", "spilled_energy"):
+        # E and F within the vLLM bar (1e-4); Δ = E - F, so its bound is the sum of theirs. 18 requests
+        # share vLLM's batches: on an AVX-512 machine one row's Δ differed by 1.08e-4 (its E and F within
+        # 1e-4), the same before and after the server's generation path changed (commit 9f52e32 and
+        # later). Cross-talk between requests would differ by whole units.
+        for field, bar in (("token_energy", 1e-4), ("marginal_energy", 1e-4), ("spilled_energy", 2e-4)):
             diff = np.abs(np.array(getattr(answer, field)) - np.array(getattr(reference, field)))
-            assert diff.max() <= 1e-4, (question, field, diff)
+            assert diff.max() <= bar, (question, field, diff)
     assert stats["holding"] == 0
 
 

@@ -6,7 +6,7 @@ prompt ids, the action, the risk score (within 1e-4), the answer shown, the orig
 every attempt (strategy, answer, score, prompt ids) and the review record.
 
 - library: ``SpillGuard`` on ``SpillModel.load(backend="vllm", instruction=None)`` (offline ``vllm.LLM``);
-- server: ``create_app(SpillGuard(guard_model(AsyncSpillModel.load(backend="vllm", instruction=None))))``
+- server: ``create_app(SpillGuard(AsyncSpillModel.load(backend="vllm", instruction=None).synchronous()))``
   on 127.0.0.1, driven by the openai SDK (DoorKit's ``server_target``).
 
 One vLLM engine is alive at a time: the library door runs every policy on one engine, which is
@@ -74,12 +74,11 @@ def library_results(tmp_path_factory):
 def serve(policy: str, log_path: str):
     """The server door's results under ``policy``, on an async engine of its own (closed after the server)."""
     from spill_guard import SpillGuard
-    from spill_guard.serving.vllm_generation import guard_model
     from spill_guard.spill_model import AsyncSpillModel
 
     async_model = AsyncSpillModel.load(backend="vllm", instruction=None, engine_options=ENGINE_OPTIONS)
     try:
-        facade = guard_model(async_model)
+        facade = async_model.synchronous()
 
         def target(server_policy, server_log):
             return SpillGuard(facade, threshold=THRESHOLD, policy=server_policy, log=server_log, max_new_tokens=MAX_NEW)

@@ -233,7 +233,7 @@ def test_a_disconnected_streaming_client_leaves_nothing_in_the_store(vllm_server
         time.sleep(0.5)
     else:
         raise AssertionError("the disconnected request was never logged")
-    async_model = vllm_server.state.engine.model.backend.async_model
+    async_model = vllm_server.state.engine.generator  # the async facade the server generates through
     assert store_stats(vllm_server)["holding"] == 0
     assert async_model.backend.engine.output_processor.get_num_unfinished_requests() == 0
 

@@ -40,6 +40,5 @@ def chat_ids(tokenizer: Any, question: str) -> list[int]:
 
 def store_stats(server: Any) -> dict[str, int]:
     """The vLLM capture store's counts, asked on the server's event loop (where its engine runs)."""
-    runner = server.state.batcher
-    model = server.state.engine.model.backend.async_model
-    return asyncio.run_coroutine_threadsafe(model.backend.store_stats(), runner._loop).result(60)
+    engine = server.state.engine
+    return asyncio.run_coroutine_threadsafe(engine.generator.backend.store_stats(), engine.loop).result(60)

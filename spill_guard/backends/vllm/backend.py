@@ -32,6 +32,7 @@ from spill_guard.backends.base import (
     require,
     row_params,
 )
+from spill_guard.backends.replay import replay_steps
 from spill_guard.backends.vllm.engine import (
     check_engine_config,
     cpu_kv_cache_options,
@@ -44,7 +45,6 @@ from spill_guard.backends.vllm.loop import CallSetup, Loop, answer_loop, run_asy
 from spill_guard.backends.vllm.params import VllmParams
 from spill_guard.backends.vllm.plan import Sampling
 from spill_guard.backends.vllm.reduce import Columns
-from spill_guard.backends.vllm.replay import replay_steps
 from spill_guard.capture.final_step import skip_ids_for
 from spill_guard.capture.step_stats import validate_betas
 from spill_guard.errors import InvalidParameterError
@@ -72,7 +72,9 @@ class _VllmCommon:
     """What the sync and async vLLM backends share: their facts, one call's loop, the replay."""
 
     name = NAME
-    capabilities = Capabilities()  # generation only: steps are replayed, rows cannot be stopped from outside
+    # Steps are replayed, rows cannot be stopped from outside; each row is a request of its own (own
+    # sampling and seed). The async engine also batches concurrent calls (AsyncVllmBackend).
+    capabilities = Capabilities(per_row_sampling=True)
 
     def _setup_backend(
         self, vllm_config: Any, loaded: VllmLoadedModel, beta: float, extra_betas: Sequence[float] | None
@@ -222,6 +224,8 @@ class VllmBackend(_VllmCommon):
 class AsyncVllmBackend(_VllmCommon):
     """The async backend contract on ``vllm.v1.engine.async_llm.AsyncLLM``: many calls in flight share
     vLLM's continuous batching (same results as :class:`VllmBackend`). Arguments as for it."""
+
+    capabilities = Capabilities(per_row_sampling=True, continuous_batching=True)
 
     def __init__(
         self, engine: Any, loaded: VllmLoadedModel, *, beta: float = 1.0, extra_betas: Sequence[float] | None = None
