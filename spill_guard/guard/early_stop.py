@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -107,3 +108,26 @@ class EarlyStopSession:
         """Per row, whether this early stop ended the answer: it stopped the row within the answer's
         length (a row another limit ended first may be "stopped" later, past its end; that is no cut)."""
         return [at is not None and at <= length for at, length in zip(self.stopped_at, answer_lengths)]
+
+
+class EarlyStopWatch:
+    """One ``generate`` call's early-stop wiring: what to add to its listeners and stop hooks, and
+    which answers it cut. Without an :class:`EarlyStop` it adds nothing and cuts nothing. The guard's
+    generation and the server's both build theirs here (one rule for "early stopped").
+    """
+
+    def __init__(self, early_stop: EarlyStop | None, batch_size: int, stop_token_ids: Sequence[int]):
+        self.session = None if early_stop is None else early_stop.session(batch_size, stop_token_ids)
+
+    @property
+    def listeners(self) -> list[Any]:
+        return [] if self.session is None else [self.session.on_step]
+
+    @property
+    def hooks(self) -> list[Any]:
+        return [] if self.session is None else [self.session]
+
+    def cut(self, answers: Sequence[Any]) -> list[bool]:
+        """Per answer (anything with ``answer_ids``), whether the early stop ended it."""
+        lengths = [len(a.answer_ids) for a in answers]
+        return [False] * len(lengths) if self.session is None else self.session.cut(lengths)

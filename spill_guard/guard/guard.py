@@ -18,7 +18,7 @@ from spill_guard.backends.base import STOPS_EARLY
 from spill_guard.capture.final_step import check_final_step_mode
 from spill_guard.capture.streaming import CAPTURE_STATS
 from spill_guard.errors import InvalidInputError, InvalidParameterError
-from spill_guard.guard.early_stop import EarlyStop
+from spill_guard.guard.early_stop import EarlyStop, EarlyStopWatch
 from spill_guard.guard.judge import Generated, Judge
 from spill_guard.guard.recording import ON_LOG_ERROR, LogEntry, VerdictLog
 from spill_guard.guard.risk_rule import RiskRule
@@ -430,23 +430,17 @@ class SpillGuard:
         stopping: Sequence[Any] = (),
         stats: str | None = None,
     ) -> list[Generated]:
-        session = None
-        hooks = list(stopping)
-        if self.early_stop is not None:
-            session = self.early_stop.session(len(prompts), self.model.loaded.stop_token_ids)
-            listeners = [*listeners, session.on_step]
-            hooks.append(session)
+        watch = EarlyStopWatch(self.early_stop, len(prompts), self.model.loaded.stop_token_ids)
         # final_step="auto": an answer span never includes a stop token without text, so its Δ is not computed.
         answers = self.model.generate_params(
             [p.ids for p in prompts],
             params,
-            listeners=listeners,
-            stop_hooks=hooks,
+            listeners=[*listeners, *watch.listeners],
+            stop_hooks=[*stopping, *watch.hooks],
             stats=stats or self.capture_stats,
             final_step=self.final_step,
         )
-        cut = session.cut([len(a.answer_ids) for a in answers]) if session else [False] * len(prompts)
-        return [Generated(answer, stopped) for answer, stopped in zip(answers, cut)]
+        return [Generated(answer, stopped) for answer, stopped in zip(answers, watch.cut(answers))]
 
     def _generate_one(self, prompt: Prompt, params: GenerationParams) -> Generated:
         """A retry's answer (the judge's ``generate``)."""

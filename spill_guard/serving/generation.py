@@ -24,6 +24,7 @@ from typing import Any
 from spill_guard.backends.replay import replay_steps
 from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidInputError, InvalidParameterError
+from spill_guard.guard.early_stop import EarlyStopWatch
 from spill_guard.guard.stream import TextIncrements
 from spill_guard.models.params import GenerationParams
 from spill_guard.models.stops import cut_at_stop
@@ -125,13 +126,8 @@ async def generate_rows(
     """
     caps = model.capabilities
     loaded = model.loaded
-    listeners: list[Any] = []
-    hooks: list[Any] = []
-    session = None
-    if early_stop is not None:
-        session = early_stop.session(len(rows), loaded.stop_token_ids)
-        listeners.append(session.on_step)
-        hooks.append(session)
+    watch = EarlyStopWatch(early_stop, len(rows), loaded.stop_token_ids)
+    listeners, hooks = watch.listeners, watch.hooks
     streaming = any(r.on_token for r in rows)
     if streaming and caps.streams_steps:
         if stats is None:
@@ -156,7 +152,7 @@ async def generate_rows(
         ) from exc
     if streaming and not caps.streams_steps:
         _replay(rows, answers, model, beta, stats)
-    cut = session.cut([len(a.answer_ids) for a in answers]) if session is not None else [False] * len(rows)
+    cut = watch.cut(answers)
     return [
         RowOutcome(
             answer_ids=list(answer.answer_ids),
