@@ -9,6 +9,7 @@ written as ``Infinity`` / ``-Infinity`` in the JSON).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -204,6 +205,14 @@ class Calibration(BaseModel):
             raise CalibrationMismatchError(message, mismatches=mismatches)
         warnings.warn(message, CalibrationMismatchWarning, stacklevel=2)
         return mismatches
+
+    @property
+    def version(self) -> str:
+        """This calibration's identity: ``"cal-"`` and 12 hex digits of the SHA-256 of its JSON. Equal
+        contents (a file and its copy) have the same version; any change (a refitted threshold) a new one.
+        Verdicts and review records name the version that judged them."""
+        digest = hashlib.sha256(self.model_dump_json().encode("utf-8")).hexdigest()
+        return f"cal-{digest[:12]}"
 
     # -- files ------------------------------------------------------------------------
     def to_json(self) -> str:

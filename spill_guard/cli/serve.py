@@ -96,6 +96,12 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         help="require 'Authorization: Bearer KEY' on every route but /healthz and /readyz "
         "(default: $SPILL_GUARD_API_KEY, else no key)",
     )
+    s.add_argument(
+        "--admin-key",
+        default=None,
+        help="enable PUT /admin/rule (roll out a new calibration or threshold without a restart), "
+        "authorised by the header 'X-Admin-Key: KEY' (default: $SPILL_GUARD_ADMIN_KEY, else off)",
+    )
     s.add_argument("--max-batch", type=int, default=8, help="most sequences per batched generate (default 8)")
     s.add_argument(
         "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with (default 10)"
@@ -110,7 +116,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(GuardConfig, ServerSettings)`` from parsed options: every check, and no model load."""
     from spill_guard.backends.options import parse_engine_options
-    from spill_guard.serving.config import GuardConfig, ServerSettings, resolve_api_key
+    from spill_guard.serving.config import ADMIN_KEY_ENV, GuardConfig, ServerSettings, resolve_api_key
 
     if args.beta != 1.0:
         raise InvalidParameterError("--beta is not supported by serve: the calibration fixes β; drop --beta.")
@@ -140,6 +146,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     require_engine(args.backend)  # before the server (or a Ray cluster) starts: the error names the extra to install
     settings = ServerSettings(
         api_key=resolve_api_key(args.api_key),
+        admin_key=resolve_api_key(args.admin_key, ADMIN_KEY_ENV),
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_tokens_limit=args.max_tokens_limit,

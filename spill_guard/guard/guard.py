@@ -124,25 +124,14 @@ class SpillGuard:
             self.model, threshold=threshold, calibration=calibration, spec=spec, locator=locator_name, override=override
         )
         self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(rule.locator)
-        self.judge = Judge(rule, self.locator, self.model.loaded.name)
-        where = "" if self.rule.source == "threshold" else f" (from {self.rule.source})"  # names a calibration file
-        for needs, beta in (
-            (f"the rule's spec {self.rule.spec.name}{where}", self.rule.spec.beta),
-            ("early_stop", early_stop.beta if early_stop else 1.0),
-        ):
-            if beta not in self.model.betas:  # else the first generation would fail half-way
-                raise InvalidParameterError(
-                    f"{needs} needs beta {beta}, which this SpillModel does not capture (betas "
-                    f"{list(self.model.betas)}); load it with extra_betas=({beta},)."
-                )
+        if early_stop is not None:
+            self._check_beta("early_stop", early_stop.beta)
         if capture_stats not in ("auto", *CAPTURE_STATS):
             raise InvalidParameterError(f"capture_stats must be 'auto', 'full' or 'energy', got {capture_stats!r}.")
-        needs_full = self.rule.spec.scorer in DISTRIBUTION_SCORERS
-        if capture_stats == "energy" and needs_full:
-            raise InvalidParameterError(
-                f"{self.rule.spec.name} needs entropy/JSD, which capture_stats='energy' skips; use 'auto' or 'full'."
-            )
+        needs_full = rule.spec.scorer in DISTRIBUTION_SCORERS
         self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
+        self._check_rule(rule)
+        self.judge = Judge(rule, self.locator, self.model.loaded.name)
         self.policy = policy if policy is not None else Flag()
         self.recorder = VerdictLog(log, log_all=log_all, on_log_error=on_log_error, metrics=metrics)
         self.max_new_tokens = max_new_tokens
@@ -161,9 +150,50 @@ class SpillGuard:
         if not isinstance(rule, RiskRule):
             raise InvalidParameterError(
                 f"a guard's rule must be a RiskRule, got {rule!r}; build one with "
-                "dataclasses.replace(guard.rule, threshold=...) or resolve_rule(...)."
+                "dataclasses.replace(guard.rule, threshold=...) or guard.recalibrate(...)."
             )
-        self.judge.rule = rule
+        self._check_rule(rule)
+        locator = self.locator if rule.locator == self.judge.rule.locator else make_locator(rule.locator)
+        # A new judge, swapped in one assignment: a decision under way keeps the judge it started with.
+        self.judge = Judge(rule, locator, self.model.loaded.name)
+        self.locator = locator
+
+    def recalibrate(self, *, calibration: Any = None, threshold: float | None = None) -> RiskRule:
+        """Judge every later answer by a new rule, from a calibration (a :class:`~spill_guard.calibration.Calibration`
+        or its file) or a fixed threshold, checked against this guard's model as at construction;
+        returns the rule it replaced. Decisions already under way finish on the old rule, and each
+        verdict names its rule's :attr:`~spill_guard.guard.risk_rule.RiskRule.version`."""
+        if (calibration is None) == (threshold is None):
+            raise InvalidParameterError("recalibrate takes a calibration or a threshold (one of them).")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
+            raise InvalidParameterError(f"threshold must be a number, got {threshold!r}.")
+        previous = self.rule
+        self.rule = resolve_rule(
+            self.model,
+            threshold=None if threshold is None else float(threshold),
+            calibration=calibration,
+            spec=previous.spec if threshold is not None else None,
+            locator=previous.locator if threshold is not None else None,
+            override=False,
+        )
+        return previous
+
+    def _check_beta(self, needs: str, beta: float) -> None:
+        if beta not in self.model.betas:  # else the first generation would fail half-way
+            raise InvalidParameterError(
+                f"{needs} needs beta {beta}, which this SpillModel does not capture (betas "
+                f"{list(self.model.betas)}); load it with extra_betas=({beta},)."
+            )
+
+    def _check_rule(self, rule: RiskRule) -> None:
+        """What a rule needs from this guard's capture: its spec's beta, and entropy/JSD where it reads them."""
+        where = "" if rule.source == "threshold" else f" (from {rule.source})"  # names a calibration file
+        self._check_beta(f"the rule's spec {rule.spec.name}{where}", rule.spec.beta)
+        if self.capture_stats == "energy" and rule.spec.scorer in DISTRIBUTION_SCORERS:
+            raise InvalidParameterError(
+                f"{rule.spec.name} needs entropy/JSD, which capture_stats='energy' skips; build the guard "
+                "with capture_stats='full' (or 'auto' when the rule it starts with needs them)."
+            )
 
     @property
     def threshold(self) -> float:

@@ -133,6 +133,7 @@ class Judge:
             flagged=chosen.flagged,
             score=chosen.risk,
             threshold=self.rule.threshold,
+            rule_version=self.rule.version,
             reason=chosen.reason,
             spec=self.rule.spec.name,
             locator=self.rule.locator,

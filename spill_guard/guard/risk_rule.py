@@ -7,7 +7,7 @@ fitted calibration file (which also fixes the spec, span locator and score direc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.specs import ScoreSpec
@@ -22,12 +22,30 @@ class RiskRule:
     threshold: float
     direction: int = 1
     source: str = "threshold"  # "threshold" or "calibration:<where it came from>"
+    #: Set by :func:`~spill_guard.guard.rule_from_calibration.resolve_rule`: the calibration's version
+    #: and the rule it fixed (spec, locator, threshold, direction); see :attr:`version`.
+    calibration: tuple[str, ScoreSpec, str, float, int] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.threshold, (int, float)) or math.isnan(self.threshold):
             raise InvalidParameterError(f"threshold must be a number, got {self.threshold!r}.")
         if self.direction not in (1, -1):
             raise InvalidParameterError(f"direction must be +1 or -1, got {self.direction!r}.")
+
+    @property
+    def version(self) -> str:
+        """Which rule this is, as verdicts and review records name it: the calibration's
+        :attr:`~spill_guard.calibration.Calibration.version` (``"cal-..."``) while the rule is the
+        one that calibration fixed, else ``"threshold:<value>"`` (a fixed threshold, or a
+        calibration's rule changed since, e.g. ``dataclasses.replace(rule, threshold=...)``)."""
+        if self.calibration is not None and self.calibration[1:] == (
+            self.spec,
+            self.locator,
+            self.threshold,
+            self.direction,
+        ):
+            return self.calibration[0]
+        return f"threshold:{float(self.threshold)!r}"
 
     def risk(self, raw_score: float) -> float:
         return self.direction * raw_score

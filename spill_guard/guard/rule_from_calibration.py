@@ -71,15 +71,19 @@ def resolve_rule(
         if not isinstance(given, (str, Path)):
             raise
         raise CalibrationMismatchError(f"{exc} (calibration file: {given})", mismatches=exc.mismatches) from None
-    chosen = (
-        wanted
-        if (override and wanted is not None)
-        else ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
-    )
+    fixed = ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
+    chosen = wanted if (override and wanted is not None) else fixed
     return RiskRule(
         chosen,
         (locator if override and locator else calibration.locator),
         float(calibration.threshold),
         int(calibration.direction),
         source,
+        calibration=(
+            calibration.version,
+            fixed,
+            calibration.locator,
+            float(calibration.threshold),
+            int(calibration.direction),
+        ),
     )

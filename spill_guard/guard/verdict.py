@@ -58,6 +58,9 @@ class Verdict(BaseModel):
     flagged: bool
     score: float | None = Field(description="risk score of original_answer, higher = riskier; None if unscorable")
     threshold: float
+    rule_version: str | None = Field(
+        default=None, description='the rule that judged it: a calibration version ("cal-...") or "threshold:<value>"'
+    )
     reason: str = Field(description="why the answer was or was not flagged, in words")
     spec: str
     locator: str

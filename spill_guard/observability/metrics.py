@@ -47,3 +47,14 @@ class GuardMetrics(VerdictMetrics):
             "spill_guard_batch_size", "sequences per batched generate call", buckets=BATCH_BUCKETS, registry=r
         )
         self.errors = prom.Counter("spill_guard_errors", "error responses, by OpenAI error code", ["type"], registry=r)
+        self.rule = prom.Gauge(
+            "spill_guard_rule_info",
+            "1 for the decision rule answers are judged by now: its version (a calibration's, or threshold:<value>)",
+            ["version"],
+            registry=r,
+        )
+
+    def active_rule(self, version: str) -> None:
+        """Mark ``version`` as the rule in force (the one labelled series at 1)."""
+        self.rule.clear()
+        self.rule.labels(version=version).set(1)

@@ -107,6 +107,9 @@ class ReviewRecord(BaseModel):
     flagged: bool
     score: float | None = Field(description="risk score of original_answer; None if undefined")
     threshold: float | None = None
+    rule_version: str | None = Field(
+        default=None, description='the rule that judged it: a calibration version ("cal-...") or "threshold:<value>"'
+    )
     spec: str = Field(description='score spec, e.g. "spilled_energy:mean"')
     locator: str = "full"
     span: dict[str, Any] | None = Field(default=None, description="start, end, text, token_start, token_end")
@@ -207,6 +210,7 @@ class ReviewRecord(BaseModel):
             flagged=verdict.flagged,
             score=verdict.score,
             threshold=verdict.threshold,
+            rule_version=getattr(verdict, "rule_version", None),
             spec=str(verdict.spec),
             locator=str(verdict.locator),
             span=span.model_dump(mode="json") if hasattr(span, "model_dump") else span,

@@ -64,14 +64,14 @@ class ServerState:
         self.load_failure: BaseException | None = None  # the exception itself
         self.started = time.time()
         if self.config is None:
-            self.engine.attach(*loaded_parts(source))
+            self._attach(source)
 
     def load(self) -> None:
         """Build the guard from the config (blocking; idempotent). Errors are kept for /readyz."""
         if self.engine.ready or self.config is None:
             return
         try:
-            self.engine.attach(*loaded_parts(self.config.build()))
+            self._attach(self.config.build())
             log.info("model %s loaded", self.engine.model_name)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -81,6 +81,11 @@ class ServerState:
             else:
                 log.exception("loading the model failed")
             raise
+
+    def _attach(self, built: Any) -> None:
+        self.engine.attach(*loaded_parts(built))
+        if self.engine.guard is not None:
+            self.metrics.active_rule(self.engine.guard.rule.version)
 
     def count_error(self, code: str) -> None:
         self.metrics.errors.labels(type=code).inc()
@@ -135,6 +140,7 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.responses import Response
 
+    from spill_guard.serving.admin import add_admin_routes
     from spill_guard.serving.routes_chat import add_chat_route
     from spill_guard.serving.routes_completions import add_completions_route
     from spill_guard.serving.security import ApiKeyMiddleware, BodySizeLimitMiddleware
@@ -195,6 +201,7 @@ def create_app(
 
     add_chat_route(app, state.engine, state.dispatcher)
     add_completions_route(app, state.engine, state.dispatcher)
+    add_admin_routes(app, state)
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=state.count_error)
     if settings.api_key:

@@ -16,6 +16,7 @@ from spill_guard.errors import InvalidParameterError
 
 POLICIES = ("flag", "abstain", "retry", "raise")
 API_KEY_ENV = "SPILL_GUARD_API_KEY"
+ADMIN_KEY_ENV = "SPILL_GUARD_ADMIN_KEY"
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,8 @@ class ServerSettings:
     """Limits and batching of one server. Defaults are safe for a loopback deployment."""
 
     api_key: str | None = field(default=None, repr=False)
+    #: Enables ``PUT /admin/rule`` (a new calibration or threshold at run time), sent as ``X-Admin-Key``.
+    admin_key: str | None = field(default=None, repr=False)
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_tokens_limit: int = 512
@@ -209,18 +212,25 @@ class ServerSettings:
                 f"default max tokens {self.default_max_tokens} exceeds max-tokens-limit {self.max_tokens_limit}; "
                 "raise the limit or lower the default."
             )
-        if self.api_key is not None and (not self.api_key.strip() or len(self.api_key) < 8):
+        for what, key in (("API key", self.api_key), ("admin key", self.admin_key)):
+            if key is not None and (not key.strip() or len(key) < 8):
+                raise InvalidParameterError(
+                    f"the {what} must be at least 8 characters; generate one, e.g. with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`."
+                )
+        if self.admin_key is not None and self.admin_key == self.api_key:
             raise InvalidParameterError(
-                "the API key must be at least 8 characters; generate one, e.g. with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`."
+                "the admin key must differ from the API key: every client holds the API key, "
+                "and the admin key changes the rule every client is judged by."
             )
 
 
-def resolve_api_key(cli_value: str | None) -> str | None:
-    """``--api-key`` wins; else the ``SPILL_GUARD_API_KEY`` environment variable; else no key."""
+def resolve_api_key(cli_value: str | None, env: str = API_KEY_ENV) -> str | None:
+    """The command-line value wins; else the environment variable ``env`` (default
+    ``SPILL_GUARD_API_KEY``); else no key."""
     if cli_value:
         return cli_value
-    return os.environ.get(API_KEY_ENV) or None
+    return os.environ.get(env) or None
 
 
 def loaded_parts(built: Any) -> tuple[Any, Any]:

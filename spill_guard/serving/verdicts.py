@@ -28,6 +28,7 @@ def verdict_object(verdict: Any, *, stop_sequence: str | None, token_scores: boo
         "flagged": verdict.flagged,
         "score": _finite(verdict.score),
         "threshold": verdict.threshold,
+        "rule_version": verdict.rule_version,
         "spec": verdict.spec,
         "locator": verdict.locator,
         "span": span,
