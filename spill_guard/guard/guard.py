@@ -168,14 +168,12 @@ class SpillGuard:
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
             raise InvalidParameterError(f"threshold must be a number, got {threshold!r}.")
         previous = self.rule
-        self.rule = resolve_rule(
-            self.model,
-            threshold=None if threshold is None else float(threshold),
-            calibration=calibration,
-            spec=previous.spec if threshold is not None else None,
-            locator=previous.locator if threshold is not None else None,
-            override=False,
-        )
+        if threshold is not None:  # the same score, span and orientation, another threshold (on the risk scale)
+            self.rule = RiskRule(previous.spec, previous.locator, float(threshold), previous.direction, "threshold")
+        else:
+            self.rule = resolve_rule(
+                self.model, threshold=None, calibration=calibration, spec=None, locator=None, override=False
+            )
         return previous
 
     def _check_beta(self, needs: str, beta: float) -> None:

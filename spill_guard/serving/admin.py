@@ -64,6 +64,8 @@ def add_admin_routes(app: Any, state: Any) -> None:
             raise OpenAIError(409, "this server runs with scoring off (--no-guard): it has no rule.", code="no_guard")
         return guard
 
+    swapping = asyncio.Lock()  # one roll-out at a time: the metric names the rule the last one put in force
+
     @app.get("/admin/rule")
     async def current_rule(request: Request) -> Any:
         return {"rule": rule_object(authorise(request).rule)}
@@ -72,12 +74,13 @@ def add_admin_routes(app: Any, state: Any) -> None:
     async def put_rule(request: Request) -> Any:
         guard = authorise(request)
         calibration, threshold = _parse(await request.body())
-        try:  # checking a calibration against the model may read its weights' fingerprint: off the event loop
-            previous = await asyncio.to_thread(guard.recalibrate, calibration=calibration, threshold=threshold)
-        except SpillGuardError as exc:
-            raise OpenAIError(400, f"the rule was not changed: {exc}", code=type(exc).__name__) from None
-        state.metrics.active_rule(guard.rule.version)
-        return {"rule": rule_object(guard.rule), "previous": rule_object(previous)}
+        async with swapping:
+            try:  # checking a calibration against the model may read its weights' fingerprint: off the event loop
+                previous = await asyncio.to_thread(guard.recalibrate, calibration=calibration, threshold=threshold)
+            except SpillGuardError as exc:
+                raise OpenAIError(400, f"the rule was not changed: {exc}", code=type(exc).__name__) from None
+            state.metrics.active_rule(guard.rule.version)
+            return {"rule": rule_object(guard.rule), "previous": rule_object(previous)}
 
 
 def _parse(body: bytes) -> tuple[Any, float | None]:

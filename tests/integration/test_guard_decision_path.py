@@ -69,3 +69,8 @@ def test_a_new_rule_takes_effect_on_the_next_answer(spill_model):
     assert guard.ask("What is the capital of France?").action.value == "flagged"
     with pytest.raises(InvalidParameterError, match="must be a RiskRule"):
         guard.rule = 0.5
+    guard.rule = dataclasses.replace(guard.rule, direction=-1)  # a rule oriented the other way ...
+    guard.recalibrate(threshold=3.0)  # ... keeps its orientation when only the threshold moves
+    assert (guard.rule.direction, guard.rule.threshold, guard.rule.version) == (-1, 3.0, "threshold:3.0")
+    with pytest.raises(InvalidParameterError, match="a calibration or a threshold"):
+        guard.recalibrate()
