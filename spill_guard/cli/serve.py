@@ -102,6 +102,14 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         help="enable PUT /admin/rule (roll out a new calibration or threshold without a restart), "
         "authorised by the header 'X-Admin-Key: KEY' (default: $SPILL_GUARD_ADMIN_KEY, else off)",
     )
+    s.add_argument(
+        "--watch-calibration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="re-read the --calibration file every SECONDS and roll it out when it changed (no restart; "
+        "on --ray every replica watches it)",
+    )
     s.add_argument("--max-batch", type=int, default=8, help="most sequences per batched generate (default 8)")
     s.add_argument(
         "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with (default 10)"
@@ -116,7 +124,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(GuardConfig, ServerSettings)`` from parsed options: every check, and no model load."""
     from spill_guard.backends.options import parse_engine_options
-    from spill_guard.serving.config import ADMIN_KEY_ENV, GuardConfig, ServerSettings, resolve_api_key
+    from spill_guard.serving.config import ADMIN_KEY_ENV, GuardConfig, ServerSettings, check_watch, resolve_api_key
 
     if args.beta != 1.0:
         raise InvalidParameterError("--beta is not supported by serve: the calibration fixes β; drop --beta.")
@@ -147,6 +155,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     settings = ServerSettings(
         api_key=resolve_api_key(args.api_key),
         admin_key=resolve_api_key(args.admin_key, ADMIN_KEY_ENV),
+        watch_calibration_s=args.watch_calibration,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_tokens_limit=args.max_tokens_limit,
@@ -154,6 +163,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
         max_body_bytes=args.max_body_bytes,
         max_n=args.max_n,
     )
+    check_watch(guard, settings)  # before any load, here and on every Ray replica
     return guard, settings
 
 

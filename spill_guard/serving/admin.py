@@ -8,7 +8,11 @@ it started with, and every later verdict (its ``rule_version``, its review recor
 one. ``GET /admin/rule`` says which rule is in force; ``/metrics`` shows it as
 ``spill_guard_rule_info{version="..."} 1``.
 
-Both need the header ``X-Admin-Key`` equal to :attr:`ServerSettings.admin_key
+With ``--watch-calibration SECONDS`` a server built from a calibration file re-reads that file
+when it changes and rolls it out the same way (:func:`watch_calibration`): on Ray Serve every
+replica watches the file, so one write reaches them all.
+
+Both routes need the header ``X-Admin-Key`` equal to :attr:`ServerSettings.admin_key
 <spill_guard.serving.config.ServerSettings>` (``--admin-key``); without one configured the
 routes answer 403. The swap is per process: on Ray Serve each replica holds its own guard.
 """
@@ -18,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
+import os
 from typing import Any
 
 from fastapi import Request  # the serve extra: this module is imported by create_app only
@@ -27,6 +33,7 @@ from spill_guard.errors import SpillGuardError
 from spill_guard.serving.errors import OpenAIError
 
 ADMIN_HEADER = "x-admin-key"
+log = logging.getLogger("spill_guard.serving")
 
 
 def rule_object(rule: Any) -> dict[str, Any]:
@@ -81,6 +88,47 @@ def add_admin_routes(app: Any, state: Any) -> None:
                 raise OpenAIError(400, f"the rule was not changed: {exc}", code=type(exc).__name__) from None
             state.metrics.active_rule(guard.rule.version)
             return {"rule": rule_object(guard.rule), "previous": rule_object(previous)}
+
+
+async def watch_calibration(state: Any, path: str, interval: float) -> None:
+    """Re-read the calibration file at ``path`` whenever it changes (checked every ``interval`` seconds)
+    and roll it out as ``PUT /admin/rule`` does. A file that cannot be used is reported in the server
+    log and the rule in force stays; the next change is tried again. Runs until cancelled.
+
+    Every replica of a Ray Serve deployment runs its own watcher on the same path, so a new file on
+    a path they share reaches all of them within ``interval``.
+    """
+    seen = _signature(path)
+    while True:
+        await asyncio.sleep(interval)
+        now = _signature(path)
+        if now == seen or now is None:
+            continue
+        seen = now
+        guard = state.engine.guard
+        if guard is None:
+            continue
+        try:
+            previous = await asyncio.to_thread(guard.recalibrate, calibration=path)
+        except SpillGuardError as exc:
+            log.error(
+                "the changed calibration file %s was not rolled out; the rule stays %s: %s",
+                path,
+                guard.rule.version,
+                exc,
+            )
+            continue
+        state.metrics.active_rule(guard.rule.version)
+        log.info("calibration file %s rolled out: rule %s replaces %s", path, guard.rule.version, previous.version)
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    """What tells a rewritten file from the one read before (a replaced file has another inode)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _parse(body: bytes) -> tuple[Any, float | None]:

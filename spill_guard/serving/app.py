@@ -21,7 +21,7 @@ from typing import Any
 from spill_guard.errors import SpillGuardError
 from spill_guard.observability.metrics import GuardMetrics
 from spill_guard.serving.batching import Batcher
-from spill_guard.serving.config import GuardConfig, ServerSettings, loaded_parts
+from spill_guard.serving.config import GuardConfig, ServerSettings, check_watch, loaded_parts
 from spill_guard.serving.dispatch import Dispatcher
 from spill_guard.serving.engine import Engine
 from spill_guard.serving.errors import OpenAIError, install_error_handlers
@@ -60,6 +60,7 @@ class ServerState:
         )
         self.dispatcher = Dispatcher(self.engine, self.batcher, self.metrics)
         self.config = source if isinstance(source, GuardConfig) else None
+        check_watch(self.config, settings)
         self.load_error: str | None = None  # what /readyz says after a failed load
         self.load_failure: BaseException | None = None  # the exception itself
         self.started = time.time()
@@ -140,7 +141,7 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.responses import Response
 
-    from spill_guard.serving.admin import add_admin_routes
+    from spill_guard.serving.admin import add_admin_routes, watch_calibration
     from spill_guard.serving.routes_chat import add_chat_route
     from spill_guard.serving.routes_completions import add_completions_route
     from spill_guard.serving.security import ApiKeyMiddleware, BodySizeLimitMiddleware
@@ -155,9 +156,16 @@ def create_app(
         if load_on_startup and not state.engine.ready and state.config is not None:
             loading = asyncio.get_running_loop().run_in_executor(None, state.load)
             loading.add_done_callback(lambda f: _loaded(f, on_load_error))
+        watching = None
+        if settings.watch_calibration_s is not None and state.config is not None and state.config.calibration:
+            watching = asyncio.get_running_loop().create_task(
+                watch_calibration(state, state.config.calibration, settings.watch_calibration_s)
+            )
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await state.batcher.stop()
             state.close()
 

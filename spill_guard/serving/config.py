@@ -199,6 +199,9 @@ class ServerSettings:
     default_max_tokens: int = 64
     max_body_bytes: int = 1_000_000
     max_n: int = 8
+    #: Re-read the ``GuardConfig``'s calibration file every this many seconds and roll it out when it
+    #: changed (``None``: never; see :func:`spill_guard.serving.admin.watch_calibration`).
+    watch_calibration_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_tokens_limit", "default_max_tokens", "max_body_bytes", "max_n"):
@@ -218,6 +221,13 @@ class ServerSettings:
                     f"the {what} must be at least 8 characters; generate one, e.g. with "
                     "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`."
                 )
+        watch = self.watch_calibration_s
+        if watch is not None and (
+            isinstance(watch, bool) or not isinstance(watch, (int, float)) or not 0.05 <= watch <= 3600
+        ):
+            raise InvalidParameterError(
+                f"watch-calibration must be a number of seconds between 0.05 and 3600, got {watch!r}."
+            )
         if self.admin_key is not None and self.admin_key == self.api_key:
             raise InvalidParameterError(
                 "the admin key must differ from the API key: every client holds the API key, "
@@ -231,6 +241,16 @@ def resolve_api_key(cli_value: str | None, env: str = API_KEY_ENV) -> str | None
     if cli_value:
         return cli_value
     return os.environ.get(env) or None
+
+
+def check_watch(config: GuardConfig | None, settings: ServerSettings) -> None:
+    """``watch_calibration_s`` needs a calibration file to watch: a server built from a GuardConfig with one."""
+    if settings.watch_calibration_s is not None and (config is None or config.calibration is None):
+        raise InvalidParameterError(
+            "watch_calibration_s (--watch-calibration) watches the server's calibration file: build the "
+            "server from GuardConfig(calibration=FILE) (--calibration FILE), or roll out new rules with "
+            "PUT /admin/rule (--admin-key)."
+        )
 
 
 def loaded_parts(built: Any) -> tuple[Any, Any]:

@@ -153,3 +153,58 @@ def test_admin_and_api_keys_must_differ_and_be_long_enough():
         ServerSettings(admin_key="short")
     with pytest.raises(InvalidParameterError, match="must differ from the API key"):
         ServerSettings(api_key=ADMIN, admin_key=ADMIN)
+
+
+def _wait(predicate, timeout=120.0, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def test_a_watched_calibration_file_rolls_out_when_it_changes(calibrations, tmp_path):
+    """``--watch-calibration``: a rewritten file is rolled out; a broken one is refused and the rule stays."""
+    from spill_guard.serving import GuardConfig, ServerSettings, create_app
+
+    a, b = calibrations
+    path = tmp_path / "calibration.json"
+    a.save(path)
+    config = GuardConfig(device="cpu", calibration=str(path), log=str(tmp_path / "review.jsonl"))
+    with running(create_app(config, ServerSettings(max_wait_ms=5, watch_calibration_s=0.1))) as server:
+        _wait(lambda: httpx.get(server.url + "/readyz", timeout=30).status_code == 200)
+        with httpx.Client(timeout=120) as client:
+
+            def version() -> str:
+                status, verdict = ask(client, server.url)
+                assert status == 200, verdict
+                return verdict["rule_version"]
+
+            assert version() == a.version
+            b.save(path)  # atomic replace, as `spill-guard calibrate -o` writes it
+            _wait(lambda: version() == b.version, timeout=60)
+            broken = tmp_path / "broken.json"
+            broken.write_text('{"schema_version": 1, "threshold": ', encoding="utf-8")
+            broken.replace(path)
+            time.sleep(1.0)  # ten polls
+            assert version() == b.version  # refused (logged), the rule in force stays
+            a.save(path)
+            _wait(lambda: version() == a.version, timeout=60)  # the next good file is taken again
+            metrics = httpx.get(server.url + "/metrics", timeout=30).text
+    assert metric_value(metrics, "spill_guard_rule_info", version=a.version) == 1
+
+
+def test_watching_needs_a_calibration_file_and_a_sane_interval(spill_model):
+    from spill_guard import SpillGuard
+    from spill_guard.errors import InvalidParameterError
+    from spill_guard.serving import GuardConfig, ServerSettings, create_app
+
+    with pytest.raises(InvalidParameterError, match="watches the server's calibration file"):
+        create_app(SpillGuard(spill_model), ServerSettings(watch_calibration_s=1.0))
+    with pytest.raises(InvalidParameterError, match="watches the server's calibration file"):
+        create_app(GuardConfig(threshold=0.5), ServerSettings(watch_calibration_s=1.0))
+    for bad in (0, -1, True, "2", 7200):
+        with pytest.raises(InvalidParameterError, match="between 0.05 and 3600"):
+            ServerSettings(watch_calibration_s=bad)

@@ -19,6 +19,10 @@ import pytest
     (["--default-max-tokens", "600"], "exceeds max-tokens-limit"),
     (["--port", "70000"], "--port must be between"),
     (["--redact"], "--redact applies to the review log"),
+    (["--admin-key", "short"], "admin key must be at least 8 characters"),
+    (["--api-key", "same-key-0123", "--admin-key", "same-key-0123"], "must differ from the API key"),
+    (["--watch-calibration", "5"], "watches the server's calibration file"),
+    (["--watch-calibration", "0"], "between 0.05 and 3600"),
 ])
 def test_bad_arguments_exit_2_before_loading(argv, says, capsys, monkeypatch):
     from spill_guard.cli.main import main
