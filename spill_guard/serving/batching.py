@@ -13,8 +13,8 @@ The key is chosen by the caller: all greedy requests share one; sampled ones sha
 (temperature, top_p); a seeded request gets a key of its own, because the random numbers a
 row draws depend on the batch it is in, and a seed must give the same answer every time.
 
-After the generate, each job's finish runs in a finish thread, in its request's context. A :class:`StagedFinish`
-runs in two steps around one shared write: every job's ``decide`` (the guard's decisions,
+After the generate, each job's finish runs in a finish thread, in its request's context. A
+:class:`StagedFinish` runs in two steps around one shared write: every job's ``decide`` (the guard's decisions,
 returning the review-log entries), then one ``write`` of all the batch's entries (one fsync
 or transaction for the batch), then every job's ``complete`` with its entries' outcomes. A
 job's future is resolved only after that write returned: a response never leaves before its
@@ -42,9 +42,8 @@ class StagedFinish(abc.ABC):
     """A job's finish in two steps around the batch's one review-log write (see the module docstring).
 
     Called as a plain function (``finish(outcomes)``), it runs both steps around its own
-    :meth:`write`. The finishes
-    submitted to one :class:`Batcher` write to the same log (one server's engine): the
-    batch's write goes through the first staged job's :meth:`write`.
+    :meth:`write`. The finishes submitted to one :class:`Batcher` write to the same log (one
+    server's engine): the batch's write goes through the first staged job's :meth:`write`.
     """
 
     @abc.abstractmethod
