@@ -7,6 +7,7 @@ produced non-finite logits on the answer.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from spill_guard.errors import NonFiniteLogitsError, SpillGuardError
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError:  # the reader went away (`spill-guard review list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except NonFiniteLogitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -97,6 +97,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--labelled-only", action="store_true", help="only records with a human label")
     export.set_defaults(run=_reporting_skips(run_export))
 
+    health = commands.add_parser(
+        "health", parents=[log_option], help="does the threshold still hold on the labels gathered so far?"
+    )
+    rule = health.add_mutually_exclusive_group()
+    rule.add_argument("--calibration", default=None, metavar="FILE", help="measure this calibration's rule")
+    rule.add_argument("--threshold", type=float, default=None, help="measure this threshold (risk scale)")
+    health.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="false-flag rate to hold (default: the calibration's target, where it has one)",
+    )
+    health.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    health.set_defaults(run=_reporting_skips(run_health))
+
     report = commands.add_parser("html", parents=[log_option], help="write a self-contained HTML report")
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
     report.add_argument("--flagged", action="store_true", help="only flagged records")
@@ -315,4 +330,76 @@ def run_html(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _cannot_write(args.output, exc) from exc
     print(f"wrote {len(records)} record(s) to {printable(str(path))}", file=sys.stderr)
+    return 0
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """The rule (a calibration's, a threshold, else the one that judged the newest record) on the log's labels."""
+    from spill_guard.calibration import Calibration
+    from spill_guard.calibration.health import threshold_health
+    from spill_guard.calibration.packaged import packaged_calibrations
+    from spill_guard.guard.risk_rule import RiskRule
+    from spill_guard.scoring.specs import ScoreSpec
+
+    with open_existing_log(args) as log:
+        location = log.location
+        records = log.records()
+    target = args.target
+    newest = max(records, key=lambda r: r.created_at) if records else None
+    calibration = None
+    if args.calibration is not None:
+        calibration = Calibration.load(args.calibration)
+        where = f"calibration {printable(args.calibration)}"
+    elif args.threshold is None and newest is not None:  # a packaged calibration is known by its version
+        calibration = next((c for c in packaged_calibrations() if c.version == newest.rule_version), None)
+        where = f"the packaged calibration that judged the newest record ({newest.short_id})"
+    if calibration is not None:
+        fixed = ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
+        values = (calibration.version, fixed, calibration.locator, calibration.threshold, calibration.direction)
+        rule = RiskRule(
+            fixed, calibration.locator, calibration.threshold, calibration.direction, "calibration", calibration=values
+        )
+        target = calibration.target if target is None else target
+    else:
+        if newest is None:
+            raise ReviewLogError(f"review log {printable(location)} has no records; pass --calibration or --threshold.")
+        threshold = newest.threshold if args.threshold is None else args.threshold
+        if threshold is None:
+            raise ReviewLogError("the newest record names no threshold; pass --calibration FILE or --threshold X.")
+        rule = RiskRule(ScoreSpec.parse(newest.spec), newest.locator, float(threshold))
+        where = (
+            "--threshold"
+            if args.threshold is not None
+            else f"the threshold, spec and span of the newest record ({newest.short_id}), risk = score"
+        )
+    health = threshold_health(location, rule, target=target)
+    if args.json:
+        print(json.dumps({"rule_source": where, **health.to_json()}, indent=1))
+        return 0
+    print(
+        f"rule {health.rule_version}: {health.spec} on {health.locator} spans, flag when risk > {health.threshold:g}"
+        f" ({where})"
+    )
+    print(f"labelled records scored: {health.labelled} ({health.incorrect} incorrect, {health.correct} correct)")
+    for reason in health.skipped:
+        print(f"  skipped: {printable(reason)}")
+    if health.metrics is None:
+        print("AUROC: needs both correct and incorrect labels")
+    else:
+        low, high = health.metrics.auroc_ci
+        print(
+            f"AUROC {health.metrics.auroc:.3f} (95 % bootstrap CI {low:.3f} to {high:.3f}); recall "
+            f"{health.metrics.recall:.3f}, F1 {health.metrics.f1:.3f}, flagged {health.metrics.abstention_rate:.1%}"
+        )
+    low, high = health.false_flag_ci
+    rate = health.false_flags / health.correct if health.correct else 0.0
+    line = (
+        f"false flags: {health.false_flags} of {health.correct} correct answers = {rate:.1%} "
+        f"(Wilson 95 % CI {low:.1%} to {high:.1%})"
+    )
+    if health.target is not None:
+        line += f"; target {health.target:.1%}: " + ("holds" if health.holds else "does NOT hold (recalibrate)")
+    print(line)
+    for day in health.by_day:
+        print(f"  {day.day}: {day.flagged} of {day.records} records flagged ({day.flag_rate:.1%})")
     return 0

@@ -106,3 +106,40 @@ def test_a_log_with_nothing_usable_says_why_per_record(labelled_log, tmp_path):
     proc = cli("calibrate", "--from-log", str(log_path), "-o", str(tmp_path / "c.json"))
     assert proc.returncode == 2
     assert f"record {rec.short_id}: no trace stored" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_review_health_gives_the_calibrations_numbers_on_the_same_labels(labelled_log, spill_model, tmp_path):
+    """``spill-guard review health`` (and ``threshold_health``) measure a rule on the log's labels with the
+    calibration's own functions: on the labels a calibration was fitted on, its recorded numbers come back."""
+    import json
+
+    from spill_guard.calibration.health import threshold_health
+    from spill_guard.calibration.validation import binomial_ci
+    from spill_guard.guard.rule_from_calibration import resolve_rule
+
+    path, labels, _ = labelled_log
+    out = tmp_path / "cal.json"
+    proc = cli("calibrate", "--from-log", str(path), "-o", str(out), "--strategy", "false-flag", "--target", "0.2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cal = Calibration.load(out)
+
+    rule = resolve_rule(spill_model, threshold=None, calibration=cal, spec=None, locator=None, override=False)
+    health = threshold_health(path, rule, target=cal.target)
+    assert health.rule_version == cal.version and health.labelled == cal.sample.n
+    assert health.metrics == cal.metrics  # AUROC, its bootstrap CI, false-flag rate, recall, F1, ...
+    assert health.false_flags == round(cal.metrics.false_flag_rate * health.correct)
+    assert health.false_flag_ci == binomial_ci(health.false_flags, health.correct)
+    assert health.holds == (health.false_flag_ci[0] <= 0.2)
+    assert sum(d.records for d in health.by_day) == len(labels)
+
+    shown = cli("review", "health", "--log", str(path), "--calibration", str(out), "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    printed = json.loads(shown.stdout)
+    assert printed["metrics"]["auroc"] == cal.metrics.auroc and printed["rule_version"] == cal.version
+    assert printed["false_flags"] == health.false_flags and printed["holds"] == health.holds
+    text = cli("review", "health", "--log", str(path))  # the rule that judged the newest record: the packaged one
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "AUROC" in text.stdout and "false flags:" in text.stdout
+    assert "the packaged calibration that judged the newest record" in text.stdout
+    missing = cli("review", "health", "--log", str(tmp_path / "none.jsonl"))
+    assert missing.returncode != 0 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
