@@ -354,11 +354,7 @@ def run_health(args: argparse.Namespace) -> int:
         calibration = next((c for c in packaged_calibrations() if c.version == newest.rule_version), None)
         where = f"the packaged calibration that judged the newest record ({newest.short_id})"
     if calibration is not None:
-        fixed = ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
-        values = (calibration.version, fixed, calibration.locator, calibration.threshold, calibration.direction)
-        rule = RiskRule(
-            fixed, calibration.locator, calibration.threshold, calibration.direction, "calibration", calibration=values
-        )
+        rule = RiskRule.of_calibration(calibration, "calibration")
         target = calibration.target if target is None else target
     else:
         if newest is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.specs import ScoreSpec
@@ -31,6 +32,23 @@ class RiskRule:
             raise InvalidParameterError(f"threshold must be a number, got {self.threshold!r}.")
         if self.direction not in (1, -1):
             raise InvalidParameterError(f"direction must be +1 or -1, got {self.direction!r}.")
+
+    @classmethod
+    def of_calibration(
+        cls, calibration: Any, source: str, *, spec: ScoreSpec | None = None, locator: str | None = None
+    ) -> RiskRule:
+        """The rule a :class:`~spill_guard.calibration.Calibration` fixes (its :attr:`version` is the
+        calibration's); ``spec`` / ``locator`` replace its own (an override: the version then says so)."""
+        fixed = ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
+        threshold, direction = float(calibration.threshold), int(calibration.direction)
+        return cls(
+            spec or fixed,
+            locator or calibration.locator,
+            threshold,
+            direction,
+            source,
+            calibration=(calibration.version, fixed, calibration.locator, threshold, direction),
+        )
 
     @property
     def version(self) -> str:

@@ -71,19 +71,9 @@ def resolve_rule(
         if not isinstance(given, (str, Path)):
             raise
         raise CalibrationMismatchError(f"{exc} (calibration file: {given})", mismatches=exc.mismatches) from None
-    fixed = ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
-    chosen = wanted if (override and wanted is not None) else fixed
-    return RiskRule(
-        chosen,
-        (locator if override and locator else calibration.locator),
-        float(calibration.threshold),
-        int(calibration.direction),
+    return RiskRule.of_calibration(
+        calibration,
         source,
-        calibration=(
-            calibration.version,
-            fixed,
-            calibration.locator,
-            float(calibration.threshold),
-            int(calibration.direction),
-        ),
+        spec=wanted if override else None,
+        locator=locator if override else None,
     )

@@ -182,11 +182,8 @@ class VllmBackend(_VllmCommon):
         ``device`` is chosen by the vLLM build (CPU build: cpu; CUDA build: the GPU).
         """
         vllm = require_vllm()
-        _check_device(device)
-        betas = validate_betas((beta, *extra_betas))
-        loaded = load_model_info(name_or_path, dtype=dtype, max_model_len=(engine_options or {}).get("max_model_len"))
-        opts = default_engine_options(engine_options, loaded)
-        llm = vllm.LLM(**engine_kwargs(loaded.source, betas=betas, dtype=vllm_dtype(loaded.dtype), **opts))
+        loaded, kwargs = _engine_request(name_or_path, device, dtype, beta, extra_betas, engine_options)
+        llm = vllm.LLM(**kwargs)
         loaded.max_model_len = int(llm.llm_engine.vllm_config.model_config.max_model_len)
         return cls(llm, loaded, beta=beta, extra_betas=extra_betas)
 
@@ -246,16 +243,11 @@ class AsyncVllmBackend(_VllmCommon):
     ) -> AsyncVllmBackend:
         """A new ``AsyncLLM`` with capture enabled; the registry's async loader for ``"vllm"``."""
         require_vllm()
-        _check_device(device)
+        loaded, kwargs = _engine_request(name_or_path, device, dtype, beta, extra_betas, engine_options)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        betas = validate_betas((beta, *extra_betas))
-        loaded = load_model_info(name_or_path, dtype=dtype, max_model_len=(engine_options or {}).get("max_model_len"))
-        opts = default_engine_options(engine_options, loaded)
-        engine = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**engine_kwargs(loaded.source, betas=betas, dtype=vllm_dtype(loaded.dtype), **opts))
-        )
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         loaded.max_model_len = int(engine.vllm_config.model_config.max_model_len)
         return cls(engine, loaded, beta=beta, extra_betas=extra_betas)
 
@@ -286,6 +278,22 @@ class AsyncVllmBackend(_VllmCommon):
 
     def close(self) -> None:
         self.engine.shutdown()
+
+
+def _engine_request(
+    name_or_path: str | None,
+    device: str,
+    dtype: str,
+    beta: float,
+    extra_betas: Sequence[float],
+    engine_options: Mapping[str, Any] | None,
+) -> tuple[VllmLoadedModel, dict[str, Any]]:
+    """What both loaders check and build: the model's facts and the engine's arguments, capture enabled."""
+    _check_device(device)
+    betas = validate_betas((beta, *extra_betas))
+    loaded = load_model_info(name_or_path, dtype=dtype, max_model_len=(engine_options or {}).get("max_model_len"))
+    opts = default_engine_options(engine_options, loaded)
+    return loaded, engine_kwargs(loaded.source, betas=betas, dtype=vllm_dtype(loaded.dtype), **opts)
 
 
 def _check_device(device: str) -> None:
