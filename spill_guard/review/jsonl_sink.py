@@ -1,7 +1,9 @@
 """Append-only JSONL review log, safe with many threads and processes writing at once.
 
 Layout: one JSON object per line. A record line is a :class:`ReviewRecord` as JSON; a label
-is a separate line ``{"event": "label", "id": ..., "label": ..., "note": ..., "labelled_at": ...}``.
+is a separate line ``{"event": "label", "id": ..., "label": ..., "note": ..., "labelled_at": ...,
+"reviewer": ..., "corrected_answer": ...}`` (the last two are absent in lines written before
+they existed). Every label line is kept: they are the label history.
 Earlier lines are never rewritten, so a reader or a crash can only ever see a prefix of the
 history plus, at worst, one torn last line.
 
@@ -24,23 +26,28 @@ Why each write is safe:
   :class:`ReviewLogWriteError`.
 
 Readers take the lock only to learn the current size, then parse that many bytes without
-blocking writers. A line that is not a record or a well-formed label event (torn, not JSON,
-JSON of another shape) is skipped with a :class:`ReviewLogWarning` naming its line number,
-and reading goes on.
+blocking writers (:meth:`JsonlSink.changes` parses only the bytes after its cursor). A line
+that is not a record or a well-formed label event (torn, not JSON, JSON of another shape) is
+skipped with a :class:`ReviewLogWarning` naming its line number, and reading goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import os
 import threading
 import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
 from spill_guard.review.base import Redactor, ReviewSink
+from spill_guard.review.changes import LogChanges, RecordSummary
 from spill_guard.review.errors import NotAReviewLogError, ReviewLogError, ReviewLogWriteError
 from spill_guard.review.io_errors import read_error, write_error
 from spill_guard.review.jsontext import dumps_line, loads_strict
@@ -68,6 +75,38 @@ def _write_all(fd: int, payload: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _digest(line: bytes) -> bytes:
+    return hashlib.blake2b(line, digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class _JsonlCursor:
+    """Where :meth:`JsonlSink.changes` stopped reading a file.
+
+    ``device``/``inode`` name the file (``None``: there was no log); ``offset`` is the end of the
+    last complete line read, ``lineno`` the number of lines before it (for warnings), and
+    ``last_line`` the start and digest of the line that ends at ``offset``, to notice a file that
+    was truncated and written again. ``first_seen`` maps each record id to the offset of its first
+    record line, so a label event of an id with no record line before it is skipped as
+    :meth:`JsonlSink.records` skips it. It is shared by the cursors of one chain of calls and only
+    grows (an id's first offset never changes in a file that is only appended to), so a call costs
+    the lines it reads, not a copy of every id.
+    """
+
+    device: int | None
+    inode: int | None
+    offset: int
+    lineno: int
+    last_line: tuple[int, bytes]
+    first_seen: dict[str, int] = field(compare=False, repr=False)
+
+    @classmethod
+    def at_start(cls, stat: os.stat_result | None) -> _JsonlCursor:
+        if stat is None:
+            return cls(None, None, 0, 0, (0, b""), {})
+        return cls(stat.st_dev, stat.st_ino, 0, 0, (0, b""), {})
 
 
 class JsonlSink(ReviewSink):
@@ -165,14 +204,14 @@ class JsonlSink(ReviewSink):
     def _append_many(self, records: list[ReviewRecord]) -> list[Exception | None]:
         return self._commit_encoded(records, self._record_line, self._record_lines)
 
-    def _append_label(self, record_id: str, label: str, note: str | None, labelled_at: str) -> None:
-        event = {"event": LABEL_EVENT, "id": record_id, "label": label, "note": note, "labelled_at": labelled_at}
+    def _append_label(self, event: LabelEvent) -> None:
         try:
-            line = dumps_line(event)
+            line = dumps_line({"event": LABEL_EVENT, **event.model_dump()})
         except (ValueError, TypeError, RecursionError) as exc:
             raise write_error(self.path, exc, what="label") from exc
         self._append_lines([line], "label")
 
+    # -- reading ------------------------------------------------------------------------
     def _stable_size(self, f: Any) -> int:
         """File size at a moment when no writer is mid-line (writers hold the lock per line)."""
         fcntl.flock(f.fileno(), fcntl.LOCK_SH)
@@ -181,71 +220,151 @@ class JsonlSink(ReviewSink):
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    def records(self) -> list[ReviewRecord]:
-        """Replay the log: records in write order, labels applied in order (latest wins)."""
-        by_id: dict[str, ReviewRecord] = {}
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[tuple[BinaryIO, os.stat_result, int] | None]:
+        """The open log, its ``stat`` and the size to read up to (``None``: no log yet); an OS
+        failure while reading it (here or in the block) is a ReviewLogReadError."""
         try:
-            f = open(self.path, "rb")
+            f: BinaryIO | None = open(self.path, "rb")
         except FileNotFoundError:
-            return []
+            f = None
         except OSError as exc:
             raise read_error(self.path, exc) from exc
-        report = SkipReport(self.path)
+        if f is None:
+            yield None
+            return
         with f:
             try:
                 size = self._stable_size(f)
                 self._refuse_sqlite(os.pread(f.fileno(), len(SQLITE_HEADER), 0))
-                consumed = 0
-                for lineno, raw in enumerate(f, start=1):
-                    if consumed >= size:
-                        break  # appended after we measured: not part of this snapshot
-                    raw = raw[: size - consumed]
-                    consumed += len(raw)
-                    self._apply_line(by_id, raw, lineno, report)
+                yield f, os.fstat(f.fileno()), size
             except ReviewLogError:
                 raise
             except OSError as exc:
                 raise read_error(self.path, exc) from exc
+
+    @staticmethod
+    def _lines(f: BinaryIO, offset: int, size: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, line)`` of each line from ``offset`` that starts before ``size``, cut at ``size``:
+        bytes appended after the size was measured are not part of this read. The last line may
+        lack its newline (torn by a killed writer)."""
+        f.seek(offset)
+        for raw in f:
+            if offset >= size:
+                break
+            raw = raw[: size - offset]
+            yield offset, raw
+            offset += len(raw)
+
+    def records(self) -> list[ReviewRecord]:
+        """Replay the log: records in write order, labels applied in order (latest wins)."""
+        by_id: dict[str, ReviewRecord] = {}
+        report = SkipReport(self.path)
+        with self._snapshot() as snapshot:
+            if snapshot is None:
+                return []
+            f, _, size = snapshot
+            for lineno, (_, raw) in enumerate(self._lines(f, 0, size), start=1):
+                item = self._parsed(raw, lineno, report)
+                if isinstance(item, ReviewRecord):
+                    by_id.pop(item.id, None)  # a rewrite of an id replaces it and moves it to the end
+                    by_id[item.id] = item
+                elif item is not None:
+                    record = by_id.get(item.id)
+                    if record is None:
+                        self._unknown_label(item, lineno, report)
+                    else:
+                        by_id[record.id] = record.with_event(item)
         report.finish()
         return list(by_id.values())
 
-    def _apply_line(self, by_id: dict[str, ReviewRecord], raw: bytes, lineno: int, report: SkipReport) -> None:
+    def changes(self, cursor: object | None = None) -> LogChanges:
+        """What was appended since ``cursor``: only the bytes after it are read.
+
+        The cursor holds the file's device and inode, the end of the last complete line read and
+        a digest of that line: a log replaced by another file (another inode), truncated, or
+        truncated and written again (the line before the cursor differs) answers with
+        ``reset=True``. A last line without its newline (a writer is mid-line, or was killed) is
+        not consumed: a later call reads it once it is complete. A line that is not a record or
+        a label event is skipped with the warning :meth:`records` gives, once.
+        """
+        since = cursor if isinstance(cursor, _JsonlCursor) else None
+        report = SkipReport(self.path)
+        with self._snapshot() as snapshot:
+            if snapshot is None:  # no log: nothing new, unless there was a log before
+                return LogChanges([], [], _JsonlCursor.at_start(None), reset=since is None or since.inode is not None)
+            f, stat, size = snapshot
+            if since is not None and since.inode is None:
+                start, reset = _JsonlCursor.at_start(stat), False  # the log was created since: all of it is new
+            elif since is not None and self._continues(f, stat, size, since):
+                start, reset = since, False
+            else:
+                start, reset = _JsonlCursor.at_start(stat), True
+            summaries: dict[str, RecordSummary] = {}
+            labels: list[LabelEvent] = []
+            end, lineno, last_line, first_seen = start.offset, start.lineno, start.last_line, start.first_seen
+            for offset, raw in self._lines(f, start.offset, size):
+                if not raw.endswith(b"\n"):
+                    break  # torn or still being written: read it once it is complete
+                lineno += 1
+                item = self._parsed(raw, lineno, report)
+                if isinstance(item, ReviewRecord):
+                    first_seen.setdefault(item.id, offset)
+                    summaries.pop(item.id, None)
+                    summaries[item.id] = RecordSummary.of(item)
+                elif item is not None:
+                    if first_seen.get(item.id, offset) >= offset:  # no record line of that id before this one
+                        self._unknown_label(item, lineno, report)
+                    else:
+                        labels.append(item)
+                        if item.id in summaries:
+                            summaries[item.id] = summaries[item.id].with_event(item)
+                end, last_line = offset + len(raw), (offset, _digest(raw))
+        report.finish()
+        after = _JsonlCursor(stat.st_dev, stat.st_ino, end, lineno, last_line, first_seen)
+        return LogChanges(list(summaries.values()), labels, after, reset)
+
+    @staticmethod
+    def _continues(f: BinaryIO, stat: os.stat_result, size: int, since: _JsonlCursor) -> bool:
+        """Whether ``since`` is a cursor into this very file, which still holds what it had read."""
+        if (stat.st_dev, stat.st_ino) != (since.device, since.inode) or size < since.offset:
+            return False
+        start, digest = since.last_line
+        return since.offset == 0 or _digest(os.pread(f.fileno(), since.offset - start, start)) == digest
+
+    def _unknown_label(self, event: LabelEvent, lineno: int, report: SkipReport) -> None:
+        report.skip(f"{self.path}:{lineno}", f"label for unknown record id {short_repr(event.id)} ignored")
+
+    def _parsed(self, raw: bytes, lineno: int, report: SkipReport) -> ReviewRecord | LabelEvent | None:
+        """The record or label event on one line; ``None`` (reported) for a line that is neither."""
         text = raw.strip()
         if not text:
-            return
+            return None
         where = f"{self.path}:{lineno}"
         try:
             obj = loads_strict(text)
         except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting or digits
             torn = "" if raw.endswith(b"\n") else " (no newline: a writer was probably killed mid-write)"
             report.skip(where, f"skipped a line that is not valid JSON{torn}")
-            return
+            return None
         if not isinstance(obj, dict):
             report.skip(where, f"skipped a line that is a JSON {type(obj).__name__}, not an object")
-            return
+            return None
         event = obj.get("event")
         if event == LABEL_EVENT:
             try:
-                label = LabelEvent.model_validate(obj)
+                return LabelEvent.model_validate(obj)
             except ValidationError as exc:
                 report.skip(where, f"skipped a malformed label event: {first_problem(exc)}")
-                return
-            record = by_id.get(label.id)
-            if record is None:
-                report.skip(where, f"label for unknown record id {short_repr(label.id)} ignored")
-                return
-            by_id[record.id] = record.with_label(label.label, label.note, label.labelled_at)
-            return
+                return None
         if event is not None:
             report.skip(where, f"unknown event {short_repr(event)} ignored")
-            return
+            return None
         try:
-            record = ReviewRecord.from_parsed(obj)
+            return ReviewRecord.from_parsed(obj)
         except ValidationError as exc:
             report.skip(where, f"skipped a line that is not a valid record: {first_problem(exc)}")
-            return
-        by_id.pop(record.id, None)  # a rewrite of an id replaces it and moves it to the end
-        by_id[record.id] = record
+            return None
 
     def close(self) -> None:
         with self._lock:

@@ -2,6 +2,10 @@
 
 Statements are templates for ``psycopg.sql.SQL(...).format``: ``{t}`` the records table,
 ``{labels}`` its label events, ``{meta}`` the schema-version table, ``{ix_*}`` index names.
+
+The reviewer and corrected-answer columns came later. They are additive (nullable columns that
+a reader of the first layout ignores, and whose absence a reader of this one tolerates), so
+the schema version stays 1: ``UPGRADE`` adds them to a log created without them.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ def pg_text(value: None) -> None: ...
 def pg_text(value: str | None) -> str | None:
     """``value`` as PostgreSQL ``text`` can hold it: NUL and lone surrogates become ``\\uXXXX`` escapes.
 
-    Only the indexed columns and label notes need this; ``data`` is JSON, where both are
-    escapes already, so a record read back is exactly the record written.
+    Only the indexed columns and the label columns (note, reviewer, corrected answer) need this;
+    ``data`` is JSON, where both are escapes already, so a record read back is exactly the record
+    written.
     """
     if value is None or ("\x00" not in value and _encodable(value)):
         return value
@@ -59,13 +64,17 @@ SCHEMA = (
     " label text,"
     " label_note text,"
     " labelled_at text,"
+    " labelled_by text,"
+    " corrected_answer text,"
     " data text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {labels} ("
     " seq bigserial PRIMARY KEY,"
     ' record_id text COLLATE "C" NOT NULL REFERENCES {t} (id) ON DELETE CASCADE,'
     " label text NOT NULL,"
     " note text,"
-    " labelled_at text NOT NULL)",
+    " labelled_at text NOT NULL,"
+    " reviewer text,"
+    " corrected_answer text)",
     "CREATE INDEX IF NOT EXISTS {ix_seq} ON {t} (seq)",
     "CREATE INDEX IF NOT EXISTS {ix_created_at} ON {t} (created_at)",
     "CREATE INDEX IF NOT EXISTS {ix_action} ON {t} (action)",
@@ -75,11 +84,38 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS {ix_labels} ON {labels} (record_id, seq)",
 )
 
-# A rewrite takes a new seq, so it moves to the end of the write order as in the other sinks.
-INSERT_RECORD = (
-    "INSERT INTO {t} (id, created_at, action, flagged, score, label, label_note, labelled_at, data) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (id) DO UPDATE SET seq = DEFAULT, created_at = EXCLUDED.created_at, action = EXCLUDED.action, "
-    "flagged = EXCLUDED.flagged, score = EXCLUDED.score, label = EXCLUDED.label, "
-    "label_note = EXCLUDED.label_note, labelled_at = EXCLUDED.labelled_at, data = EXCLUDED.data"
+# Columns added to schema version 1 after its first release (see the module doc), per table.
+ADDED_COLUMNS = {"t": ("labelled_by", "corrected_answer"), "labels": ("reviewer", "corrected_answer")}
+UPGRADE = tuple(
+    f"ALTER TABLE {{{table}}} ADD COLUMN IF NOT EXISTS {column} text"
+    for table, columns in ADDED_COLUMNS.items()
+    for column in columns
 )
+
+# A rewrite takes a new seq, so it moves to the end of the write order as in the other sinks.
+RECORD_COLUMNS = (
+    "id",
+    "created_at",
+    "action",
+    "flagged",
+    "score",
+    "label",
+    "label_note",
+    "labelled_at",
+    "labelled_by",
+    "corrected_answer",
+    "data",
+)
+
+
+def _insert_record(columns: tuple[str, ...]) -> str:
+    return (
+        f"INSERT INTO {{t}} ({', '.join(columns)}) VALUES ({', '.join('%s' for _ in columns)}) "
+        "ON CONFLICT (id) DO UPDATE SET seq = DEFAULT, "
+        + ", ".join(f"{column} = EXCLUDED.{column}" for column in columns if column != "id")
+    )
+
+
+INSERT_RECORD = _insert_record(RECORD_COLUMNS)
+# For a log whose owner has not added the new columns yet (postgres_sink's _upgrade).
+INSERT_RECORD_WITHOUT_ADDED_COLUMNS = _insert_record(tuple(c for c in RECORD_COLUMNS if c not in ADDED_COLUMNS["t"]))

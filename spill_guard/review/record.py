@@ -72,23 +72,58 @@ def strict_json_value(value: Any) -> Any:
 
 
 class LabelEvent(BaseModel):
-    """A label as a log stores it (a JSONL ``label`` line, SQLite's label columns), checked on reading.
+    """A label as a log stores it (a JSONL ``label`` line, a row of the SQLite ``labels`` table or of
+    PostgreSQL's ``T_labels``, the label columns of a record row), checked on reading.
 
-    Strict types: a hand-edited ``"id": [1]`` or ``"note": 5`` is a malformed line, not a crash later.
+    ``reviewer`` is who gave the label and ``corrected_answer`` the answer they say is right (both
+    optional). Strict types: a hand-edited ``"id": [1]`` or ``"note": 5`` is a malformed line, not a
+    crash later.
     """
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     id: str
     label: Label
     note: str | None = None
     labelled_at: str | None = None
+    reviewer: str | None = None
+    corrected_answer: str | None = None
 
 
-def check_label(label: Any) -> str:
+def check_label(label: Any) -> Label:
     if label not in LABELS:
         raise InvalidLabelError(f"label {label!r} is not one of {list(LABELS)}; use 'correct' or 'incorrect'.")
     return label
+
+
+def label_fields(
+    label: str, note: str | None, labelled_at: str | None, reviewer: str | None, corrected_answer: str | None
+) -> dict[str, Any]:
+    """The five label fields of a record that carries this label (``labelled_at`` defaults to now)."""
+    return {
+        "label": check_label(label),
+        "label_note": note,
+        "labelled_at": labelled_at or utc_now_iso(),
+        "labelled_by": reviewer,
+        "corrected_answer": corrected_answer,
+    }
+
+
+def event_fields(record_id: str, event: LabelEvent) -> dict[str, Any]:
+    """:func:`label_fields` of ``event``, which must be a label event of record ``record_id``."""
+    if event.id != record_id:
+        raise InvalidLabelError(
+            f"a label event of record {event.id!r} cannot be applied to record {record_id!r}; "
+            "apply each event to the record whose id it carries."
+        )
+    return label_fields(event.label, event.note, event.labelled_at, event.reviewer, event.corrected_answer)
+
+
+def check_action(value: str) -> str:
+    """``value`` if it is one of :data:`ACTIONS` (the rule of a record's ``action`` field)."""
+    if value not in ACTIONS:
+        raise ValueError(f"action {value!r} is not one of {list(ACTIONS)}")
+    return value
 
 
 class ReviewRecord(BaseModel):
@@ -122,6 +157,8 @@ class ReviewRecord(BaseModel):
     label: Label | None = None
     label_note: str | None = None
     labelled_at: str | None = None
+    labelled_by: str | None = Field(default=None, description="the reviewer who gave the latest label")
+    corrected_answer: str | None = Field(default=None, description="the answer the latest label says is right")
     scored: dict[str, Any] | None = Field(default=None, description="ScoredAnswer.to_record() incl. trace")
 
     @field_validator("score", "threshold", "token_scores", "span", "attempts", "metadata", "scored", mode="before")
@@ -134,9 +171,7 @@ class ReviewRecord(BaseModel):
     @field_validator("action")
     @classmethod
     def _known_action(cls, value: str) -> str:
-        if value not in ACTIONS:
-            raise ValueError(f"action {value!r} is not one of {list(ACTIONS)}")
-        return value
+        return check_action(value)
 
     @model_validator(mode="after")
     def _aligned_token_scores(self) -> ReviewRecord:
@@ -169,11 +204,22 @@ class ReviewRecord(BaseModel):
         """
         return cls.model_validate(obj, context={_PARSED_STRICT_JSON: True})
 
-    def with_label(self, label: str, note: str | None = None, labelled_at: str | None = None) -> ReviewRecord:
-        """A copy carrying a human label (``correct`` / ``incorrect``)."""
-        return self.model_copy(
-            update={"label": check_label(label), "label_note": note, "labelled_at": labelled_at or utc_now_iso()}
-        )
+    def with_label(
+        self,
+        label: str,
+        note: str | None = None,
+        labelled_at: str | None = None,
+        *,
+        reviewer: str | None = None,
+        corrected_answer: str | None = None,
+    ) -> ReviewRecord:
+        """A copy carrying a human label (``correct`` / ``incorrect``): all five label fields are set
+        (``labelled_at`` defaults to now), so nothing of an earlier label survives."""
+        return self.model_copy(update=label_fields(label, note, labelled_at, reviewer, corrected_answer))
+
+    def with_event(self, event: LabelEvent) -> ReviewRecord:
+        """A copy with the label of ``event`` (a label event of this record) applied."""
+        return self.model_copy(update=event_fields(self.id, event))
 
     @property
     def short_id(self) -> str:

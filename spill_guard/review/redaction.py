@@ -2,10 +2,11 @@
 
 ``redact_patterns`` replaces every match of the given regular expressions in every piece of
 text a record holds: question, context, answers, span text, attempts, tags, model, spec,
-locator, metadata keys *and* values at any depth, the label note, and any field a later
-schema adds. Only the fields that are not free text are left alone: the id, the timestamps,
-``action``, ``label`` and the numbers. Sinks also run a label note given to ``set_label``
-through the same hook, so the note in a label event is redacted too. Tokens are redacted *together*: the answer's token
+locator, metadata keys *and* values at any depth, the label note and corrected answer, and any
+field a later schema adds. Only the fields that are not free text are left alone: the id, the
+timestamps, ``action``, ``label``, the reviewer's name (``labelled_by``) and the numbers. Sinks
+also run a label note and a corrected answer given to ``set_label`` through the same hook, so
+the label event is redacted too. Tokens are redacted *together*: the answer's token
 texts are joined, matched as one string, and each match is replaced once in the token where
 it starts (the other tokens it covers become empty), so a phone number split across five
 tokens is still found and the heatmap keeps one entry per token score.
@@ -49,6 +50,7 @@ NOT_FREE_TEXT = frozenset(
         "id",
         "created_at",
         "labelled_at",
+        "labelled_by",  # who labelled: stored as given, like the id (see ReviewSink.set_label)
         "action",
         "label",
         "flagged",

@@ -177,7 +177,10 @@ def render_record(
     ]
     if record.label is not None:
         note = f" — {record.label_note}" if record.label_note else ""
-        lines.append(f"label     {record.label}{note}  (at {record.labelled_at})")
+        by = f", by {record.labelled_by}" if record.labelled_by is not None else ""
+        lines.append(f"label     {record.label}{note}  (at {record.labelled_at}{by})")
+        if record.corrected_answer is not None:
+            lines.append(f"corrected {record.corrected_answer}")
     else:
         lines.append("label     (none) — set with `spill-guard review label ID correct|incorrect`")
     if record.tags:
