@@ -117,7 +117,44 @@ class _Hits(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("location", ["sqlite"], indirect=True)
+def test_two_reviewers_in_two_browsers_are_never_handed_the_same_item(browser, location):
+    """Alice and Bob review side by side, each in a browser of their own, by keyboard: every item each of them
+    is shown while it is leased is theirs alone, and every label carries who gave it."""
+    from selenium.webdriver.common.by import By
+    from studio_support import chrome
+
+    with open_log(location) as sink:
+        sink.write_many(make_records(16, seed=11))
+    second = chrome()
+    try:
+        with running_studio(location) as base:
+            sign_in_by_keyboard(browser, base, ALICE[1])
+            sign_in_by_keyboard(second, base, BOB[1])
+            shown: dict[str, list[str]] = {"alice": [], "bob": []}
+            for driver in (browser, second):
+                keys(driver, "r")
+            for _ in range(8):
+                for name, driver in (("alice", browser), ("bob", second)):
+                    rid = wait_for(lambda d=driver: "/item/" in d.current_url and d.find_element(By.ID, "record-id").text,
+                                   what=f"{name}'s item")
+                    assert not driver.find_elements(By.ID, "lease-warning"), f"{name} was shown an item leased to another"
+                    shown[name].append(rid)
+                # Both have an item open now: the two leases must differ. Then both label.
+                assert shown["alice"][-1] != shown["bob"][-1], "two reviewers were handed the same item"
+                for name, driver in (("alice", browser), ("bob", second)):
+                    rid = shown[name][-1]
+                    keys(driver, "c" if name == "alice" else "i")
+                    wait_for(lambda d=driver, r=rid: r not in d.current_url, what=f"{name}'s label")
+        assert not set(shown["alice"]) & set(shown["bob"])
+    finally:
+        second.quit()
+    with open_log(location) as sink:
+        by = {r.id: (r.label, r.labelled_by) for r in sink.records()}
+    assert all(by[rid] == ("correct", "alice") for rid in shown["alice"])
+    assert all(by[rid] == ("incorrect", "bob") for rid in shown["bob"])
+    assert sum(1 for label, _ in by.values() if label) == 16
+
+
 def test_hostile_record_text_renders_inert(browser, location):
     """<script>, onerror= and javascript: payloads in the question, answer, tokens, model and note are shown as
     text: no dialog opens, no request reaches the attacker's server."""
