@@ -284,9 +284,17 @@ class ReviewSink(abc.ABC):
         """The latest label of a database row from its label columns (``label``, ``label_note``,
         ``labelled_at``, ``labelled_by``, ``corrected_answer``; text already decoded): ``None`` when
         unlabelled, or when the columns are malformed (reported: the record is kept unlabelled)."""
-        label, note, labelled_at, reviewer, corrected_answer = columns
-        if label is None:
+        if columns[0] is None:
             return None
+        return ReviewSink._event_of(record_id, columns, where, report, "ignored malformed label columns")
+
+    @staticmethod
+    def _event_of(
+        record_id: Any, columns: tuple[Any, ...], where: str, report: SkipReport, problem: str
+    ) -> LabelEvent | None:
+        """A label event from a database row's ``(label, note, labelled_at, reviewer, corrected_answer)``
+        (text already decoded); ``None``, reported as ``problem: <why>``, when they are malformed."""
+        label, note, labelled_at, reviewer, corrected_answer = columns
         try:
             return LabelEvent(
                 id=record_id,
@@ -297,7 +305,7 @@ class ReviewSink(abc.ABC):
                 corrected_answer=corrected_answer,
             )
         except ValidationError as exc:
-            report.skip(where, f"ignored malformed label columns: {first_problem(exc)}")
+            report.skip(where, f"{problem}: {first_problem(exc)}")
             return None
 
     @property

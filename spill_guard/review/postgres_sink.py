@@ -700,20 +700,9 @@ class PostgresSink(ReviewSink):
         return stored if event is None else stored.with_event(event)
 
     def _label_event(self, row: tuple, report: SkipReport) -> LabelEvent | None:
-        seq, record_id, label, note, labelled_at, reviewer, corrected_answer = row
-        try:
-            return LabelEvent(
-                id=record_id,
-                label=label,
-                note=note,
-                labelled_at=labelled_at,
-                reviewer=reviewer,
-                corrected_answer=corrected_answer,
-            )
-        except ValidationError as exc:
-            where = f"{self.location} label seq {seq}"
-            report.skip(where, f"skipped a malformed label event: {first_problem(exc)}")
-            return None
+        seq, record_id, *columns = row
+        where = f"{self.location} label seq {seq}"
+        return self._event_of(record_id, tuple(columns), where, report, "skipped a malformed label event")
 
     def count(self) -> int:
         """Number of rows (cheap: no JSON is parsed)."""

@@ -554,19 +554,11 @@ class SqliteSink(ReviewSink):
         return stored if event is None else stored.with_event(event)
 
     def _label_event(self, row: tuple, report: SkipReport) -> LabelEvent | None:
-        seq, record_id, label, note, labelled_at, reviewer, corrected_answer = row
-        try:
-            return LabelEvent(
-                id=from_sql_text(record_id),
-                label=label,
-                note=from_sql_text(note),
-                labelled_at=from_sql_text(labelled_at),
-                reviewer=from_sql_text(reviewer),
-                corrected_answer=from_sql_text(corrected_answer),
-            )
-        except ValidationError as exc:
-            report.skip(f"{self.path} labels seq {seq}", f"skipped a malformed label event: {first_problem(exc)}")
-            return None
+        seq, record_id, *columns = row
+        where = f"{self.path} labels seq {seq}"
+        return self._event_of(
+            from_sql_text(record_id), _label_columns(tuple(columns)), where, report, "skipped a malformed label event"
+        )
 
     def _matching(self, prefix: str) -> list[ReviewRecord]:
         key = sql_text(prefix)

@@ -19,11 +19,11 @@ KINDS = ("word", "number", "other")
 MIN_REFERENCE = 30
 #: Percentile bands (upper bounds, %) and their CSS classes, lowest first; the legend lists them.
 BANDS: tuple[tuple[float, str, str], ...] = (
-    (50.0, "q0", "below the median of correct answers"),
+    (50.0, "q0", "below the reference's median"),
     (75.0, "q1", "50th-75th percentile"),
     (90.0, "q2", "75th-90th percentile"),
     (97.5, "q3", "90th-97.5th percentile"),
-    (math.inf, "q4", "above the 97.5th percentile: rare in correct answers"),
+    (math.inf, "q4", "above the 97.5th percentile: rare in the reference"),
 )
 
 
