@@ -23,6 +23,7 @@ from spill_guard.guard.judge import Generated, Judge
 from spill_guard.guard.recording import ON_LOG_ERROR, LogEntry, VerdictLog
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.guard.rule_from_calibration import resolve_rule
+from spill_guard.guard.second_opinion import Consistency
 from spill_guard.guard.stream import StreamCancel, stream_generation
 from spill_guard.guard.verdict import HallucinationDetected, TokenEvent, Verdict, VerdictNotLoggedWarning
 from spill_guard.models.params import GenerationParams
@@ -74,6 +75,9 @@ class SpillGuard:
             answer that ended on a stop token without text: no span includes that token, so
             its Δ (``token_scores[-1]``) is left ``None``/NaN. ``"always"`` computes it
             (one more decoding step per answer; :mod:`spill_guard.capture.final_step`).
+        second_opinion: a :class:`~spill_guard.guard.second_opinion.Consistency` with a cascade: a
+            first answer whose one-pass risk falls in the cascade's band is sampled again and decided on
+            the blend of its risk and the samples' agreement (``verdict.second_opinion``).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class SpillGuard:
         on_log_error: str = "raise",
         metrics: Any = None,
         final_step: str = "auto",
+        second_opinion: Consistency | None = None,
     ):
         _check_types(
             model=model,
@@ -131,7 +136,7 @@ class SpillGuard:
         needs_full = rule.spec.scorer in DISTRIBUTION_SCORERS
         self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
         self._check_rule(rule)
-        self.judge = Judge(rule, self.locator, self.model.loaded.name)
+        self.judge = Judge(rule, self.locator, self.model.loaded.name, second_opinion)
         self.policy = policy if policy is not None else Flag()
         self.recorder = VerdictLog(log, log_all=log_all, on_log_error=on_log_error, metrics=metrics)
         self.max_new_tokens = max_new_tokens
@@ -155,7 +160,7 @@ class SpillGuard:
         self._check_rule(rule)
         locator = self.locator if rule.locator == self.judge.rule.locator else make_locator(rule.locator)
         # A new judge, swapped in one assignment: a decision under way keeps the judge it started with.
-        self.judge = Judge(rule, locator, self.model.loaded.name)
+        self.judge = Judge(rule, locator, self.model.loaded.name, self.judge.second_opinion)
         self.locator = locator
 
     def recalibrate(self, *, calibration: Any = None, threshold: float | None = None) -> RiskRule:

@@ -13,13 +13,15 @@ generate, never in how they decide.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from spill_guard.errors import InvalidParameterError
 from spill_guard.guard.assess import Assessed, assess
 from spill_guard.guard.risk_rule import RiskRule
-from spill_guard.guard.verdict import Attempt, Verdict, attach_scored
+from spill_guard.guard.second_opinion import Consistency
+from spill_guard.guard.verdict import Attempt, SampledAnswer, SecondOpinion, Verdict, attach_scored
 from spill_guard.models.params import GenerationParams
 from spill_guard.models.prompting import Prompt
 from spill_guard.policy.base import Candidate, Decision, Policy, Regenerate, RetryStrategy, apply_policy
@@ -46,12 +48,26 @@ class Judge:
         rule: the calibrated (or fixed) :class:`RiskRule`.
         locator: where the exact answer is in an answer text.
         model: the model name verdicts carry.
+        second_opinion: a :class:`Consistency` with a cascade: a first answer whose one-pass risk lies
+            in its band is sampled again (through the door's ``generate``) and decided on the
+            cascade's final risk.
     """
 
-    def __init__(self, rule: RiskRule, locator: SpanLocator, model: str):
+    def __init__(self, rule: RiskRule, locator: SpanLocator, model: str, second_opinion: Consistency | None = None):
+        if second_opinion is not None:
+            if not isinstance(second_opinion, Consistency):
+                raise InvalidParameterError(
+                    f"second_opinion must be a Consistency(...) from spill_guard, got {second_opinion!r}."
+                )
+            if second_opinion.cascade is None:
+                raise InvalidParameterError(
+                    "a guard's second opinion needs its band: Consistency(cascade=Cascade(low, high, weight)), "
+                    "fitted with spill_guard.calibration.cascade.fit_cascade on labelled answers."
+                )
         self.rule = rule
         self.locator = locator
         self.model = model
+        self.second_opinion = second_opinion
 
     def candidate(self, answer: Generated, question: str, *, strategy: str = "greedy") -> Candidate:
         """The policy candidate of one answer: its risk on the located span against the rule."""
@@ -86,12 +102,56 @@ class Judge:
         if strategy is None:
             strategy = params.strategy if params is not None else "greedy"
         regenerate = None
+        candidate = self.candidate(first, question, strategy=strategy)
+        opinion = None
         if generate is not None:
             if prompt is None or params is None:
                 raise InvalidParameterError("Judge.decide can only retry with the first answer's prompt and params.")
+            generate = remembering(generate)  # a retry that asks for what a second opinion drew gets it back
             regenerate = self.regenerator(prompt, params, generate, question=question)
-        candidate = self.candidate(first, question, strategy=strategy)
-        return self.verdict(apply_policy(policy, candidate, regenerate), question=question, context=context)
+            if self.second_opinion is not None and self.second_opinion.wanted(candidate.risk):
+                candidate, opinion = self.second_look(candidate, prompt, params, generate, question)
+        verdict = self.verdict(apply_policy(policy, candidate, regenerate), question=question, context=context)
+        verdict.second_opinion = opinion
+        return verdict
+
+    def second_look(
+        self, candidate: Candidate, prompt: Prompt, params: GenerationParams, generate: Generate, question: str
+    ) -> tuple[Candidate, SecondOpinion]:
+        """Sample the first answer's question again and decide it on the cascade's final risk."""
+        consistency = self.second_opinion
+        assert consistency is not None and consistency.cascade is not None and candidate.risk is not None
+        drawn = [
+            self.candidate(generate(prompt, sampled), question, strategy="second-opinion")
+            for sampled in consistency.sample_params(params)
+        ]
+        first_span = consistency.span(candidate.answer, question)
+        spans = [consistency.span(c.answer, question) for c in drawn]
+        agrees = consistency.agrees(first_span, spans)
+        agreement = sum(agrees) / len(agrees)
+        cascade = consistency.cascade
+        risk = cascade.combine(candidate.risk, agreement)
+        crossed = self.rule.crosses(risk)
+        early = isinstance(candidate.payload, Assessed) and candidate.payload.early_stopped
+        reason = (
+            f"second opinion: {sum(agrees)} of {len(agrees)} samples agree; risk {candidate.risk:.3f} -> "
+            f"{risk:.3f} {'>' if crossed else '<='} threshold {self.rule.threshold:.3f}"
+        )
+        if early:
+            reason = f"generation stopped early on a risky running score; {reason}"
+        opinion = SecondOpinion(
+            samples=len(drawn),
+            agreement=agreement,
+            one_pass_risk=candidate.risk,
+            risk=risk,
+            band=(cascade.low, cascade.high),
+            weight=cascade.weight,
+            answers=[
+                SampledAnswer(answer=c.answer, span=span, risk=c.risk, agrees=ok)
+                for c, span, ok in zip(drawn, spans, agrees)
+            ],
+        )
+        return dataclasses.replace(candidate, risk=risk, flagged=crossed or early, reason=reason), opinion
 
     def regenerator(
         self, prompt: Prompt, params: GenerationParams, generate: Generate, *, question: str | None = None
@@ -147,6 +207,21 @@ class Judge:
             early_stopped=bool(payload and payload.early_stopped),
         )
         return attach_scored(verdict, scored)
+
+
+def remembering(generate: Generate) -> Generate:
+    """``generate`` that answers a (prompt, params) it was already asked with the same answer: within one
+    decision, a retry whose strategy draws what the second opinion drew (same prompt, temperature, top_p
+    and seed) takes that sample instead of generating it twice."""
+    drawn: dict[tuple[tuple[int, ...], GenerationParams], Generated] = {}
+
+    def generate_once(prompt: Prompt, params: GenerationParams) -> Generated:
+        key = (tuple(prompt.ids), params)
+        if key not in drawn:
+            drawn[key] = generate(prompt, params)
+        return drawn[key]
+
+    return generate_once
 
 
 def attempts_of(decision: Decision) -> list[Attempt]:

@@ -39,6 +39,31 @@ class Attempt(BaseModel):
     )
 
 
+class SampledAnswer(BaseModel):
+    """One answer a second opinion drew: its text, its located span, its own one-pass risk, and
+    whether it says what the first answer says."""
+
+    answer: str
+    span: str | None
+    risk: float | None
+    agrees: bool
+
+
+class SecondOpinion(BaseModel):
+    """What sampling said about the first answer (see :class:`~spill_guard.guard.second_opinion.Consistency`):
+    ``agreement`` of its ``samples`` with it, and the risk before (``one_pass_risk``) and after (``risk``)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="null")
+
+    samples: int
+    agreement: float
+    one_pass_risk: float
+    risk: float
+    band: tuple[float, float]
+    weight: float
+    answers: list[SampledAnswer] = Field(default_factory=list)
+
+
 class Verdict(BaseModel):
     """The guard's decision on one question.
 
@@ -70,6 +95,9 @@ class Verdict(BaseModel):
     token_scores: list[float | None] = Field(default_factory=list, description="per-token spilled energy Δ_t")
     attempts: list[Attempt] = Field(default_factory=list)
     early_stopped: bool = False
+    second_opinion: SecondOpinion | None = Field(
+        default=None, description="sampled consistency of the first answer, when one pass was unsure"
+    )
     record_id: str | None = Field(default=None, description="id of this verdict's record in the review log")
 
     _scored: ScoredAnswer | None = PrivateAttr(default=None)

@@ -151,6 +151,9 @@ class ReviewRecord(BaseModel):
     tokens: list[str] = Field(default_factory=list, description="text of each answer token")
     token_scores: list[float | None] = Field(default_factory=list, description="per-token Δ, aligned with tokens")
     attempts: list[dict[str, Any]] = Field(default_factory=list)
+    second_opinion: dict[str, Any] | None = Field(
+        default=None, description="agreement of sampled answers with the first, when one pass was unsure"
+    )
     model: str = ""
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -161,7 +164,9 @@ class ReviewRecord(BaseModel):
     corrected_answer: str | None = Field(default=None, description="the answer the latest label says is right")
     scored: dict[str, Any] | None = Field(default=None, description="ScoredAnswer.to_record() incl. trace")
 
-    @field_validator("score", "threshold", "token_scores", "span", "attempts", "metadata", "scored", mode="before")
+    @field_validator(
+        "score", "threshold", "token_scores", "span", "attempts", "second_opinion", "metadata", "scored", mode="before"
+    )
     @classmethod
     def _strict_json(cls, value: Any, info: ValidationInfo) -> Any:
         if info.context and info.context.get(_PARSED_STRICT_JSON):
@@ -244,6 +249,7 @@ class ReviewRecord(BaseModel):
         action = verdict.action
         span: Any = getattr(verdict, "span", None)
         attempts = [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for a in verdict.attempts]
+        opinion: Any = getattr(verdict, "second_opinion", None)
         scored_record = None
         if include_scored and scored is not None:
             scored_record = scored.to_record() if hasattr(scored, "to_record") else dict(scored)
@@ -263,6 +269,7 @@ class ReviewRecord(BaseModel):
             tokens=list(verdict.tokens),
             token_scores=list(verdict.token_scores),
             attempts=attempts,
+            second_opinion=opinion.model_dump(mode="json") if hasattr(opinion, "model_dump") else opinion,
             model=model if model is not None else str(getattr(scored, "model", "") or ""),
             tags=list(tags),
             metadata=dict(metadata or {}),

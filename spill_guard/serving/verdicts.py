@@ -41,6 +41,7 @@ def verdict_object(verdict: Any, *, stop_sequence: str | None, token_scores: boo
             {"score": _finite(a.score), "flagged": a.flagged, "strategy": a.strategy, "reason": a.reason}
             for a in verdict.attempts
         ],
+        "second_opinion": _second_opinion(verdict.second_opinion, hidden),
     }
     if token_scores:
         out["token_scores"] = token_entries(verdict.scored, hidden=hidden)
@@ -83,3 +84,14 @@ def _finite(value: float | None) -> float | None:
     if value is None or value != value or value in (float("inf"), float("-inf")):
         return None
     return float(value)
+
+
+def _second_opinion(opinion: Any, hidden: bool) -> dict[str, Any] | None:
+    """The second opinion's numbers; its sampled answers only when the answer itself may be shown."""
+    if opinion is None:
+        return None
+    out = opinion.model_dump(mode="json")
+    out["one_pass_risk"], out["risk"] = _finite(opinion.one_pass_risk), _finite(opinion.risk)
+    if hidden:
+        out["answers"] = [{"risk": _finite(a.risk), "agrees": a.agrees} for a in opinion.answers]
+    return out

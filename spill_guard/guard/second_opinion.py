@@ -1,0 +1,114 @@
+"""The second opinion's sampling side: how many answers, how they are drawn, and how far they agree.
+
+:class:`Consistency` says how a second opinion is drawn (``samples`` answers at ``temperature``, each
+with the seed the retry strategies would give the same attempt, so a ``Retry(Resample)`` can take
+them as its candidates) and measures :meth:`Consistency.agreement`: the share of samples whose
+located answer span says the same as the first answer's, by the project's answer normaliser and
+judge (either span judged correct against the other), or by an ``equivalence`` you give (long
+answers). Where it is asked for, and how agreement and the one-pass risk combine, is the
+:class:`~spill_guard.calibration.cascade.Cascade`'s business.
+
+The decision path (:meth:`~spill_guard.guard.judge.Judge.decide`) asks for a second opinion on
+the first answer of every door that can generate (the library guard, the server, the LangChain and
+LlamaIndex guards); the drop-in paths, which only observe someone else's generation, cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from spill_guard.calibration.cascade import Cascade
+from spill_guard.errors import InvalidInputError, InvalidParameterError
+from spill_guard.models.params import GenerationParams, retry_seed
+from spill_guard.spans import make_locator
+from spill_guard.tasks import judge
+
+Equivalence = Callable[[str, str], bool]
+#: Where the compared answer is: a quoted answer, else what follows "... is", else the answer without filler.
+AGREEMENT_LOCATOR = "quoted+answer_is+strip_filler"
+
+
+def same_answer(first: str, other: str) -> bool:
+    """Whether two located answer spans say the same thing: either judged a correct answer to the other
+    by the project's normaliser and judge ("Paris" and "paris, France" agree; "1969" and "1970" do not)."""
+    try:
+        return judge(other, [first]) or judge(first, [other])
+    except InvalidInputError:  # one of them is empty after normalisation (only punctuation or articles)
+        return False
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """Draw ``samples`` answers at ``temperature`` / ``top_p`` and measure their agreement with the first.
+
+    ``cascade``: where (one-pass risk band) and how much (weight) the agreement counts; None asks
+    for a second opinion on every answer (consistency as a baseline). ``equivalence(first, other)``
+    replaces :func:`same_answer` (e.g. an entailment model for long answers). ``locator`` finds the
+    part of each answer that is compared (default: a quoted answer, else what follows "is", else the
+    answer without filler; ``"full"`` compares whole answers).
+    """
+
+    samples: int = 5
+    temperature: float = 1.0
+    top_p: float = 1.0
+    cascade: Cascade | None = None
+    equivalence: Equivalence | None = None
+    locator: str = AGREEMENT_LOCATOR
+
+    def __post_init__(self) -> None:
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= 64:
+            raise InvalidParameterError(
+                f"Consistency samples must be an integer from 1 to 64, got {self.samples!r}; 5 is a good start."
+            )
+        if not isinstance(self.temperature, (int, float)) or not (0 < self.temperature <= 10):
+            raise InvalidParameterError(
+                f"Consistency temperature must be in (0, 10], got {self.temperature!r}: samples must be sampled "
+                "(0 would repeat the greedy answer)."
+            )
+        if not isinstance(self.top_p, (int, float)) or not (0 < self.top_p <= 1):
+            raise InvalidParameterError(f"Consistency top_p must be in (0, 1], got {self.top_p!r}.")
+        if self.cascade is not None and not isinstance(self.cascade, Cascade):
+            raise InvalidParameterError(f"cascade must be a Cascade(low, high, weight) or None, got {self.cascade!r}.")
+        object.__setattr__(self, "_locator", make_locator(self.locator))  # a bad name fails here
+        if self.equivalence is not None and not callable(self.equivalence):
+            raise InvalidParameterError(
+                f"equivalence must be a function (first, other) -> bool, got {self.equivalence!r}."
+            )
+
+    def wanted(self, risk: float | None) -> bool:
+        """Whether an answer with this one-pass risk gets a second opinion."""
+        if self.cascade is None:
+            return risk is not None and math.isfinite(risk)
+        return self.cascade.unsure(risk)
+
+    def sample_params(self, params: GenerationParams) -> list[GenerationParams]:
+        """The params of each sample: ``params`` sampled at this temperature, sample ``k`` (1..K) seeded as
+        retry attempt ``k + 1`` of a call seeded ``params.seed`` (:func:`retry_seed`): the same seed gives the
+        same samples, and a ``Resample`` retry at the same temperature would draw the same answers."""
+        return [
+            params.sampled(self.temperature, self.top_p, retry_seed(params.seed, k + 1))
+            for k in range(1, self.samples + 1)
+        ]
+
+    def span(self, answer: str, question: str | None = None) -> str | None:
+        """The part of ``answer`` that is compared (None: the locator found nothing)."""
+        located = self._locator.locate(answer, question=question)  # type: ignore[attr-defined]
+        return None if located is None else located.text
+
+    def agrees(self, first: str | None, samples: Sequence[str | None]) -> list[bool]:
+        """For each of ``samples`` (located spans; None: no span), whether it says what ``first`` says.
+
+        A first answer without a span agrees with nothing: the sampled answers cannot confirm it.
+        """
+        if first is None:
+            return [False] * len(samples)
+        same = self.equivalence or same_answer
+        return [s is not None and bool(same(first, s)) for s in samples]
+
+    def agreement(self, first: str | None, samples: Sequence[str | None]) -> float:
+        """The share of ``samples`` that say what ``first`` says (:meth:`agrees`)."""
+        if not samples:
+            raise InvalidParameterError("agreement needs at least one sampled answer.")
+        return sum(self.agrees(first, samples)) / len(samples)

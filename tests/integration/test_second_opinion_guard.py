@@ -1,0 +1,93 @@
+"""The second opinion in the one decision path, on the embedded model: a first answer in the band is sampled
+again, its final risk is the cascade's blend (checked by brute force against plain generation and the
+project's judge), one-pass verdicts are unchanged, seeds repeat the samples, and Retry(Resample) takes the
+samples as its candidates instead of generating them twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from spill_guard import Flag, Resample, Retry, SpillGuard
+from spill_guard.calibration.cascade import Cascade
+from spill_guard.errors import InvalidParameterError
+from spill_guard.guard.second_opinion import AGREEMENT_LOCATOR, Consistency, same_answer
+from spill_guard.review import open_log
+from spill_guard.spans import make_locator
+
+pytestmark = pytest.mark.model
+
+QUESTION = "Who wrote the novel Dracula?"
+EVERYWHERE = Cascade(-100.0, 100.0, 0.5)
+
+
+def guard_of(spill_model, **kw) -> SpillGuard:
+    return SpillGuard(spill_model, threshold=0.0, max_new_tokens=20, **kw)
+
+
+def test_a_sampled_verdict_equals_its_brute_force(spill_model, tmp_path):
+    consistency = Consistency(samples=3, temperature=1.0, cascade=EVERYWHERE)
+    log = tmp_path / "guard.jsonl"
+    with guard_of(spill_model, second_opinion=consistency, log=log) as guard:
+        verdict = guard.ask(QUESTION)
+        one_pass = guard_of(spill_model).ask(QUESTION)
+        prompt = guard.prompt(QUESTION)
+        plain = [spill_model.generate_params([prompt.ids], p)[0] for p in consistency.sample_params(guard.params)]
+    opinion = verdict.second_opinion
+    assert opinion is not None and opinion.samples == 3
+    assert opinion.one_pass_risk == one_pass.score  # the one-pass part is exactly today's verdict
+    assert [a.answer for a in opinion.answers] == [p.answer for p in plain]  # samples = plain seeded generation
+    where = make_locator(AGREEMENT_LOCATOR)  # what Consistency compares: the answer part of each answer
+    first = where.locate(verdict.original_answer, question=QUESTION)
+    spans = [where.locate(p.answer, question=QUESTION) for p in plain]
+    agrees = [s is not None and first is not None and same_answer(first.text, s.text) for s in spans]
+    assert [a.agrees for a in opinion.answers] == agrees
+    assert opinion.agreement == sum(agrees) / 3
+    assert verdict.score == pytest.approx(EVERYWHERE.combine(one_pass.score, opinion.agreement), abs=1e-12)
+    assert verdict.flagged == (verdict.score > 0.0)
+    assert "second opinion" in verdict.reason
+    with open_log(log) as sink:
+        [record] = sink.records()
+    assert record.second_opinion["agreement"] == opinion.agreement and len(record.second_opinion["answers"]) == 3
+
+
+def test_the_same_seed_gives_the_same_samples_and_verdict(spill_model):
+    consistency = Consistency(samples=2, temperature=1.0, cascade=EVERYWHERE)
+    first = guard_of(spill_model, second_opinion=consistency).ask(QUESTION)
+    again = guard_of(spill_model, second_opinion=consistency).ask(QUESTION)
+    assert first.second_opinion == again.second_opinion and first.score == again.score
+
+
+def test_outside_the_band_one_pass_decides_as_before(spill_model):
+    far = Consistency(samples=2, cascade=Cascade(100.0, 200.0, 0.5))
+    with_opinion = guard_of(spill_model, second_opinion=far).ask(QUESTION)
+    without = guard_of(spill_model).ask(QUESTION)
+    assert with_opinion.second_opinion is None
+    assert with_opinion.model_dump_json() == without.model_dump_json()  # JSON: a skipped step is NaN in both
+
+
+def test_retry_resample_takes_the_samples_instead_of_drawing_them_again(spill_model):
+    consistency = Consistency(samples=2, temperature=1.0, cascade=EVERYWHERE)
+    policy = Retry(attempts=3, strategy=Resample(temperature=1.0, top_p=1.0), fallback=Flag())
+    guard = SpillGuard(spill_model, threshold=-100.0, max_new_tokens=20, policy=policy, second_opinion=consistency)
+    calls = []
+    real = spill_model.generate_params
+
+    def counted(prompts, params, **kw):
+        calls.append(params)
+        return real(prompts, params, **kw)
+
+    guard.model.generate_params = counted  # type: ignore[method-assign]
+    try:
+        verdict = guard.ask(QUESTION)
+    finally:
+        del guard.model.generate_params
+    assert len(verdict.attempts) == 3  # every answer is flagged at threshold -100: all three attempts run
+    assert [a.answer for a in verdict.attempts[1:]] == [a.answer for a in verdict.second_opinion.answers]
+    assert len(calls) == 3, "the first answer and two samples; the retries reused the samples"
+
+
+def test_a_guard_needs_the_band_of_its_second_opinion(spill_model):
+    with pytest.raises(InvalidParameterError, match="needs its band"):
+        guard_of(spill_model, second_opinion=Consistency(samples=2))
+    with pytest.raises(InvalidParameterError, match="Consistency"):
+        guard_of(spill_model, second_opinion="5 samples")
