@@ -11,6 +11,7 @@ likely a hallucination, for every scorer and pooling.
 """
 
 from spill_guard._version import __version__
+from spill_guard.calibration.cascade import Cascade
 from spill_guard.capture import StreamingCapture, TokenTrace, generate_with_capture, teacher_forced_traces
 from spill_guard.errors import (
     CaptureError,
@@ -23,6 +24,7 @@ from spill_guard.errors import (
     SpillGuardError,
 )
 from spill_guard.guard import (
+    Consistency,
     EarlyStop,
     HallucinationDetected,
     SpillGuard,
@@ -40,6 +42,8 @@ from spill_guard.spill_model import AsyncSpillModel, SpillModel
 
 __all__ = [
     "Abstain",
+    "Cascade",
+    "Consistency",
     "Action",
     "BASELINES",
     "EarlyStop",

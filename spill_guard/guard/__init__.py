@@ -3,6 +3,7 @@
 from spill_guard.guard.early_stop import EarlyStop
 from spill_guard.guard.guard import SpillGuard
 from spill_guard.guard.risk_rule import RiskRule
+from spill_guard.guard.second_opinion import Consistency
 from spill_guard.guard.stream import stream_generation
 from spill_guard.guard.verdict import (
     AnswerSpan,
@@ -18,6 +19,7 @@ from spill_guard.guard.verdict import (
 # stream_generation and attach_scored are public for integrations that run their own
 # generation (e.g. a framework's chat model) but want the guard's streaming and verdicts.
 __all__ = [
+    "Consistency",
     "AnswerSpan",
     "Attempt",
     "EarlyStop",

@@ -36,6 +36,10 @@ _by_registry: weakref.WeakKeyDictionary[Any, VerdictMetrics] = weakref.WeakKeyDi
 _registry_lock = threading.RLock()  # re-entered: resolve_metrics creates under it, __init__ registers under it
 
 
+#: Agreement is a share of a few samples (0, 1/5, 2/5, ...): buckets at every fifth and quarter.
+AGREEMENT_BUCKETS = (0.0, 0.2, 0.25, 0.4, 0.5, 0.6, 0.75, 0.8, 1.0)
+
+
 def prometheus() -> Any:
     """The ``prometheus_client`` module, or a SpillGuardError naming the extra to install."""
     try:
@@ -93,6 +97,15 @@ class VerdictMetrics:
                 registry=r,
             )
             self.tokens = prom.Counter("spill_guard_generated_tokens", "answer tokens generated", registry=r)
+            self.second_opinions = prom.Counter(
+                "spill_guard_second_opinions", "first answers sampled again because one pass was unsure", registry=r
+            )
+            self.agreement = prom.Histogram(
+                "spill_guard_second_opinion_agreement",
+                "share of a second opinion's samples that agree with the first answer",
+                buckets=AGREEMENT_BUCKETS,
+                registry=r,
+            )
         except ValueError as exc:  # prometheus-client: "Duplicated timeseries in CollectorRegistry"
             raise InvalidParameterError(
                 f"this CollectorRegistry already holds spill_guard metrics ({exc}); pass the registry itself "
@@ -117,6 +130,10 @@ class VerdictMetrics:
             self.unscorable.labels(reason=unscorable_reason(verdict)).inc()
         if tokens and verdict.tokens:
             self.tokens.inc(len(verdict.tokens))
+        opinion = getattr(verdict, "second_opinion", None)
+        if opinion is not None:
+            self.second_opinions.inc()
+            self.agreement.observe(float(opinion.agreement))
         return True
 
     def render(self) -> tuple[bytes, str]:

@@ -26,8 +26,11 @@ def guard_of(spill_model, **kw) -> SpillGuard:
 
 def test_a_sampled_verdict_equals_its_brute_force(spill_model, tmp_path):
     consistency = Consistency(samples=3, temperature=1.0, cascade=EVERYWHERE)
+    from prometheus_client import CollectorRegistry
+
     log = tmp_path / "guard.jsonl"
-    with guard_of(spill_model, second_opinion=consistency, log=log) as guard:
+    registry = CollectorRegistry()
+    with guard_of(spill_model, second_opinion=consistency, log=log, metrics=registry) as guard:
         verdict = guard.ask(QUESTION)
         one_pass = guard_of(spill_model).ask(QUESTION)
         prompt = guard.prompt(QUESTION)
@@ -48,6 +51,9 @@ def test_a_sampled_verdict_equals_its_brute_force(spill_model, tmp_path):
     with open_log(log) as sink:
         [record] = sink.records()
     assert record.second_opinion["agreement"] == opinion.agreement and len(record.second_opinion["answers"]) == 3
+    assert registry.get_sample_value("spill_guard_second_opinions_total") == 1
+    assert registry.get_sample_value("spill_guard_second_opinion_agreement_count") == 1
+    assert registry.get_sample_value("spill_guard_second_opinion_agreement_sum") == opinion.agreement
 
 
 def test_the_same_seed_gives_the_same_samples_and_verdict(spill_model):

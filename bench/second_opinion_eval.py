@@ -1,0 +1,202 @@
+"""Does a second opinion where one pass is unsure pay? Sampled consistency cascaded after spilled energy.
+
+A benchmark, not a test. On the built-in tasks (dev and test splits, ``--n`` items per task and split):
+
+1. the first answer of each question, greedy, with its trace (the calibration's cached generation,
+   ``spill_guard.calibration.from_task``), its one-pass risk under the default rule
+   (``spilled_energy:mean`` on the whole answer) and its label (the task's judge on the whole answer);
+2. ``--samples`` K answers per question at ``--temperature``, seeded as
+   :class:`~spill_guard.guard.second_opinion.Consistency` seeds them (sample k = retry attempt k+1), in
+   batches; their agreement with the first answer (the answer part located by Consistency's locator,
+   compared by the project's normaliser and judge);
+3. on the pooled dev answers of every task, :func:`~spill_guard.calibration.cascade.fit_cascade` chooses
+   the band and weight (at most ``--budget`` of answers sampled); on the test split it reports, per task
+   and on average: the one-pass AUROC, consistency alone (every question sampled), the cascade's AUROC
+   with its bootstrap CI, and the share of questions the band sampled.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/second_opinion_eval.py --n 60 --samples 5
+
+Results: ``--out`` (JSON, every per-question number) and the same name with ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("arithmetic", "capitals", "elements")
+
+
+def first_answers(sm: Any, task: str, split: str, n: int, cache: Path) -> list[dict[str, Any]]:
+    from spill_guard.calibration import from_task
+    from spill_guard.guard.assess import assess
+    from spill_guard.guard.risk_rule import RiskRule
+    from spill_guard.scoring.specs import ScoreSpec
+    from spill_guard.spans import make_locator
+
+    cset = from_task(sm, [task], split=split, n=n, cache_dir=cache / f"{task}-{split}", progress=False)
+    rule = RiskRule(ScoreSpec.parse("spilled_energy:mean"), "full", 0.0)
+    full = make_locator("full")
+    rows = []
+    for item in cset.answers:
+        candidate = assess(item.answer, item.question, rule, full)
+        rows.append({"task": task, "split": split, "key": item.key, "question": item.question,
+                     "prompt_ids": list(item.answer.prompt_ids), "answer": item.answer.answer,
+                     "risk": candidate.risk, "incorrect": bool(item.incorrect)})
+    return rows
+
+
+def draw_samples(sm: Any, rows: list[dict[str, Any]], consistency: Any, max_new_tokens: int, batch: int) -> float:
+    """Fill each row's ``samples`` (K answers) and ``agreement``; returns the seconds spent generating."""
+    from spill_guard.models.params import GenerationParams
+
+    spent = 0.0
+    base = GenerationParams(max_new_tokens=max_new_tokens)
+    for row in rows:
+        row["samples"] = []
+    for params in consistency.sample_params(base):
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            t0 = time.perf_counter()
+            answers = sm.generate_params([r["prompt_ids"] for r in chunk], params)
+            spent += time.perf_counter() - t0
+            for row, answer in zip(chunk, answers):
+                row["samples"].append(answer.answer)
+    for row in rows:
+        first = consistency.span(row["answer"], row["question"])
+        spans = [consistency.span(s, row["question"]) for s in row["samples"]]
+        row["agreement"] = consistency.agreement(first, spans)
+    return spent
+
+
+def measure(rows: list[dict[str, Any]], cascade: Any) -> dict[str, Any]:
+    from spill_guard.evaluation.metrics import auroc, auroc_ci
+
+    usable = [r for r in rows if r["risk"] is not None and np.isfinite(r["risk"])]
+    risk = np.array([r["risk"] for r in usable])
+    agreement = np.array([r["agreement"] for r in usable])
+    y = np.array([r["incorrect"] for r in usable])
+    out: dict[str, Any] = {"n": len(usable), "incorrect": int(y.sum())}
+    if y.all() or not y.any():
+        return out
+    out["one_pass_auroc"] = auroc(risk, y)
+    out["one_pass_auroc_ci"] = list(auroc_ci(risk, y))
+    out["consistency_only_auroc"] = auroc(1.0 - agreement, y)
+    out["consistency_only_auroc_ci"] = list(auroc_ci(1.0 - agreement, y))
+    if cascade is None:
+        final, sampled = risk, np.zeros(len(risk), dtype=bool)
+    else:
+        sampled = cascade.sampled(risk)
+        final = cascade.scores(risk, np.where(sampled, agreement, np.nan))
+    out["second_opinion_auroc"] = auroc(final, y)
+    out["second_opinion_auroc_ci"] = list(auroc_ci(final, y))
+    out["sampled_fraction"] = float(sampled.mean())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=None, help="items per task and split (default: all)")
+    p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--budget", type=float, default=0.5, help="largest share of questions the band may sample")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--cache", default=str(ROOT / "bench/out/second-opinion"))
+    p.add_argument("--out", default=str(ROOT / "bench/results/second_opinion_eval.json"))
+    args = p.parse_args()
+
+    from spill_guard import SpillModel
+    from spill_guard.calibration.cascade import fit_cascade
+    from spill_guard.cli.common import quiet_transformers
+    from spill_guard.guard.second_opinion import Consistency
+
+    quiet_transformers()
+    sm = SpillModel.load(device="cpu")
+    consistency = Consistency(samples=args.samples, temperature=args.temperature)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for task in TASKS:
+        for split in ("dev", "test"):
+            rows += first_answers(sm, task, split, args.n, Path(args.cache))
+    sampling_seconds = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size)
+    dev = [r for r in rows if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
+    fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
+                      budget=args.budget)
+    cascade = fit.cascade
+    per_task = {task: measure([r for r in rows if r["task"] == task and r["split"] == "test"], cascade)
+                for task in TASKS}
+    keys = ("one_pass_auroc", "consistency_only_auroc", "second_opinion_auroc", "sampled_fraction")
+    mean = {k: float(np.mean([v[k] for v in per_task.values() if k in v])) for k in keys}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    doc = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit.strip(),
+        "command": "OMP_NUM_THREADS=2 .venv/bin/python bench/second_opinion_eval.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                   if k in ("n", "samples", "temperature", "budget") and v is not None),
+        "config": {k: v for k, v in vars(args).items() if k not in ("cache", "out")},
+        "chosen_on_dev": {
+            "cascade": None if cascade is None else {"low": cascade.low, "high": cascade.high, "weight": cascade.weight},
+            "dev_auroc": fit.auroc, "dev_one_pass_auroc": fit.one_pass_auroc,
+            "dev_consistency_auroc": fit.consistency_auroc, "dev_sampled_share": fit.sampled_share,
+            "dev_n": len(dev),
+        },
+        "test": per_task,
+        "test_mean": mean,
+        "extra_tokens_per_sampled_question": args.samples * args.max_new_tokens,
+        "seconds": {"total": time.perf_counter() - started, "sampling": sampling_seconds},
+        "rows": [{k: v for k, v in r.items() if k != "prompt_ids"} for r in rows],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    out.with_suffix(".md").write_text(markdown(doc))
+    print(markdown(doc))
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    def ci(v: dict[str, Any], k: str) -> str:
+        return f"{f(v.get(k))} [{f(v[k + '_ci'][0])}, {f(v[k + '_ci'][1])}]" if k in v else "-"
+
+    chosen = doc["chosen_on_dev"]
+    band = chosen["cascade"]
+    lines = [
+        "# Second opinion (sampled consistency cascaded after one pass): measured\n",
+        f"{doc['date']}, commit `{doc['commit']}`. Command:\n",
+        "```\n" + doc["command"] + "\n```\n",
+        f"Chosen on the pooled dev split ({chosen['dev_n']} answers): "
+        + ("no band beat one pass" if band is None else
+           f"band [{band['low']:.3f}, {band['high']:.3f}] of one-pass risk, weight {band['weight']}, "
+           f"sampling {chosen['dev_sampled_share']:.0%} of dev questions; dev AUROC {chosen['dev_auroc']:.3f} "
+           f"vs one pass {chosen['dev_one_pass_auroc']:.3f}, consistency alone {chosen['dev_consistency_auroc']:.3f}")
+        + ".\n",
+        "Test split, AUROC [bootstrap 95 % CI], incorrect = positive:\n",
+        "| task | n | one pass | consistency alone (all sampled) | second opinion | sampled |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, v in doc["test"].items():
+        lines.append(f"| {task} | {v['n']} | {ci(v, 'one_pass_auroc')} | {ci(v, 'consistency_only_auroc')} | "
+                     f"{ci(v, 'second_opinion_auroc')} | {v.get('sampled_fraction', 0):.0%} |")
+    m = doc["test_mean"]
+    lines.append(f"| mean | | {f(m.get('one_pass_auroc'))} | {f(m.get('consistency_only_auroc'))} | "
+                 f"{f(m.get('second_opinion_auroc'))} | {m.get('sampled_fraction', 0):.0%} |")
+    lines.append(f"\nExtra generated tokens per sampled question: at most {doc['extra_tokens_per_sampled_question']} "
+                 f"({doc['config']['samples']} samples x {doc['config']['max_new_tokens']}). Sampling took "
+                 f"{doc['seconds']['sampling']:.0f} s of {doc['seconds']['total']:.0f} s.\n")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
