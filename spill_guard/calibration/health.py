@@ -133,12 +133,23 @@ def threshold_for_rate(risks: LabelledRisks, alpha: float) -> float:
 
 
 def threshold_health(
-    log: str | os.PathLike[str], rule: Any, *, target: float | None = None, n_boot: int = 1000, seed: int = 0
+    log: str | os.PathLike[str],
+    rule: Any,
+    *,
+    target: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    risks: LabelledRisks | None = None,
 ) -> ThresholdHealth:
-    """``rule`` (a :class:`~spill_guard.guard.risk_rule.RiskRule`) on the labelled records of ``log``."""
+    """``rule`` (a :class:`~spill_guard.guard.risk_rule.RiskRule`) on the labelled records of ``log``.
+
+    ``risks``: :func:`labelled_risks` of the same log and rule when the caller has them already (the
+    studio keeps them for its what-if), so the labelled records are read once.
+    """
     if target is not None and not 0.0 <= target <= 1.0:
         raise InvalidParameterError(f"the false-flag target must be between 0 and 1, got {target!r}.")
-    risks = labelled_risks(log, rule)
+    if risks is None:
+        risks = labelled_risks(log, rule)
     incorrect = risks.incorrect
     outcome = what_if(risks, rule.threshold)
     both = 0 < int(incorrect.sum()) < len(incorrect)

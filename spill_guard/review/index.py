@@ -136,11 +136,6 @@ class RecordFilter(BaseModel):
             return tests[0]
         return lambda s, text: all(test(s, text) for test in tests)
 
-    def matches(self, s: RecordSummary, text: str) -> bool:
-        """Whether ``s`` passes every condition (``text``: its searchable text, lower-cased)."""
-        test = self.predicate()
-        return test is None or test(s, text)
-
 
 @dataclasses.dataclass(frozen=True)
 class Page:

@@ -515,10 +515,11 @@ def create_studio_app(settings: StudioSettings) -> FastAPI:
             return {"problem": str(exc), "fitted": fitted}
         rule = chosen.rule
         try:
-            numbers = studio.cached(
-                ("health", rule.version), lambda: threshold_health(settings.log, rule, target=chosen.target)
-            )
             risks = studio.cached(("risks", rule.version), lambda: labelled_risks(settings.log, rule))
+            numbers = studio.cached(
+                ("health", rule.version),
+                lambda: threshold_health(settings.log, rule, target=chosen.target, risks=risks),
+            )
         except CalibrationError as exc:
             return {"problem": str(exc), "chosen": chosen, "fitted": fitted}
         scenario = None
