@@ -6,7 +6,7 @@ A benchmark, not a test. On the built-in tasks (dev and test splits, ``--n`` ite
    ``spill_guard.calibration.from_task``), its one-pass risk under the default rule
    (``spilled_energy:mean`` on the whole answer) and its label (the task's judge on the whole answer);
 2. ``--samples`` K answers per question at ``--temperature``, seeded as
-   :class:`~spill_guard.guard.second_opinion.Consistency` seeds them (sample k = retry attempt k+1), in
+   :class:`~spill_guard.calibration.consistency.Consistency` seeds them (sample k = retry attempt k+1), in
    batches; their agreement with the first answer (the answer part located by Consistency's locator,
    compared by the project's normaliser and judge);
 3. on the pooled dev answers of every task, :func:`~spill_guard.calibration.cascade.fit_cascade` chooses
@@ -54,23 +54,41 @@ def first_answers(sm: Any, task: str, split: str, n: int, cache: Path) -> list[d
     return rows
 
 
-def draw_samples(sm: Any, rows: list[dict[str, Any]], consistency: Any, max_new_tokens: int, batch: int) -> float:
-    """Fill each row's ``samples`` (K answers) and ``agreement``; returns the seconds spent generating."""
+def draw_samples(sm: Any, rows: list[dict[str, Any]], consistency: Any, max_new_tokens: int, batch: int,
+                 cache: Path) -> float:
+    """Fill each row's ``samples`` (K answers), their one-pass ``sample_risks`` and the row's ``agreement``;
+    returns the seconds spent generating. Samples are cached per question and configuration in ``cache``."""
+    from spill_guard.guard.assess import assess
+    from spill_guard.guard.risk_rule import RiskRule
     from spill_guard.models.params import GenerationParams
+    from spill_guard.scoring.specs import ScoreSpec
+    from spill_guard.spans import make_locator
 
+    rule = RiskRule(ScoreSpec.parse("spilled_energy:mean"), "full", 0.0)
+    full = make_locator("full")
     spent = 0.0
     base = GenerationParams(max_new_tokens=max_new_tokens)
-    for row in rows:
-        row["samples"] = []
+    tag = f"k{consistency.samples}-t{consistency.temperature}-p{consistency.top_p}-m{max_new_tokens}"
+    store = cache / f"samples-{tag}.json"
+    known: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    todo = [r for r in rows if f"{r['task']}/{r['key']}" not in known]
+    for row in todo:
+        row["samples"], row["sample_risks"] = [], []
     for params in consistency.sample_params(base):
-        for start in range(0, len(rows), batch):
-            chunk = rows[start : start + batch]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
             t0 = time.perf_counter()
             answers = sm.generate_params([r["prompt_ids"] for r in chunk], params)
             spent += time.perf_counter() - t0
             for row, answer in zip(chunk, answers):
                 row["samples"].append(answer.answer)
+                row["sample_risks"].append(assess(answer, row["question"], rule, full).risk)
+    for row in todo:
+        known[f"{row['task']}/{row['key']}"] = {"samples": row["samples"], "sample_risks": row["sample_risks"]}
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps(known))
     for row in rows:
+        row.update(known[f"{row['task']}/{row['key']}"])
         first = consistency.span(row["answer"], row["question"])
         spans = [consistency.span(s, row["question"]) for s in row["samples"]]
         row["agreement"] = consistency.agreement(first, spans)
@@ -117,7 +135,7 @@ def main() -> None:
     from spill_guard import SpillModel
     from spill_guard.calibration.cascade import fit_cascade
     from spill_guard.cli.common import quiet_transformers
-    from spill_guard.guard.second_opinion import Consistency
+    from spill_guard.calibration.consistency import Consistency
 
     quiet_transformers()
     sm = SpillModel.load(device="cpu")
@@ -127,7 +145,7 @@ def main() -> None:
     for task in TASKS:
         for split in ("dev", "test"):
             rows += first_answers(sm, task, split, args.n, Path(args.cache))
-    sampling_seconds = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size)
+    sampling_seconds = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size, Path(args.cache))
     dev = [r for r in rows if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
     fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
                       budget=args.budget)

@@ -23,6 +23,7 @@ from spill_guard.calibration.file import (
     CalibrationMismatchWarning,
     DataSource,
     SampleSizes,
+    SecondOpinionFit,
     default_calibration,
 )
 from spill_guard.calibration.fingerprint import (
@@ -57,6 +58,7 @@ __all__ = [
     "ModelFingerprint",
     "PromptInfo",
     "SampleSizes",
+    "SecondOpinionFit",
     "ThresholdCalibrator",
     "TokenizerInfo",
     "ValidationMetrics",

@@ -63,6 +63,7 @@ class ScoredSubset:
     labels: np.ndarray  # True = incorrect
     groups: list[str]
     n_skipped: int
+    keys: list[str] = field(default_factory=list)  # the LabelledAnswer key of each score
 
 
 @dataclass
@@ -108,7 +109,7 @@ class CalibrationSet:
         for r, g in self.ranges(locator):
             kept_ranges.append(r)
             groups.append(g)
-        scores, labels, kept_groups = [], [], []
+        scores, labels, kept_groups, keys = [], [], [], []
         # score_ranges drops spans where the spec is undefined; score one at a time to keep groups aligned.
         for r, g in zip(kept_ranges, groups):
             s, y = score_ranges(by_key, [r], spec)
@@ -116,8 +117,9 @@ class CalibrationSet:
                 scores.append(float(s[0]))
                 labels.append(bool(y[0]))
                 kept_groups.append(g)
+                keys.append(r.item_id)
         return ScoredSubset(
-            np.array(scores), np.array(labels, dtype=bool), kept_groups, len(self.answers) - len(scores)
+            np.array(scores), np.array(labels, dtype=bool), kept_groups, len(self.answers) - len(scores), keys
         )
 
 

@@ -34,7 +34,7 @@ from spill_guard.calibration.fingerprint import (
 )
 from spill_guard.calibration.selection_report import SelectionReport
 from spill_guard.calibration.validation import ValidationMetrics
-from spill_guard.errors import SpillGuardError
+from spill_guard.errors import InvalidParameterError, SpillGuardError
 from spill_guard.scoring.specs import ScoreSpec
 
 SCHEMA_VERSION = 1
@@ -64,6 +64,34 @@ class DataSource(BaseModel):
     split: str | None = None
 
 
+class SecondOpinionFit(BaseModel):
+    """A second opinion fitted with the threshold (``spill-guard calibrate --second-opinion K``).
+
+    Answers whose one-pass risk lies in ``[low, high]`` are sampled ``samples`` times at
+    ``temperature`` / ``top_p``; their final risk blends the risk with the samples' inconsistency
+    (:class:`~spill_guard.calibration.cascade.Cascade`), and the file's ``threshold`` is on that final
+    risk. ``sampled_share``: the share of the calibration answers the band sampled, the expected
+    cost (each sampled question costs ``samples`` more generations).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int = Field(ge=1, le=64)
+    temperature: float = Field(gt=0, le=10)
+    top_p: float = Field(gt=0, le=1)
+    locator: str  # the part of each answer that is compared
+    equivalence: Literal["judge", "custom"]  # "custom": fitted with your equivalence; pass it again
+    low: float
+    high: float
+    weight: float = Field(ge=0, le=1)
+    budget: float = Field(gt=0, le=1)  # the largest share of answers the band was allowed to sample
+    sampled_share: float = Field(ge=0, le=1)
+    one_pass_auroc: float  # on the calibration answers, of the one-pass risk
+    auroc: float  # of the final risk
+    consistency_auroc: float  # of the inconsistency alone (every answer sampled)
+    max_new_tokens: int  # of the calibration's samples
+
+
 class Calibration(BaseModel):
     """A saved calibration. Build with :meth:`from_fit` (or ``FittedThreshold.to_calibration``)."""
 
@@ -89,6 +117,8 @@ class Calibration(BaseModel):
     data_source: DataSource
     metrics: ValidationMetrics
     selection: SelectionReport | None = None
+    #: A second opinion fitted with the threshold (then the threshold is on its final risk); None: one pass.
+    second_opinion: SecondOpinionFit | None = None
 
     @field_validator("threshold")
     @classmethod
@@ -115,6 +145,7 @@ class Calibration(BaseModel):
         n_skipped: int = 0,
         selection: SelectionReport | None = None,
         model_fingerprint: ModelFingerprint | None = None,
+        second_opinion: SecondOpinionFit | None = None,
     ) -> Calibration:
         spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
         return cls(
@@ -139,6 +170,7 @@ class Calibration(BaseModel):
             data_source=data_source,
             metrics=fitted.metrics,
             selection=selection,
+            second_opinion=second_opinion,
         )
 
     # -- use ----------------------------------------------------------------------------
@@ -154,7 +186,17 @@ class Calibration(BaseModel):
         return self.direction * np.asarray(score, dtype=np.float64)
 
     def decide(self, score: float | ArrayLike) -> Any:
-        """True (flag) where ``risk(score) > threshold``; a bool for a scalar, else a bool array."""
+        """True (flag) where ``risk(score) > threshold``; a bool for a scalar, else a bool array.
+
+        A calibration with a :attr:`second_opinion` is refused: its threshold is on a final risk that
+        needs the samples' agreement (a guard built on it draws them).
+        """
+        if self.second_opinion is not None:
+            raise InvalidParameterError(
+                "this calibration's threshold is on the second opinion's final risk, which needs sampled "
+                "answers: decide with SpillGuard(calibration=...), or combine the risk and the samples' "
+                "agreement with calibration.cascade().scores(risk, agreement) first."
+            )
         r = self.risk(score)
         return bool(r > self.threshold) if np.ndim(r) == 0 else r > self.threshold
 
@@ -205,6 +247,35 @@ class Calibration(BaseModel):
             raise CalibrationMismatchError(message, mismatches=mismatches)
         warnings.warn(message, CalibrationMismatchWarning, stacklevel=2)
         return mismatches
+
+    def cascade(self) -> Any:
+        """The :class:`~spill_guard.calibration.cascade.Cascade` of the :attr:`second_opinion` (None: one pass)."""
+        from spill_guard.calibration.cascade import Cascade
+
+        fit = self.second_opinion
+        return None if fit is None else Cascade(fit.low, fit.high, fit.weight)
+
+    def consistency(self, equivalence: Any = None) -> Any:
+        """The :class:`~spill_guard.calibration.consistency.Consistency` a guard draws the second opinion
+        with (None: one pass). A file fitted with your own equivalence (``"custom"``) needs it again."""
+        from spill_guard.calibration.consistency import Consistency
+
+        fit = self.second_opinion
+        if fit is None:
+            return None
+        if fit.equivalence == "custom" and equivalence is None:
+            raise InvalidParameterError(
+                "this calibration's second opinion was fitted with your own equivalence of answers; pass it "
+                "again: SpillGuard(calibration=..., second_opinion=Consistency(samples=..., equivalence=...))."
+            )
+        return Consistency(
+            samples=fit.samples,
+            temperature=fit.temperature,
+            top_p=fit.top_p,
+            cascade=self.cascade(),
+            equivalence=equivalence,
+            locator=fit.locator,
+        )
 
     @property
     def version(self) -> str:
@@ -289,6 +360,16 @@ class Calibration(BaseModel):
             ScoreSpec(cal.scorer, cal.pooling, cal.beta)
         except SpillGuardError as exc:
             raise CalibrationFileError(f"calibration file {where!r} names an unusable score spec: {exc}") from None
+        if cal.second_opinion is not None:  # a reversed band or an unknown locator would fail only at the first answer
+            from spill_guard.spans import make_locator
+
+            try:
+                cal.cascade()
+                make_locator(cal.second_opinion.locator)
+            except SpillGuardError as exc:
+                raise CalibrationFileError(
+                    f"calibration file {where!r} has an unusable second_opinion: {exc}"
+                ) from None
         return cal
 
 

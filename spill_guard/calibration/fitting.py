@@ -7,14 +7,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Any
 
-from spill_guard.calibration.calibrator import ThresholdCalibrator
+import numpy as np
+
+from spill_guard.calibration.calibrator import FittedThreshold, ThresholdCalibrator
+from spill_guard.calibration.cascade import fit_cascade
+from spill_guard.calibration.consistency import Consistency, draw_samples
 from spill_guard.calibration.data import CalibrationSet
 from spill_guard.calibration.errors import CalibrationError
-from spill_guard.calibration.file import Calibration
+from spill_guard.calibration.file import Calibration, SecondOpinionFit
 from spill_guard.calibration.fingerprint import fingerprint
 from spill_guard.calibration.select import SELECT_LOCATORS, select_config
+from spill_guard.errors import InvalidParameterError
+from spill_guard.models.params import GenerationParams
 from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec
 
 
@@ -30,10 +38,22 @@ def calibrate(
     k: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
+    second_opinion: Consistency | None = None,
+    budget: float = 0.5,
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
 ) -> Calibration:
     """Fit a threshold for ``spec`` on ``locator``'s spans (or the ``select``-ed pair) and record it.
 
     ``spill_model`` supplies the model/tokenizer/prompt fingerprint written to the file.
+
+    ``second_opinion``: a :class:`Consistency` (its ``cascade`` is ignored: it is fitted here). Every
+    labelled answer's question is sampled ``second_opinion.samples`` times (``max_new_tokens`` each,
+    ``batch_size`` questions per call), the band and weight are chosen with
+    :func:`~spill_guard.calibration.cascade.fit_cascade` (at most ``budget`` of answers sampled), and the
+    threshold is fitted on the final risk by the same strategy, so its statement (e.g. conformal: false-flag
+    rate <= target) is about the final risk. The band is chosen on the same answers the threshold is fitted on.
+    Where no band beats one pass, the calibration keeps one pass and says so in a warning.
     """
     spec = ScoreSpec.parse(spec) if isinstance(spec, str) else spec
     calibrator = ThresholdCalibrator(
@@ -51,6 +71,11 @@ def calibrate(
             "choose another --locator."
         )
     fitted = calibrator.fit(subset.scores, subset.labels)
+    opinion = None
+    if second_opinion is not None:
+        fitted, opinion = _with_second_opinion(
+            spill_model, cset, subset, fitted, calibrator, second_opinion, budget, max_new_tokens, batch_size
+        )
     return fitted.to_calibration(
         **fingerprint(spill_model),
         spec=spec,
@@ -58,4 +83,67 @@ def calibrate(
         data_source=cset.source,
         n_skipped=subset.n_skipped,
         selection=selection,
+        second_opinion=opinion,
     )
+
+
+def _with_second_opinion(
+    spill_model: Any,
+    cset: CalibrationSet,
+    subset: Any,
+    one_pass: FittedThreshold,
+    calibrator: ThresholdCalibrator,
+    consistency: Consistency,
+    budget: float,
+    max_new_tokens: int,
+    batch_size: int,
+) -> tuple[FittedThreshold, SecondOpinionFit | None]:
+    """Sample every labelled question, fit the cascade, and refit the threshold on the final risk."""
+    if not isinstance(consistency, Consistency):
+        raise InvalidParameterError(f"second_opinion must be a Consistency(samples=...), got {consistency!r}.")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise InvalidParameterError(f"budget is the largest share of answers to sample, in (0, 1]; got {budget!r}.")
+    by_key = {a.key: a for a in cset.answers}
+    kept = [by_key[k] for k in subset.keys]
+    samples = draw_samples(
+        spill_model,
+        [a.answer.prompt_ids for a in kept],
+        consistency,
+        GenerationParams(max_new_tokens=max_new_tokens),
+        batch_size=batch_size,
+    )
+    agreement = np.array(
+        [consistency.compare(a.answer.answer, drawn, a.question).agreement for a, drawn in zip(kept, samples)]
+    )
+    risk = one_pass.direction * np.asarray(subset.scores, dtype=float)
+    fit = fit_cascade(risk, agreement, subset.labels, budget=budget)
+    if fit.cascade is None:
+        warnings.warn(
+            f"no band of one-pass risk sampling at most {budget:.0%} of answers beat one pass on these "
+            f"{len(kept)} answers (one-pass AUROC {fit.one_pass_auroc:.3f}, consistency alone "
+            f"{fit.consistency_auroc:.3f}): the calibration keeps one pass, without a second opinion.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return one_pass, None
+    final = calibrator.fit(fit.cascade.scores(risk, agreement), subset.labels)
+    if final.direction != 1:  # cannot happen when the cascade beats one pass, whose risk ranks the right way
+        raise InvalidParameterError("the second opinion's final risk ranks correct answers as riskier; keep one pass.")
+    record = SecondOpinionFit(
+        samples=consistency.samples,
+        temperature=float(consistency.temperature),
+        top_p=float(consistency.top_p),
+        locator=consistency.locator,
+        equivalence="judge" if consistency.equivalence is None else "custom",
+        low=fit.cascade.low,
+        high=fit.cascade.high,
+        weight=fit.cascade.weight,
+        budget=float(budget),
+        sampled_share=fit.sampled_share,
+        one_pass_auroc=fit.one_pass_auroc,
+        auroc=fit.auroc,
+        consistency_auroc=fit.consistency_auroc,
+        max_new_tokens=max_new_tokens,
+    )
+    # The file's direction orients the raw score into the one-pass risk; its threshold is on the final risk.
+    return dataclasses.replace(final, direction=one_pass.direction, raw_auroc=one_pass.raw_auroc), record

@@ -4,6 +4,10 @@ Writes ``DIR/results.json`` (the contract in spill_guard/evaluation/results.py),
 ``DIR/results.md``, and, when matplotlib is installed (``spill-guard[bench]``), ROC and
 histogram PNGs. Generations are cached in ``DIR``; re-running resumes and re-scores
 without generating again.
+
+``--second-opinion K`` also samples K answers per question (cached in ``DIR`` too) and adds a
+``second_opinion`` object to ``results.json``: the default rule with a second opinion where it is
+unsure, and consistency alone (spill_guard/calibration/cascade_eval.py does the work).
 """
 
 from __future__ import annotations
@@ -30,6 +34,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the AUROC interval")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--second-opinion",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also measure the default rule with a second opinion of K samples (1..64) where it is unsure, "
+        "and consistency alone; adds `second_opinion` to results.json",
+    )
+    p.add_argument(
+        "--second-opinion-temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="sampling temperature of the second opinion (default 1.0)",
+    )
+    p.add_argument(
+        "--second-opinion-budget",
+        type=float,
+        default=None,
+        metavar="B",
+        help="largest share of questions the cross-fitted band may sample, in (0, 1] (default 0.5)",
+    )
+    p.add_argument(
+        "--second-opinion-calibration",
+        default=None,
+        metavar="FILE",
+        help="use the band, weight and samples of this calibration's second_opinion instead of cross-fitting "
+        "(K defaults to its samples)",
+    )
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -49,7 +82,8 @@ def parse_locators(text: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spill_guard.cli.checks import model_options, output_folder
+    from spill_guard.calibration.cascade_eval import evaluate_second_opinion, second_opinion_setup
+    from spill_guard.cli.checks import existing_file, model_options, output_folder
     from spill_guard.errors import InvalidParameterError
     from spill_guard.evaluation.results import to_markdown
     from spill_guard.evaluation.runner import BENCH_EXTRA_BETAS, check_run_options, run_bench
@@ -62,10 +96,21 @@ def run(args: argparse.Namespace) -> int:
     check_run_options(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, n_boot=args.bootstrap)
     output_folder(args.out, "--out")
     locators = parse_locators(args.locators)
+    if args.second_opinion_calibration is not None:
+        existing_file(args.second_opinion_calibration, "--second-opinion-calibration")
+    second = second_opinion_setup(
+        args.second_opinion,
+        temperature=args.second_opinion_temperature,
+        budget=args.second_opinion_budget,
+        calibration=args.second_opinion_calibration,
+        locators=locators,
+    )
     items = select(load_task(args.task), args.split, args.n)
     if not items:
         raise InvalidParameterError(f"task {args.task!r} has no items in split {args.split!r}; choose another --split.")
     sm = load_spill_model(args, extra_betas=BENCH_EXTRA_BETAS)
+    if second is not None:
+        second.check_model(sm)  # a calibration of another model: refused before generating anything
     task_name = Path(args.task).stem if args.task.endswith(".jsonl") else args.task
     run_ = run_bench(
         sm,
@@ -81,8 +126,21 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     report = run_.report
+    if second is not None:
+        measured = evaluate_second_opinion(
+            sm,
+            run_,
+            items,
+            out,
+            second,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            n_boot=args.bootstrap,
+            progress=not args.no_progress,
+        )
+        report = run_.report = report.model_copy(update={"second_opinion": measured})
     # Atomic, so a killed run leaves the previous results.json (which calibrate --from-bench reads), not half of one.
-    for name, text in (("results.json", report.model_dump_json(indent=1)), ("results.md", to_markdown(report))):
+    for name, text in (("results.json", report.to_json()), ("results.md", to_markdown(report))):
         with atomic_text_file(out / name) as fh:
             fh.write(text)
     plots = write_plots(run_, out)
@@ -92,8 +150,20 @@ def run(args: argparse.Namespace) -> int:
     best = report.best()
     if best is not None:
         print(f"best overall: {best.spec} on {best.locator}: AUROC {best.auroc:.3f}")
+    so = report.second_opinion
+    if so is not None:
+        print(
+            f"second opinion (K={so.samples}, band {so.band_from}): AUROC {_rounded(so.auroc)} vs one pass "
+            f"{_rounded(so.one_pass_auroc)}, {so.sampled_fraction:.0%} sampled, "
+            f"{so.extra_tokens_per_question:.1f} extra tokens/question; consistency alone "
+            f"{_rounded(so.consistency_only.auroc)} ({so.consistency_only.extra_tokens_per_question:.1f})"
+        )
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {len(plots)} plots" if plots else ""))
     return 0
+
+
+def _rounded(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def write_plots(run_, out: Path) -> list[Path]:

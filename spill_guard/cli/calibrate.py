@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
+from typing import Any
 
 from spill_guard.cli.common import add_model_options, load_spill_model
 from spill_guard.errors import InvalidParameterError
@@ -59,6 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-new-tokens", type=int, default=48, help="generation length for TASK (default 48, as the bench)"
     )
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--second-opinion",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also fit a second opinion: sample each question K more times, choose the band of one-pass risk where "
+        "the samples' agreement helps, and fit the threshold on the final risk (docs/second-opinion.md)",
+    )
+    p.add_argument(
+        "--second-opinion-temperature", type=float, default=1.0, help="sampling temperature of the K samples (1.0)"
+    )
+    p.add_argument(
+        "--second-opinion-budget",
+        type=float,
+        default=0.5,
+        help="largest share of questions the band may sample (default 0.5): the cost knob",
+    )
     p.add_argument("--no-progress", action="store_true")
     add_model_options(p)
     p.set_defaults(run=run)
@@ -84,6 +102,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             "--from-log uses the log's labels alone; do not combine it with TASK or --from-bench."
         )
     make_strategy(args.strategy, args.target)  # --target must lie strictly between 0 and 1
+    second_opinion(args)  # K, temperature and budget checked now
     if args.folds < 2:
         raise InvalidParameterError(
             f"--folds must be >= 2 (cross-validation needs two folds), got {args.folds}; e.g. --folds 5."
@@ -106,6 +125,23 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     for task in [args.task] if args.from_bench and args.task is not None else tasks:
         load_task(task)
     return tasks
+
+
+def second_opinion(args: argparse.Namespace) -> Any:
+    """The :class:`Consistency` that ``--second-opinion K`` asks for (None without it)."""
+    from spill_guard.calibration.consistency import Consistency
+
+    if args.second_opinion is None:
+        return None
+    if not 0 < args.second_opinion_budget <= 1:
+        raise InvalidParameterError(
+            f"--second-opinion-budget is the largest share of questions to sample, in (0, 1]; got "
+            f"{args.second_opinion_budget}; e.g. 0.5."
+        )
+    try:
+        return Consistency(samples=args.second_opinion, temperature=args.second_opinion_temperature)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(f"--second-opinion / --second-opinion-temperature: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=not args.no_progress,
         )
+    if args.second_opinion is not None and not args.no_progress:
+        print(
+            f"second opinion: sampling each of the {len(cset)} labelled questions {args.second_opinion} more times "
+            f"(at most {args.max_new_tokens} tokens each)",
+            flush=True,
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cal = calibrate(
@@ -146,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
             target=args.target,
             select=args.select,
             k=args.folds,
+            second_opinion=second_opinion(args),
+            budget=args.second_opinion_budget,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
         )
     for w in caught:
         print(f"warning: {w.message}")
@@ -178,6 +224,14 @@ def summary(cal) -> str:
         f"false-flag rate {m.false_flag_rate:.3f}, recall {m.recall:.3f}, F1 {m.f1:.3f}, "
         f"abstention {m.abstention_rate:.3f}, accuracy {m.accuracy_before:.3f} -> {m.accuracy_after:.3f} on answered",
     ]
+    so = cal.second_opinion
+    if so is not None:
+        lines.append(
+            f"second opinion: {so.samples} samples at temperature {so.temperature:g} for one-pass risk in "
+            f"[{so.low:.4f}, {so.high:.4f}] ({so.sampled_share:.0%} of these questions, budget {so.budget:.0%}), "
+            f"weight {so.weight:g}; AUROC {so.one_pass_auroc:.3f} one pass -> {so.auroc:.3f} "
+            f"(consistency alone {so.consistency_auroc:.3f}); the threshold is on the final risk"
+        )
     sel = cal.selection
     if sel is not None:
         lines.append(

@@ -1,9 +1,9 @@
 """The guard: generate → locate span → score → decide (calibrated rule) → act (policy) → log."""
 
+from spill_guard.calibration.consistency import Consistency
 from spill_guard.guard.early_stop import EarlyStop
 from spill_guard.guard.guard import SpillGuard
 from spill_guard.guard.risk_rule import RiskRule
-from spill_guard.guard.second_opinion import Consistency
 from spill_guard.guard.stream import stream_generation
 from spill_guard.guard.verdict import (
     AnswerSpan,

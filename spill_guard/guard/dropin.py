@@ -208,6 +208,12 @@ class DropIn:
             locator=locator,
             other_rule_args={"name": name, "metrics": metrics},
         )
+        if self.guard.rule.second_opinion is not None:
+            raise InvalidParameterError(
+                f"{who}: the guard's rule has a second opinion (samples where one pass is unsure), which a drop-in "
+                "cannot draw: it observes generations the framework makes. Use a calibration without "
+                "--second-opinion here, or guard through SpillGuard / SpillChatModel / the server, which sample."
+            )
         if self.guard.model.loaded.model is not torch_model:
             raise InvalidParameterError(
                 f"{who}: guard.model wraps another torch model than {where}; build the guard on that model, "

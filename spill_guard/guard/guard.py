@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from spill_guard.backends.base import STOPS_EARLY
+from spill_guard.calibration.consistency import Consistency
 from spill_guard.capture.final_step import check_final_step_mode
 from spill_guard.capture.streaming import CAPTURE_STATS
 from spill_guard.errors import InvalidInputError, InvalidParameterError
@@ -23,7 +24,6 @@ from spill_guard.guard.judge import Generated, Judge
 from spill_guard.guard.recording import ON_LOG_ERROR, LogEntry, VerdictLog
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.guard.rule_from_calibration import resolve_rule
-from spill_guard.guard.second_opinion import Consistency
 from spill_guard.guard.stream import StreamCancel, stream_generation
 from spill_guard.guard.verdict import HallucinationDetected, TokenEvent, Verdict, VerdictNotLoggedWarning
 from spill_guard.models.params import GenerationParams
@@ -75,9 +75,10 @@ class SpillGuard:
             answer that ended on a stop token without text: no span includes that token, so
             its Δ (``token_scores[-1]``) is left ``None``/NaN. ``"always"`` computes it
             (one more decoding step per answer; :mod:`spill_guard.capture.final_step`).
-        second_opinion: a :class:`~spill_guard.guard.second_opinion.Consistency` with a cascade: a
+        second_opinion: a :class:`~spill_guard.calibration.consistency.Consistency` with a cascade: a
             first answer whose one-pass risk falls in the cascade's band is sampled again and decided on
-            the blend of its risk and the samples' agreement (``verdict.second_opinion``).
+            the blend of its risk and the samples' agreement (``verdict.second_opinion``). A calibration
+            fitted with ``--second-opinion`` brings its own (then give at most its equivalence).
     """
 
     def __init__(
@@ -125,8 +126,15 @@ class SpillGuard:
         locator_name = (
             locator if isinstance(locator, str) or locator is None else getattr(locator, "name", type(locator).__name__)
         )
+        self._second_opinion = second_opinion  # the guard's own; a calibration may bring one (resolve_rule)
         rule = resolve_rule(
-            self.model, threshold=threshold, calibration=calibration, spec=spec, locator=locator_name, override=override
+            self.model,
+            threshold=threshold,
+            calibration=calibration,
+            spec=spec,
+            locator=locator_name,
+            override=override,
+            second_opinion=second_opinion,
         )
         self.locator: SpanLocator = locator if isinstance(locator, SpanLocator) else make_locator(rule.locator)
         if early_stop is not None:
@@ -136,7 +144,7 @@ class SpillGuard:
         needs_full = rule.spec.scorer in DISTRIBUTION_SCORERS
         self.capture_stats = ("full" if needs_full else "energy") if capture_stats == "auto" else capture_stats
         self._check_rule(rule)
-        self.judge = Judge(rule, self.locator, self.model.loaded.name, second_opinion)
+        self.judge = Judge(rule, self.locator, self.model.loaded.name)
         self.policy = policy if policy is not None else Flag()
         self.recorder = VerdictLog(log, log_all=log_all, on_log_error=on_log_error, metrics=metrics)
         self.max_new_tokens = max_new_tokens
@@ -160,7 +168,7 @@ class SpillGuard:
         self._check_rule(rule)
         locator = self.locator if rule.locator == self.judge.rule.locator else make_locator(rule.locator)
         # A new judge, swapped in one assignment: a decision under way keeps the judge it started with.
-        self.judge = Judge(rule, locator, self.model.loaded.name, self.judge.second_opinion)
+        self.judge = Judge(rule, locator, self.model.loaded.name)
         self.locator = locator
 
     def recalibrate(self, *, calibration: Any = None, threshold: float | None = None) -> RiskRule:
@@ -174,10 +182,23 @@ class SpillGuard:
             raise InvalidParameterError(f"threshold must be a number, got {threshold!r}.")
         previous = self.rule
         if threshold is not None:  # the same score, span and orientation, another threshold (on the risk scale)
-            self.rule = RiskRule(previous.spec, previous.locator, float(threshold), previous.direction, "threshold")
+            self.rule = RiskRule(
+                previous.spec,
+                previous.locator,
+                float(threshold),
+                previous.direction,
+                "threshold",
+                second_opinion=previous.second_opinion,
+            )
         else:
             self.rule = resolve_rule(
-                self.model, threshold=None, calibration=calibration, spec=None, locator=None, override=False
+                self.model,
+                threshold=None,
+                calibration=calibration,
+                spec=None,
+                locator=None,
+                override=False,
+                second_opinion=self._second_opinion,
             )
         return previous
 
@@ -288,7 +309,8 @@ class SpillGuard:
     ) -> Verdict:
         """Judge an answer produced elsewhere (scored with one teacher-forced pass).
 
-        ``Retry`` cannot make a new answer here, so its fallback decides.
+        ``Retry`` does not replace it, so its fallback decides; a second opinion samples this guard's
+        model on the question, as for its own answers.
         """
         _check_record_fields(tags, metadata)
         scored = self.model.score_answer(question, answer, context=context)
@@ -306,7 +328,13 @@ class SpillGuard:
         """Apply the rule and policy to a :class:`ScoredAnswer` you already have."""
         _check_record_fields(tags, metadata)
         verdict = self._decide(
-            Generated(scored), self.prompt(question, context=context), context, tags, metadata, generate=None
+            Generated(scored),
+            self.prompt(question, context=context),
+            context,
+            tags,
+            metadata,
+            generate=self._generate_one,  # samples a second opinion, never a retry: the answer is the caller's
+            retry=False,
         )
         _raise_first([verdict])
         return verdict
@@ -488,9 +516,16 @@ class SpillGuard:
         metadata: Mapping[str, Any] | None,
         *,
         generate: Any,
+        retry: bool = True,
     ) -> Verdict:
         verdict = self.judge.decide(
-            first, prompt=prompt, params=self.params, policy=self.policy, generate=generate, context=context
+            first,
+            prompt=prompt,
+            params=self.params,
+            policy=self.policy,
+            generate=generate,
+            context=context,
+            retry=retry,
         )
         self.log(verdict, tags=tags, metadata=metadata)
         return verdict

@@ -17,10 +17,10 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from spill_guard.calibration.consistency import Consistency
 from spill_guard.errors import InvalidParameterError
 from spill_guard.guard.assess import Assessed, assess
 from spill_guard.guard.risk_rule import RiskRule
-from spill_guard.guard.second_opinion import Consistency
 from spill_guard.guard.verdict import Attempt, SampledAnswer, SecondOpinion, Verdict, attach_scored
 from spill_guard.models.params import GenerationParams
 from spill_guard.models.prompting import Prompt
@@ -48,26 +48,21 @@ class Judge:
         rule: the calibrated (or fixed) :class:`RiskRule`.
         locator: where the exact answer is in an answer text.
         model: the model name verdicts carry.
-        second_opinion: a :class:`Consistency` with a cascade: a first answer whose one-pass risk lies
-            in its band is sampled again (through the door's ``generate``) and decided on the
-            cascade's final risk.
+
+    A rule with a second opinion (:attr:`RiskRule.second_opinion`): a first answer whose one-pass risk
+    lies in its band is sampled again (through the door's ``generate``) and decided on the cascade's
+    final risk.
     """
 
-    def __init__(self, rule: RiskRule, locator: SpanLocator, model: str, second_opinion: Consistency | None = None):
-        if second_opinion is not None:
-            if not isinstance(second_opinion, Consistency):
-                raise InvalidParameterError(
-                    f"second_opinion must be a Consistency(...) from spill_guard, got {second_opinion!r}."
-                )
-            if second_opinion.cascade is None:
-                raise InvalidParameterError(
-                    "a guard's second opinion needs its band: Consistency(cascade=Cascade(low, high, weight)), "
-                    "fitted with spill_guard.calibration.cascade.fit_cascade on labelled answers."
-                )
+    def __init__(self, rule: RiskRule, locator: SpanLocator, model: str):
         self.rule = rule
         self.locator = locator
         self.model = model
-        self.second_opinion = second_opinion
+
+    @property
+    def second_opinion(self) -> Consistency | None:
+        """The rule's second opinion (a :class:`Consistency` with its cascade), or None: one pass."""
+        return self.rule.second_opinion
 
     def candidate(self, answer: Generated, question: str, *, strategy: str = "greedy") -> Candidate:
         """The policy candidate of one answer: its risk on the located span against the rule."""
@@ -86,11 +81,17 @@ class Judge:
         question: str | None = None,
         context: str | None = None,
         strategy: str | None = None,
+        retry: bool = True,
+        second_opinion: bool = True,
     ) -> Verdict:
         """Decide ``first`` (the answer to ``prompt`` made with ``params``) under ``policy``.
 
-        ``generate`` makes a retry's answer (it needs ``prompt`` and ``params``); ``None`` when none
-        can be made (an answer produced elsewhere), so a ``Retry`` falls back. ``question`` is what
+        ``generate`` makes a retry's answer and the second opinion's samples (it needs ``prompt`` and
+        ``params``); ``None`` when none can be made, so a ``Retry`` falls back and an answer in the second
+        opinion's band is decided on its one-pass risk (the reason says so). ``retry=False``: ``generate``
+        only samples the second opinion (an answer produced elsewhere is judged, never replaced);
+        ``second_opinion=False``: one pass only (a door's retry attempt, decided after its first answer's
+        second opinion, as the library decides attempts). ``question`` is what
         the answer is judged and logged against (default: ``prompt.question``); ``context`` the
         grounding passage the record keeps; ``strategy`` names the first answer's making (default:
         ``params.strategy``, else ``"greedy"``).
@@ -108,9 +109,14 @@ class Judge:
             if prompt is None or params is None:
                 raise InvalidParameterError("Judge.decide can only retry with the first answer's prompt and params.")
             generate = remembering(generate)  # a retry that asks for what a second opinion drew gets it back
-            regenerate = self.regenerator(prompt, params, generate, question=question)
-            if self.second_opinion is not None and self.second_opinion.wanted(candidate.risk):
+            if retry:
+                regenerate = self.regenerator(prompt, params, generate, question=question)
+            if second_opinion and self.second_opinion is not None and self.second_opinion.wanted(candidate.risk):
                 candidate, opinion = self.second_look(candidate, prompt, params, generate, question)
+        elif second_opinion and self.second_opinion is not None and self.second_opinion.wanted(candidate.risk):
+            candidate = dataclasses.replace(
+                candidate, reason=f"{candidate.reason}; no second opinion: this answer cannot be sampled again here"
+            )
         verdict = self.verdict(apply_policy(policy, candidate, regenerate), question=question, context=context)
         verdict.second_opinion = opinion
         return verdict
@@ -125,10 +131,8 @@ class Judge:
             self.candidate(generate(prompt, sampled), question, strategy="second-opinion")
             for sampled in consistency.sample_params(params)
         ]
-        first_span = consistency.span(candidate.answer, question)
-        spans = [consistency.span(c.answer, question) for c in drawn]
-        agrees = consistency.agrees(first_span, spans)
-        agreement = sum(agrees) / len(agrees)
+        compared = consistency.compare(candidate.answer, [c.answer for c in drawn], question)
+        spans, agrees, agreement = compared.spans, compared.agrees, compared.agreement
         cascade = consistency.cascade
         risk = cascade.combine(candidate.risk, agreement)
         crossed = self.rule.crosses(risk)

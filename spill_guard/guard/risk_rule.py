@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from spill_guard.calibration.consistency import Consistency
 from spill_guard.errors import InvalidParameterError
 from spill_guard.scoring.specs import ScoreSpec
 
@@ -26,19 +27,40 @@ class RiskRule:
     #: Set by :func:`~spill_guard.guard.rule_from_calibration.resolve_rule`: the calibration's version
     #: and the rule it fixed (spec, locator, threshold, direction); see :attr:`version`.
     calibration: tuple[str, ScoreSpec, str, float, int] | None = field(default=None, repr=False)
+    #: A :class:`~spill_guard.calibration.consistency.Consistency` with its cascade: answers whose one-pass
+    #: risk lies in its band are sampled again and their final risk is compared with the threshold.
+    second_opinion: Consistency | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.threshold, (int, float)) or math.isnan(self.threshold):
             raise InvalidParameterError(f"threshold must be a number, got {self.threshold!r}.")
         if self.direction not in (1, -1):
             raise InvalidParameterError(f"direction must be +1 or -1, got {self.direction!r}.")
+        if self.second_opinion is not None:
+            if not isinstance(self.second_opinion, Consistency):
+                raise InvalidParameterError(
+                    f"second_opinion must be a Consistency(...) from spill_guard, got {self.second_opinion!r}."
+                )
+            if self.second_opinion.cascade is None:
+                raise InvalidParameterError(
+                    "a guard's second opinion needs its band: Consistency(cascade=Cascade(low, high, weight)), "
+                    "fitted by spill-guard calibrate --second-opinion K (or fit_cascade on labelled answers)."
+                )
 
     @classmethod
     def of_calibration(
-        cls, calibration: Any, source: str, *, spec: ScoreSpec | None = None, locator: str | None = None
+        cls,
+        calibration: Any,
+        source: str,
+        *,
+        spec: ScoreSpec | None = None,
+        locator: str | None = None,
+        second_opinion: Consistency | None = None,
     ) -> RiskRule:
         """The rule a :class:`~spill_guard.calibration.Calibration` fixes (its :attr:`version` is the
-        calibration's); ``spec`` / ``locator`` replace its own (an override: the version then says so)."""
+        calibration's); ``spec`` / ``locator`` replace its own (an override: the version then says so);
+        ``second_opinion``: the rule's (see :func:`~spill_guard.guard.rule_from_calibration.resolve_rule`,
+        which reconciles the calibration's with one given to the guard)."""
         fixed = ScoreSpec(calibration.scorer, calibration.pooling, calibration.beta)
         threshold, direction = float(calibration.threshold), int(calibration.direction)
         return cls(
@@ -48,6 +70,7 @@ class RiskRule:
             direction,
             source,
             calibration=(calibration.version, fixed, calibration.locator, threshold, direction),
+            second_opinion=second_opinion,
         )
 
     @property

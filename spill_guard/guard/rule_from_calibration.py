@@ -8,9 +8,11 @@ when it was loaded under another name); else a clear error saying how to get one
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from spill_guard.calibration.consistency import Consistency
 from spill_guard.errors import InvalidParameterError
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.scoring.specs import DEFAULT_SPEC, ScoreSpec
@@ -30,8 +32,19 @@ def resolve_rule(
     spec: ScoreSpec | str | None,
     locator: str | None,
     override: bool,
+    second_opinion: Consistency | None = None,
 ) -> RiskRule:
-    """The :class:`RiskRule` for a guard on ``model`` (a :class:`~spill_guard.SpillModel`)."""
+    """The :class:`RiskRule` for a guard on ``model`` (a :class:`~spill_guard.SpillModel`).
+
+    ``second_opinion``: the guard's own :class:`Consistency` (with its cascade), or None. A calibration
+    fitted with a second opinion brings its own (its threshold is on that cascade's final risk); one given
+    as well must sample as the file says (samples, temperature, top_p, locator) and may only add an
+    equivalence of answers.
+    """
+    if second_opinion is not None and not isinstance(second_opinion, Consistency):
+        raise InvalidParameterError(
+            f"second_opinion must be a Consistency(...) from spill_guard, got {second_opinion!r}."
+        )
     wanted = _spec(spec)
     if threshold is not None:
         if calibration is not None:
@@ -39,7 +52,9 @@ def resolve_rule(
                 "pass either threshold=... or calibration=..., not both: "
                 "a calibration file already fixes the threshold."
             )
-        return RiskRule(wanted or DEFAULT_SPEC, locator or "full", float(threshold), 1, "threshold")
+        return RiskRule(
+            wanted or DEFAULT_SPEC, locator or "full", float(threshold), 1, "threshold", second_opinion=second_opinion
+        )
     from spill_guard.calibration import Calibration
     from spill_guard.calibration.errors import CalibrationMismatchError
     from spill_guard.calibration.packaged import packaged_calibration, packaged_calibrations
@@ -76,4 +91,28 @@ def resolve_rule(
         source,
         spec=wanted if override else None,
         locator=locator if override else None,
+        second_opinion=reconcile_second_opinion(calibration, second_opinion, source),
     )
+
+
+def reconcile_second_opinion(calibration: Any, given: Consistency | None, source: str) -> Consistency | None:
+    """The second opinion of a guard built on ``calibration`` with ``given`` (see :func:`resolve_rule`)."""
+    fit = calibration.second_opinion
+    if fit is None:
+        return given  # a one-pass calibration; a given second opinion brings its own band
+    if given is None:
+        return calibration.consistency()  # raises if the file was fitted with a custom equivalence
+    fitted = (fit.samples, fit.temperature, fit.top_p, fit.locator)
+    asked = (given.samples, float(given.temperature), float(given.top_p), given.locator)
+    cascade = calibration.cascade()
+    if asked != fitted or (given.cascade is not None and given.cascade != cascade):
+        raise InvalidParameterError(
+            f"the calibration ({source}) was fitted with a second opinion of {fit.samples} samples at temperature "
+            f"{fit.temperature}, top_p {fit.top_p}, locator {fit.locator!r}, band [{fit.low:.4g}, {fit.high:.4g}] "
+            f"weight {fit.weight}; the second_opinion given samples {given.samples} at temperature "
+            f"{given.temperature}, top_p {given.top_p}, locator {given.locator!r}"
+            + ("" if given.cascade is None else f", {given.cascade}")
+            + ". Its threshold is only valid for the fitted one: leave second_opinion out (the file's is used), "
+            "pass only an equivalence (Consistency(samples=..., equivalence=...)), or recalibrate."
+        )
+    return dataclasses.replace(given, cascade=cascade)

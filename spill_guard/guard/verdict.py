@@ -50,7 +50,7 @@ class SampledAnswer(BaseModel):
 
 
 class SecondOpinion(BaseModel):
-    """What sampling said about the first answer (see :class:`~spill_guard.guard.second_opinion.Consistency`):
+    """What sampling said about the first answer (see :class:`~spill_guard.calibration.consistency.Consistency`):
     ``agreement`` of its ``samples`` with it, and the risk before (``one_pass_risk``) and after (``risk``)."""
 
     model_config = ConfigDict(ser_json_inf_nan="null")

@@ -303,6 +303,10 @@ class DoorKit:
                          "llama_index": self._llama_index, "chat_huggingface": self._chat_huggingface,
                          "huggingface_llm": self._huggingface_llm}
 
+    def chat_model_rule(self) -> dict[str, Any]:
+        """The rule arguments of the LangChain door's SpillChatModel (the guard's rule, as arguments)."""
+        return {"threshold": self.threshold}
+
     def guard(self, policy: Any, log_path: str | None) -> Any:
         from spill_guard import SpillGuard
 
@@ -364,7 +368,7 @@ class DoorKit:
     def _langchain(self, policy: Any, questions: list[str], log_path: str) -> list[DoorResult]:
         from spill_guard_langchain import SpillChatModel, SpillGuardedRunnable
 
-        model = SpillChatModel(spill_model=self.model, threshold=self.threshold, max_tokens=self.max_new_tokens)
+        model = SpillChatModel(spill_model=self.model, max_tokens=self.max_new_tokens, **self.chat_model_rule())
         guarded = SpillGuardedRunnable(model, policy, log=log_path, log_all=True, include_verdict=True)
         answers = []
         try:

@@ -1,5 +1,6 @@
 """The second opinion decides alike behind every door that generates through a guard: the library, the server
-over loopback (its samples go through the batcher) and LlamaIndex's guarded chat engine, on the embedded model.
+over loopback (its samples go through the batcher), LangChain's guarded runnable over SpillChatModel and
+LlamaIndex's guarded chat engine, on the embedded model.
 Each cell compares the door with the library (action, risk, answers, attempts and the review record, which
 carries the second opinion: its samples, their answers and agreement) under Flag and Retry(Resample)."""
 
@@ -11,18 +12,26 @@ from test_door_parity import MAX_NEW, QUESTIONS, THRESHOLD
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]
 
-DOORS = ("server", "llama_index")
+DOORS = ("server", "langchain", "llama_index")
 
 
 class OpinionKit(DoorKit):
     """The doors' guard, with a second opinion on every first answer (a band over all risks)."""
 
-    def guard(self, policy, log_path):
-        from spill_guard import Cascade, Consistency, SpillGuard
+    @staticmethod
+    def opinion():
+        from spill_guard import Cascade, Consistency
 
-        opinion = Consistency(samples=2, temperature=1.0, cascade=Cascade(-100.0, 100.0, 0.5))
+        return Consistency(samples=2, temperature=1.0, cascade=Cascade(-100.0, 100.0, 0.5))
+
+    def guard(self, policy, log_path):
+        from spill_guard import SpillGuard
+
         return SpillGuard(self.model, threshold=self.threshold, policy=policy, log=log_path,
-                          max_new_tokens=self.max_new_tokens, second_opinion=opinion)
+                          max_new_tokens=self.max_new_tokens, second_opinion=self.opinion())
+
+    def chat_model_rule(self):
+        return {"threshold": self.threshold, "second_opinion": self.opinion()}
 
 
 def make_policy(name):

@@ -24,13 +24,14 @@ from spill_guard import ScoredAnswer, SpillModel
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard import SpillGuard, TokenEvent, Verdict
 from spill_guard.guard.dropin import resolve_guard
+from spill_guard.guard.judge import Generated
 from spill_guard.guard.stream import stream_generation
 from spill_guard.models.loader import LoadedModel
 from spill_guard.models.params import GenerationParams
 from spill_guard.models.prompting import Prompt
 from spill_guard.models.stops import StreamedText, cut_at_stop
 from spill_guard.observability.verdict_metrics import VerdictMetrics, resolve_metrics
-from spill_guard.policy import Flag, apply_policy
+from spill_guard.policy import Flag
 from spill_guard_langchain.attempt import current_attempt
 from spill_guard_langchain.logprobs import LOGPROBS_KEY, openai_logprobs, top_logprobs
 from spill_guard_langchain.messages import to_role_dicts
@@ -78,6 +79,11 @@ class SpillChatModel(BaseChatModel):
         default=False, description="add OpenAI-format logprobs to response_metadata (UQLM reads them)"
     )
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="also the k most likely tokens per step")
+    second_opinion: Any = Field(
+        default=None,
+        description="a spill_guard Consistency(...) with a cascade: answers whose one-pass risk is in its band "
+        "are sampled again before the verdict (a calibration fitted with --second-opinion brings its own)",
+    )
     metrics: Any = Field(
         default=None,
         description="Prometheus metrics of every answer: True (the default registry), "
@@ -110,6 +116,7 @@ class SpillChatModel(BaseChatModel):
                 policy=_FLAG,
                 max_new_tokens=self.max_tokens,
                 capture_stats=self.capture_stats,
+                second_opinion=self.second_opinion,
             )
 
         self._rule_guard = resolve_guard(
@@ -120,7 +127,10 @@ class SpillChatModel(BaseChatModel):
             calibration=self.calibration,
             spec=self.spec,
             locator=self.locator,
-            other_rule_args={"capture_stats": None if self.capture_stats == "auto" else self.capture_stats},
+            other_rule_args={
+                "capture_stats": None if self.capture_stats == "auto" else self.capture_stats,
+                "second_opinion": self.second_opinion,
+            },
         )
         if self.spill_model is not None and self.spill_model is not self._rule_guard.model:
             raise InvalidParameterError("spill_model differs from guard.model; pass only the guard.")
@@ -199,7 +209,7 @@ class SpillChatModel(BaseChatModel):
     ) -> ChatResult:
         prompt, params, strategy = self._prepare(messages, stop, kwargs)
         scored = self._generate_one(prompt, params)
-        message, info = self._finish(scored, prompt.question, strategy, params, self._logprobs_wanted(kwargs))
+        message, info = self._finish(scored, prompt, strategy, params, self._logprobs_wanted(kwargs))
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
 
     def _stream(
@@ -224,7 +234,7 @@ class SpillChatModel(BaseChatModel):
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
                 continue
-            message, info = self._finish(item, prompt.question, strategy, params, self._logprobs_wanted(kwargs))
+            message, info = self._finish(item, prompt, strategy, params, self._logprobs_wanted(kwargs))
             tail = message.content[visible.released :]  # text held back as a possible stop-sequence prefix
             yield ChatGenerationChunk(
                 message=AIMessageChunk(
@@ -242,6 +252,10 @@ class SpillChatModel(BaseChatModel):
         # routes each forward pass to its own thread's capture (one hook per model), so
         # concurrent generations with one model neither race nor mix their reports.
         return self._rule_guard.generate([prompt], params, listeners=listeners)[0].scored
+
+    def _sample(self, prompt: Prompt, params: GenerationParams) -> Generated:
+        # A second opinion's sample: the rule guard's generation, as every door's.
+        return self._rule_guard.generate([prompt], params)[0]
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -285,11 +299,23 @@ class SpillChatModel(BaseChatModel):
         return int(top or 0)
 
     def _finish(
-        self, scored: ScoredAnswer, question: str, strategy: str, params: GenerationParams, top_k: int | None = None
+        self, scored: ScoredAnswer, prompt: Prompt, strategy: str, params: GenerationParams, top_k: int | None = None
     ) -> tuple[AIMessage, dict[str, Any]]:
-        """The answer message with its report, and the generation info with the live verdict."""
-        candidate = self._rule_guard.assess(scored, question, strategy=strategy)
-        verdict: Verdict = self._rule_guard.verdict_from(apply_policy(_FLAG, candidate), question=question)
+        """The answer message with its report, and the generation info with the live verdict.
+
+        Decided by the guard's one decision path under ``Flag()``; a rule with a second opinion samples
+        the question through the guard's generation before the verdict (retries are the wrappers' job).
+        """
+        verdict: Verdict = self._rule_guard.judge.decide(
+            Generated(scored),
+            policy=_FLAG,
+            prompt=prompt,
+            params=params,
+            generate=self._sample,
+            strategy=strategy,
+            retry=False,
+            second_opinion=current_attempt() is None,  # a wrapper's retry attempt: one pass, as the library's
+        )
         if self._metrics is not None:  # a handler given the same metrics will not count it again
             self._metrics.observe_verdict(verdict)
         content, matched = cut_at_stop(scored.answer, params.stop)

@@ -33,13 +33,16 @@ def candidate_from(verdict: Verdict, output: Any, strategy: str) -> Candidate:
 
 
 def final_verdict(decision: Decision) -> Verdict:
-    """The chosen attempt's verdict, updated with the policy's action, shown text and every attempt."""
+    """The chosen attempt's verdict, updated with the policy's action, shown text and every attempt, and the
+    first answer's second opinion (if it got one), as the library's verdict carries it."""
     _, verdict = decision.chosen.payload
+    _, first = decision.attempts[0].payload
     updated = verdict.model_copy(
         update={
             "action": decision.action,
             "answer": decision.shown,
             "attempts": attempts_of(decision),
+            "second_opinion": first.second_opinion,
         }
     )
     return attach_scored(updated, verdict.scored)

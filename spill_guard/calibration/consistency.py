@@ -1,5 +1,8 @@
 """The second opinion's sampling side: how many answers, how they are drawn, and how far they agree.
 
+(It lives with calibration, below the guard, because ``spill-guard calibrate --second-opinion`` and
+``spill-guard bench --second-opinion`` draw and compare samples exactly as the guard does.)
+
 :class:`Consistency` says how a second opinion is drawn (``samples`` answers at ``temperature``, each
 with the seed the retry strategies would give the same attempt, so a ``Retry(Resample)`` can take
 them as its candidates) and measures :meth:`Consistency.agreement`: the share of samples whose
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from spill_guard.calibration.cascade import Cascade
 from spill_guard.errors import InvalidInputError, InvalidParameterError
@@ -28,6 +32,16 @@ from spill_guard.tasks import judge
 Equivalence = Callable[[str, str], bool]
 #: Where the compared answer is: a quoted answer, else what follows "... is", else the answer without filler.
 AGREEMENT_LOCATOR = "quoted+answer_is+strip_filler"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A first answer against its samples: the located spans, which samples agree, and the share that do."""
+
+    first_span: str | None
+    spans: list[str | None]
+    agrees: list[bool]
+    agreement: float
 
 
 def same_answer(first: str, other: str) -> bool:
@@ -107,8 +121,44 @@ class Consistency:
         same = self.equivalence or same_answer
         return [s is not None and bool(same(first, s)) for s in samples]
 
+    def compare(self, first: str, samples: Sequence[str], question: str | None = None) -> Comparison:
+        """Locate the compared part of the first answer and of each sampled answer, and compare them."""
+        if not samples:
+            raise InvalidParameterError("a second opinion needs at least one sampled answer.")
+        first_span = self.span(first, question)
+        spans = [self.span(s, question) for s in samples]
+        agrees = self.agrees(first_span, spans)
+        return Comparison(first_span, spans, agrees, sum(agrees) / len(agrees))
+
     def agreement(self, first: str | None, samples: Sequence[str | None]) -> float:
         """The share of ``samples`` that say what ``first`` says (:meth:`agrees`)."""
         if not samples:
             raise InvalidParameterError("agreement needs at least one sampled answer.")
         return sum(self.agrees(first, samples)) / len(samples)
+
+
+def draw_samples(
+    spill_model: Any,
+    prompts: Sequence[Sequence[int]],
+    consistency: Consistency,
+    params: GenerationParams,
+    *,
+    batch_size: int = 8,
+) -> list[list[str]]:
+    """The sampled answers (texts) of many questions at once, for calibration and the benchmark.
+
+    ``prompts``: each question's prompt token ids; sample ``k`` of every question uses
+    :meth:`Consistency.sample_params` ``(params)[k]``, ``batch_size`` questions per generate call of
+    ``spill_model`` (a :class:`~spill_guard.SpillModel`). Rows of one call share the sample's seed, so a
+    question's samples here are draws from the same distribution as the guard's, not the same draws
+    (a guard samples one question per call; on transformers rows of a batch share one random stream).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    drawn: list[list[str]] = [[] for _ in prompts]
+    for sampled in consistency.sample_params(params):
+        for start in range(0, len(prompts), batch_size):
+            answers = spill_model.generate_params(list(prompts[start : start + batch_size]), sampled, stats=None)
+            for row, answer in zip(drawn[start : start + batch_size], answers):
+                row.append(answer.answer)
+    return drawn
