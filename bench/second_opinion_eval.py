@@ -120,6 +120,67 @@ def measure(rows: list[dict[str, Any]], cascade: Any) -> dict[str, Any]:
     return out
 
 
+TARGETS = (0.05, 0.10, 0.20)
+
+
+def false_flags(dev: list[dict[str, Any]], test: list[dict[str, Any]], cascade: Any) -> list[dict[str, Any]]:
+    """The calibrated guard's false-flag rate on the test split, as bench/guard_eval.py reports it for one pass:
+    a conformal threshold fitted on the pooled dev answers' final risk (the cascade's, else one pass) at each
+    target, applied unchanged to each task's test answers; false flags = flagged correct / correct, Wilson CI.
+    An answer with no finite one-pass risk is answered (not flagged), as the guard's fallback for unscored."""
+    from spill_guard.calibration import ThresholdCalibrator, binomial_ci
+
+    def final(rows: list[dict[str, Any]], second: bool) -> np.ndarray:
+        risk = np.array([r["risk"] if r["risk"] is not None else np.nan for r in rows], dtype=float)
+        agreement = np.array([r["agreement"] for r in rows], dtype=float)
+        return cascade.scores(risk, agreement) if (second and cascade is not None) else risk
+
+    out = []
+    y_dev = np.array([r["incorrect"] for r in dev])
+    for second in (False, True):
+        for alpha in TARGETS:
+            fitted = ThresholdCalibrator("conformal", alpha).fit(final(dev, second), y_dev)
+            for task in (*TASKS, "all three"):
+                rows = [r for r in test if task == "all three" or r["task"] == task]
+                risk = final(rows, second)
+                flagged = np.isfinite(risk) & (np.nan_to_num(risk, nan=-np.inf) > fitted.threshold)
+                y = np.array([r["incorrect"] for r in rows])
+                k, n = int((flagged & ~y).sum()), int((~y).sum())
+                low, high = binomial_ci(k, n)
+                out.append({"rule": "second opinion" if second else "one pass", "alpha": alpha, "task": task,
+                            "threshold": fitted.threshold, "false_flags": k, "correct": n,
+                            "false_flag_rate": k / n if n else None, "ci": [low, high],
+                            "recall": float((flagged & y).sum() / max(1, y.sum())),
+                            "within_target": low <= alpha})
+    return out
+
+
+def explored(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Other ways to use the samples, measured on the test split for the docs (not chosen on it: reported
+    only). Every question sampled. rank_mean: mean rank of the one-pass risk and the inconsistency;
+    sample_risk_mean: the mean one-pass risk of the K samples (their own spilled energy)."""
+    from scipy.stats import rankdata
+
+    from spill_guard.evaluation.metrics import auroc
+
+    out: dict[str, Any] = {}
+    for task in TASKS:
+        test = [r for r in rows if r["task"] == task and r["split"] == "test" and r["risk"] is not None
+                and np.isfinite(r["risk"])]
+        y = np.array([r["incorrect"] for r in test])
+        risk = np.array([r["risk"] for r in test])
+        inconsistency = 1.0 - np.array([r["agreement"] for r in test])
+        row = {"rank_mean": auroc(rankdata(risk) + rankdata(inconsistency), y)}
+        if all("sample_risks" in r for r in test):
+            means = np.array([np.nanmean([v if v is not None else np.nan for v in r["sample_risks"]]) for r in test])
+            ok = np.isfinite(means)
+            row["sample_risk_mean"] = auroc(means[ok], y[ok])
+            row["risk_plus_sample_risk_rank_mean"] = auroc(rankdata(risk[ok]) + rankdata(means[ok]), y[ok])
+        out[task] = row
+    out["mean"] = {k: float(np.mean([out[t][k] for t in TASKS if k in out[t]])) for k in out[TASKS[0]]}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=None, help="items per task and split (default: all)")
@@ -130,6 +191,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cache", default=str(ROOT / "bench/out/second-opinion"))
     p.add_argument("--out", default=str(ROOT / "bench/results/second_opinion_eval.json"))
+    p.add_argument("--rows", default=None, metavar="JSON",
+                   help="re-analyse the rows (answers, samples, labels) of an earlier run's JSON; no model call")
     args = p.parse_args()
 
     from spill_guard import SpillModel
@@ -137,15 +200,22 @@ def main() -> None:
     from spill_guard.cli.common import quiet_transformers
     from spill_guard.calibration.consistency import Consistency
 
-    quiet_transformers()
-    sm = SpillModel.load(device="cpu")
     consistency = Consistency(samples=args.samples, temperature=args.temperature)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for task in TASKS:
-        for split in ("dev", "test"):
-            rows += first_answers(sm, task, split, args.n, Path(args.cache))
-    sampling_seconds = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size, Path(args.cache))
+    if args.rows is not None:  # the earlier run's answers and samples; the agreement is measured again
+        earlier = json.loads(Path(args.rows).read_text())
+        rows, sampling_seconds = earlier["rows"], earlier["seconds"]["sampling"]
+        started -= earlier["seconds"]["total"]  # the run's time, not the re-analysis's
+        for row in rows:
+            row["agreement"] = consistency.compare(row["answer"], row["samples"], row["question"]).agreement
+    else:
+        quiet_transformers()
+        sm = SpillModel.load(device="cpu")
+        for task in TASKS:
+            for split in ("dev", "test"):
+                rows += first_answers(sm, task, split, args.n, Path(args.cache))
+        sampling_seconds = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size, Path(args.cache))
     dev = [r for r in rows if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
     fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
                       budget=args.budget)
@@ -160,7 +230,8 @@ def main() -> None:
         "commit": commit.strip(),
         "command": "OMP_NUM_THREADS=2 .venv/bin/python bench/second_opinion_eval.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                   if k in ("n", "samples", "temperature", "budget") and v is not None),
+                   if k in ("n", "samples", "temperature", "budget") and v is not None)
+        + ("" if args.rows is None else " --rows <the same command's JSON> (re-analysed)"),
         "config": {k: v for k, v in vars(args).items() if k not in ("cache", "out")},
         "chosen_on_dev": {
             "cascade": None if cascade is None else {"low": cascade.low, "high": cascade.high, "weight": cascade.weight},
@@ -170,6 +241,8 @@ def main() -> None:
         },
         "test": per_task,
         "test_mean": mean,
+        "false_flags": false_flags(dev, [r for r in rows if r["split"] == "test"], cascade),
+        "explored": explored(rows),
         "extra_tokens_per_sampled_question": args.samples * args.max_new_tokens,
         "seconds": {"total": time.perf_counter() - started, "sampling": sampling_seconds},
         "rows": [{k: v for k, v in r.items() if k != "prompt_ids"} for r in rows],
@@ -210,6 +283,23 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["test_mean"]
     lines.append(f"| mean | | {f(m.get('one_pass_auroc'))} | {f(m.get('consistency_only_auroc'))} | "
                  f"{f(m.get('second_opinion_auroc'))} | {m.get('sampled_fraction', 0):.0%} |")
+    lines.append("\nCalibrated guard (conformal threshold fitted on the pooled dev final risk, applied to test; as "
+                 "bench/guard_eval.py): false-flag rate on correct answers [Wilson 95 % CI], recall of wrong:\n")
+    lines.append("| rule | α | task | false-flag rate [CI] | within target | recall |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in doc.get("false_flags", []):
+        rate = "-" if r["false_flag_rate"] is None else f"{r['false_flag_rate']:.3f} ({r['false_flags']}/{r['correct']})"
+        lines.append(f"| {r['rule']} | {r['alpha']:.2f} | {r['task']} | {rate} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | "
+                     f"{'yes' if r['within_target'] else 'NO'} | {r['recall']:.3f} |")
+    ex = doc.get("explored")
+    if ex:
+        lines.append("\nExplored on test, every question sampled (reported, not chosen): AUROC of other uses of the "
+                     "samples:\n")
+        keys = list(ex["mean"])
+        lines.append("| task | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---|" * len(keys))
+        for task, v in ex.items():
+            lines.append(f"| {task} | " + " | ".join(f(v.get(k)) for k in keys) + " |")
     lines.append(f"\nExtra generated tokens per sampled question: at most {doc['extra_tokens_per_sampled_question']} "
                  f"({doc['config']['samples']} samples x {doc['config']['max_new_tokens']}). Sampling took "
                  f"{doc['seconds']['sampling']:.0f} s of {doc['seconds']['total']:.0f} s.\n")

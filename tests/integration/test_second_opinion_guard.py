@@ -97,3 +97,37 @@ def test_a_guard_needs_the_band_of_its_second_opinion(spill_model):
         guard_of(spill_model, second_opinion=Consistency(samples=2))
     with pytest.raises(InvalidParameterError, match="Consistency"):
         guard_of(spill_model, second_opinion="5 samples")
+
+
+def test_stream_and_ask_batch_decide_as_ask(spill_model):
+    """stream: the first answer's tokens, then the verdict after the samples; ask_batch: one batched first
+    generation, then each question's second opinion, each verdict equal to ask's (same seeds, same samples)."""
+    from spill_guard.guard.verdict import TokenEvent, Verdict
+
+    consistency = Consistency(samples=2, temperature=1.0, cascade=EVERYWHERE)
+    guard = guard_of(spill_model, second_opinion=consistency)
+    asked = guard.ask(QUESTION)
+    items = list(guard.stream(QUESTION))
+    assert all(isinstance(i, TokenEvent) for i in items[:-1]) and isinstance(items[-1], Verdict)
+    streamed = items[-1]
+    assert "".join(e.text for e in items[:-1]).strip() == streamed.original_answer.strip()
+    assert streamed.second_opinion == asked.second_opinion and streamed.score == asked.score
+    second = "What is the capital of Peru?"
+    batch = guard.ask_batch([QUESTION, second])
+    alone = guard.ask(second)
+    for got, want in ((batch[0], asked), (batch[1], alone)):
+        assert got.original_answer == want.original_answer
+        assert [a.answer for a in got.second_opinion.answers] == [a.answer for a in want.second_opinion.answers]
+        assert got.second_opinion.agreement == want.second_opinion.agreement
+
+
+def test_check_compares_an_answer_from_elsewhere_with_samples_and_never_retries(spill_model):
+    consistency = Consistency(samples=2, temperature=1.0, cascade=EVERYWHERE)
+    policy = Retry(attempts=3, strategy=Resample(temperature=1.0, top_p=1.0), fallback=Flag())
+    guard = SpillGuard(spill_model, threshold=-100.0, max_new_tokens=20, policy=policy, second_opinion=consistency)
+    asked = guard_of(spill_model, second_opinion=consistency).ask(QUESTION)  # the same samples (same prompt, seeds)
+    checked = guard.check(QUESTION, "Bram Stoker wrote Dracula.")
+    assert checked.original_answer == checked.answer == "Bram Stoker wrote Dracula." and len(checked.attempts) == 1
+    assert [a.answer for a in checked.second_opinion.answers] == [a.answer for a in asked.second_opinion.answers]
+    assert checked.second_opinion.agreement == consistency.compare(
+        "Bram Stoker wrote Dracula.", [a.answer for a in asked.second_opinion.answers], QUESTION).agreement

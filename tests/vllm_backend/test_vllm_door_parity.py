@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from vllm_support import ENGINE_OPTIONS, requires_vllm
 
-pytestmark = [requires_vllm, pytest.mark.model, pytest.mark.timeout(900)]
+pytestmark = [requires_vllm, pytest.mark.model, pytest.mark.timeout(1500)]
 pytest.importorskip("fastapi", reason="the server door needs the serve extra: pip install -e '.[serve]'")
 pytest.importorskip("openai", reason="the server door drives the server with the openai SDK: pip install openai")
 
@@ -35,6 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))  # the s
 
 from doors import REFERENCE, DoorKit, first_prompt_diff, parity_failure  # noqa: E402
 from test_door_parity import MARGIN, MAX_NEW, POLICIES, QUESTIONS, THRESHOLD, make_policy  # noqa: E402
+from test_second_opinion_parity import OpinionKit  # noqa: E402
+
+#: A second opinion on every first answer (tests/parity/test_second_opinion_parity.py), under Retry(Resample):
+#: the samples go through the batcher on the server and are taken as the retry's candidates.
+OPINION = "second_opinion+retry_resample"
 
 # The transformers test's THRESHOLD (-0.5) holds here. Measured with the vLLM library door (greedy,
 # max_new_tokens 24, CPU, ENGINE_OPTIONS), spilled_energy:mean risk; the first answers equal transformers':
@@ -58,7 +63,7 @@ def library_results(tmp_path_factory):
     model = SpillModel.load(backend="vllm", instruction=None, engine_options=ENGINE_OPTIONS)
     try:
         kit = DoorKit(model, threshold=THRESHOLD, max_new_tokens=MAX_NEW)
-        return {
+        results = {
             policy: kit.run(
                 REFERENCE,
                 make_policy(policy),
@@ -67,12 +72,17 @@ def library_results(tmp_path_factory):
             )
             for policy in POLICIES
         }
+        results[OPINION] = OpinionKit(model, threshold=THRESHOLD, max_new_tokens=MAX_NEW).run(
+            REFERENCE, make_policy("retry_resample"), QUESTIONS, str(tmp_path_factory.mktemp("library-so") / "r.jsonl")
+        )
+        return results
     finally:
         model.close()
 
 
 def serve(policy: str, log_path: str):
-    """The server door's results under ``policy``, on an async engine of its own (closed after the server)."""
+    """The server door's results under ``policy`` (``OPINION``: with a second opinion, under Retry(Resample)),
+    on an async engine of its own (closed after the server)."""
     from spill_guard import SpillGuard
     from spill_guard.spill_model import AsyncSpillModel
 
@@ -80,11 +90,14 @@ def serve(policy: str, log_path: str):
     try:
         facade = async_model.synchronous()
 
+        opinion = OpinionKit.opinion() if policy == OPINION else None
+
         def target(server_policy, server_log):
-            return SpillGuard(facade, threshold=THRESHOLD, policy=server_policy, log=server_log, max_new_tokens=MAX_NEW)
+            return SpillGuard(facade, threshold=THRESHOLD, policy=server_policy, log=server_log, max_new_tokens=MAX_NEW,
+                              second_opinion=opinion)
 
         kit = DoorKit(facade, threshold=THRESHOLD, max_new_tokens=MAX_NEW, server_target=target)
-        return kit.run(SERVER, make_policy(policy), QUESTIONS, log_path)
+        return kit.run(SERVER, make_policy("retry_resample" if policy == OPINION else policy), QUESTIONS, log_path)
     finally:
         async_model.close()
 
@@ -93,7 +106,8 @@ def serve(policy: str, log_path: str):
 def server_results(library_results, tmp_path_factory):
     """The server door's results per policy (after the library door: one engine at a time)."""
     return {
-        policy: serve(policy, str(tmp_path_factory.mktemp(f"server-{policy}") / "review.jsonl")) for policy in POLICIES
+        policy: serve(policy, str(tmp_path_factory.mktemp(f"server-{policy}") / "review.jsonl"))
+        for policy in (*POLICIES, OPINION)
     }
 
 
@@ -111,7 +125,7 @@ def test_the_server_feeds_the_model_the_same_first_prompt(library_results, serve
         assert why is None, f"{SERVER} on {ref.question!r}: {why}"
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", (*POLICIES, OPINION))
 def test_the_server_decides_like_the_library(library_results, server_results, policy):
     got = server_results[policy]
     assert [r.question for r in got] == QUESTIONS

@@ -48,3 +48,25 @@ def test_early_stop_is_refused_on_vllm(vllm_model):
     with pytest.raises(InvalidParameterError, match="early_stop") as err:  # refused when the guard is built
         SpillGuard(vllm_model, threshold=1.0, early_stop=EarlyStop(5.0), max_new_tokens=4)
     assert "stops_early" in str(err.value) and "'vllm'" in str(err.value)
+
+
+def test_a_second_opinion_on_vllm_is_reproducible_and_equals_plain_seeded_sampling(vllm_model):
+    """Same seed -> same samples -> same verdict on vLLM; the samples are vLLM's own seeded generations."""
+    from spill_guard import Cascade, Consistency
+
+    opinion = Consistency(samples=3, temperature=1.0, cascade=Cascade(-100.0, 100.0, 0.5))
+
+    def ask():
+        with SpillGuard(vllm_model, threshold=0.0, max_new_tokens=12, second_opinion=opinion) as guard:
+            return guard, guard.ask("Who wrote the novel Dracula?")
+
+    guard, first = ask()
+    _, again = ask()
+    assert first.second_opinion is not None and first.second_opinion.samples == 3
+    assert first.model_dump_json(exclude={"record_id"}) == again.model_dump_json(exclude={"record_id"})  # NaN-safe
+    prompt = guard.prompt("Who wrote the novel Dracula?")
+    plain = [vllm_model.generate_params([prompt.ids], p)[0].answer for p in opinion.sample_params(guard.params)]
+    assert [a.answer for a in first.second_opinion.answers] == plain
+    compared = opinion.compare(first.original_answer, plain, "Who wrote the novel Dracula?")
+    assert first.second_opinion.agreement == compared.agreement
+    assert first.score == pytest.approx(opinion.cascade.combine(first.second_opinion.one_pass_risk, compared.agreement))
