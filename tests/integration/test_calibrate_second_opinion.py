@@ -6,9 +6,7 @@ the drop-in path that cannot sample, ``Calibration.decide``)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -40,9 +38,9 @@ def task_file(tmp_path_factory):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "spill_guard.cli.main", "calibrate", "--no-progress", *args],
-                          capture_output=True, text=True, timeout=900, env=env)
+    from test_calibrate_cli import calibrate  # `spill-guard calibrate --no-progress ...`, one torch thread
+
+    return calibrate(*args)
 
 
 def test_calibrate_with_a_second_opinion_equals_its_brute_force(task_file, tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 from spill_guard import Flag, Resample, Retry, SpillGuard
 from spill_guard.calibration.cascade import Cascade
-from spill_guard.errors import InvalidParameterError
 from spill_guard.calibration.consistency import AGREEMENT_LOCATOR, Consistency, same_answer
+from spill_guard.errors import InvalidParameterError
 from spill_guard.review import open_log
 from spill_guard.spans import make_locator
 

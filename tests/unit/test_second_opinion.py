@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spill_guard.calibration.cascade import Cascade, fit_cascade
+from spill_guard.calibration.consistency import Consistency, same_answer
 from spill_guard.errors import InvalidParameterError
 from spill_guard.evaluation.metrics import auroc
-from spill_guard.calibration.consistency import Consistency, same_answer
 from spill_guard.models.params import GenerationParams
 from spill_guard.policy.strategies import Resample
 
