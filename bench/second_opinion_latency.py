@@ -42,6 +42,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -516,7 +517,12 @@ def render(rep: dict[str, Any]) -> str:
     lines = [
         "# Second opinion vs one pass: latency and cost per question (library and server)",
         "",
-        f"- date: {rep['date']}; commit `{rep['commit']}`",
+        f"- date: {rep['date']}; commit `{rep['commit']}`"
+        + (
+            f" at the start, `{rep['commit_at_end']}` at the end"
+            if rep.get("commit_at_end", rep["commit"]) != rep["commit"]
+            else ""
+        ),
         f"- command: `{rep['command']}`",
         f"- machine: {rep['machine']}",
         f"- load average (1/5/15 min) before {rep['load_before']}, after {rep['load_after']}; whole run "
@@ -722,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     started = time.perf_counter()
+    commit_at_start = git_commit()  # the code the processes load; the tree may move on during a long run
     load_before = [round(x, 2) for x in os.getloadavg()]
     items = fixed_questions(args.questions)
     questions = [it["question"] for it in items]
@@ -736,10 +743,11 @@ def main(argv: list[str] | None = None) -> int:
         counts[it["task"]] = counts.get(it["task"], 0) + 1
     rep: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit_at_start,
+        "commit_at_end": git_commit(),
         "command": (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else "")
         + ".venv/bin/python bench/second_opinion_latency.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"{'GPU: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; python "
         f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}; "
