@@ -127,6 +127,15 @@ def _with_second_opinion(
         )
         return one_pass, None
     final = calibrator.fit(fit.cascade.scores(risk, agreement), subset.labels)
+    if final.metrics.recall < one_pass.metrics.recall:  # a better ranking can still cost flags at this target
+        warnings.warn(
+            f"with the second opinion the threshold flags fewer wrong answers on these data (recall "
+            f"{final.metrics.recall:.3f} vs {one_pass.metrics.recall:.3f} for one pass at the same target), although "
+            f"it ranks them better (AUROC {fit.auroc:.3f} vs {fit.one_pass_auroc:.3f}): correct answers whose samples "
+            "disagree sit at the top of the band and lift the threshold. Compare both before rolling it out.",
+            UserWarning,
+            stacklevel=3,
+        )
     if final.direction != 1:  # cannot happen when the cascade beats one pass, whose risk ranks the right way
         raise InvalidParameterError("the second opinion's final risk ranks correct answers as riskier; keep one pass.")
     record = SecondOpinionFit(

@@ -78,6 +78,9 @@ def test_calibrate_with_a_second_opinion_equals_its_brute_force(task_file, tmp_p
     assert cal.metrics.auroc == pytest.approx(so.auroc) == pytest.approx(refit.metrics.auroc)
     assert so.sampled_share == pytest.approx(float(cascade.sampled(risk).mean()))
     assert so.auroc >= so.one_pass_auroc + 0.01  # a band is kept only where it beats one pass
+    one_pass = ThresholdCalibrator("conformal", 0.1).fit(subset.scores, subset.labels)
+    # a better ranking that flags fewer wrong answers at the same target is said, not hidden
+    assert ("flags fewer wrong answers" in done.stdout) == (cal.metrics.recall < one_pass.metrics.recall)
     assert "second opinion: 2 samples" in done.stdout and "threshold is on the final risk" in done.stdout
 
 
