@@ -104,6 +104,21 @@ class Cascade:
         return np.isfinite(r) & (r >= self.low) & (r <= self.high)
 
 
+def check_budget(budget: object, name: str = "budget") -> float:
+    """``budget`` (the largest share of questions a band may sample) as a float in (0, 1]; else an
+    :class:`InvalidParameterError` naming ``name`` (an argument or a command-line option)."""
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, (int, float))
+        or not math.isfinite(budget)
+        or not 0.0 < budget <= 1.0
+    ):
+        raise InvalidParameterError(
+            f"{name} is the largest share of questions the band may sample, in (0, 1]; got {budget!r}; e.g. 0.5."
+        )
+    return float(budget)
+
+
 @dataclass(frozen=True)
 class CascadeFit:
     """The chosen cascade with what it gave on the data it was chosen on (``cascade`` None: no band
@@ -140,8 +155,7 @@ def fit_cascade(
         raise InvalidParameterError(
             f"risk, agreement and labels must be 1-D and of one length, got {r.shape}, {a.shape}, {y.shape}."
         )
-    if not 0.0 < budget <= 1.0:
-        raise InvalidParameterError(f"budget is the largest share of answers to sample, in (0, 1]; got {budget!r}.")
+    budget = check_budget(budget)
     if not np.all(np.isfinite(r)) or not np.all(np.isfinite(a)) or np.any((a < 0) | (a > 1)):
         raise InvalidParameterError("every risk must be finite and every agreement in [0, 1] to fit a cascade.")
     if y.all() or not y.any():

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from spill_guard.calibration.cascade import Cascade, fit_cascade
+from spill_guard.calibration.cascade import Cascade, check_budget, fit_cascade
 from spill_guard.calibration.consistency import Consistency, draw_samples
 from spill_guard.calibration.file import Calibration
 from spill_guard.errors import InvalidInputError, InvalidParameterError, NonFiniteLogitsError
@@ -118,11 +118,8 @@ def second_opinion_setup(
             f"--second-opinion-temperature must be in (0, 10], got {temperature!r}: samples must be sampled "
             "(0 would repeat the greedy answer); e.g. --second-opinion-temperature 1.0."
         )
-    if budget is not None and (not _number(budget) or not 0 < budget <= 1):
-        raise InvalidParameterError(
-            f"--second-opinion-budget is the largest share of questions the band may sample, in (0, 1]; got "
-            f"{budget!r}; e.g. --second-opinion-budget 0.5."
-        )
+    if budget is not None:
+        check_budget(budget, "--second-opinion-budget")
     if DEFAULT_CONFIG.locator not in locators:
         raise InvalidParameterError(
             f"--second-opinion measures the default rule ({DEFAULT_CONFIG.spec.name} on the "
@@ -233,8 +230,7 @@ def cross_fit(
         )
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise InvalidParameterError(f"folds must be an integer >= 2, got {folds!r}.")
-    if not _number(budget) or not 0 < budget <= 1:
-        raise InvalidParameterError(f"budget is the largest share of answers to sample, in (0, 1]; got {budget!r}.")
+    check_budget(budget)
     fold = np.array([fold_of(i, folds) for i in ids], dtype=int)
     scores, sampled = r.copy(), np.zeros(r.shape, dtype=bool)
     cascades: list[Cascade | None] = []

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from spill_guard.calibration.calibrator import FittedThreshold, ThresholdCalibrator
-from spill_guard.calibration.cascade import fit_cascade
+from spill_guard.calibration.cascade import check_budget, fit_cascade
 from spill_guard.calibration.consistency import Consistency, draw_samples
 from spill_guard.calibration.data import CalibrationSet
 from spill_guard.calibration.errors import CalibrationError
@@ -101,8 +101,7 @@ def _with_second_opinion(
     """Sample every labelled question, fit the cascade, and refit the threshold on the final risk."""
     if not isinstance(consistency, Consistency):
         raise InvalidParameterError(f"second_opinion must be a Consistency(samples=...), got {consistency!r}.")
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-        raise InvalidParameterError(f"budget is the largest share of answers to sample, in (0, 1]; got {budget!r}.")
+    budget = check_budget(budget)  # before the samples are drawn
     by_key = {a.key: a for a in cset.answers}
     kept = [by_key[k] for k in subset.keys]
     samples = draw_samples(

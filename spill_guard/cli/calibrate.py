@@ -129,15 +129,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
 
 def second_opinion(args: argparse.Namespace) -> Any:
     """The :class:`Consistency` that ``--second-opinion K`` asks for (None without it)."""
+    from spill_guard.calibration.cascade import check_budget
     from spill_guard.calibration.consistency import Consistency
 
     if args.second_opinion is None:
         return None
-    if not 0 < args.second_opinion_budget <= 1:
-        raise InvalidParameterError(
-            f"--second-opinion-budget is the largest share of questions to sample, in (0, 1]; got "
-            f"{args.second_opinion_budget}; e.g. 0.5."
-        )
+    check_budget(args.second_opinion_budget, "--second-opinion-budget")
     try:
         return Consistency(samples=args.second_opinion, temperature=args.second_opinion_temperature)
     except InvalidParameterError as exc:

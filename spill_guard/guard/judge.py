@@ -105,15 +105,16 @@ class Judge:
         regenerate = None
         candidate = self.candidate(first, question, strategy=strategy)
         opinion = None
+        wanted = second_opinion and self.second_opinion is not None and self.second_opinion.wanted(candidate.risk)
         if generate is not None:
             if prompt is None or params is None:
                 raise InvalidParameterError("Judge.decide can only retry with the first answer's prompt and params.")
             generate = remembering(generate)  # a retry that asks for what a second opinion drew gets it back
             if retry:
                 regenerate = self.regenerator(prompt, params, generate, question=question)
-            if second_opinion and self.second_opinion is not None and self.second_opinion.wanted(candidate.risk):
+            if wanted:
                 candidate, opinion = self.second_look(candidate, prompt, params, generate, question)
-        elif second_opinion and self.second_opinion is not None and self.second_opinion.wanted(candidate.risk):
+        elif wanted:
             candidate = dataclasses.replace(
                 candidate, reason=f"{candidate.reason}; no second opinion: this answer cannot be sampled again here"
             )
