@@ -38,6 +38,7 @@ STOPS_EARLY = "stops_early"
 TEACHER_FORCING = "teacher_forcing"
 TOP_ALTERNATIVES = "top_alternatives"
 PER_ROW_SAMPLING = "per_row_sampling"
+PER_ROW_SEEDS = "per_row_seeds"
 CONTINUOUS_BATCHING = "continuous_batching"
 
 #: What each capability lets a caller do (for error messages).
@@ -47,6 +48,7 @@ _MEANING = {
     TEACHER_FORCING: "answers made elsewhere can be scored (one teacher-forced pass)",
     TOP_ALTERNATIVES: "each token's top alternative tokens and their log-probabilities can be read",
     PER_ROW_SAMPLING: "rows of one call may differ in temperature, top_p and seed",
+    PER_ROW_SEEDS: "rows of one call may differ in seed, each drawing what it would draw generated alone",
     CONTINUOUS_BATCHING: "concurrent calls share the engine's own batching",
 }
 
@@ -76,6 +78,13 @@ class Capabilities:
     #: Concurrent calls share the engine's own continuous batching (False: calls run one after
     #: another, so a server groups concurrent requests into one call itself).
     continuous_batching: bool = False
+    #: Rows of one call may differ in seed (sharing temperature and top_p), and a seeded row draws what it
+    #: would draw generated alone, whatever else is in the call: a question's K seeded samples are one call.
+    per_row_seeds: bool = False
+
+    def __post_init__(self) -> None:
+        if self.per_row_sampling:  # rows that may differ in everything may differ in seed
+            object.__setattr__(self, "per_row_seeds", True)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -15,7 +15,10 @@
 Rows shorter than the longest already have their ``z_(T+1)``: the batch's next decode step
 computed it. The step therefore runs on the rows that reached the last column only (taken from
 the KV cache, :mod:`spill_guard.capture.cache_rows`): a batch of 8 where one row was cut by
-``max_new_tokens`` pays a one-row forward, not a batch-of-8 one.
+``max_new_tokens`` pays a one-row forward, not a batch-of-8 one. Under ``"auto"`` a row that ended
+on a stop token without text drops that ``z_(T+1)`` wherever it ended (its last Δ is NaN,
+``trace.final_step`` False), so a row's values never depend on the rest of its batch: an answer
+from a batch (``ask_batch``, a second opinion's samples) equals the same answer generated alone.
 """
 
 from __future__ import annotations

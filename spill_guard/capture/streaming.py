@@ -74,6 +74,7 @@ class StreamingCapture:
         betas: tuple[float, ...] = (1.0,),
         listeners: Sequence[Callable[[TokenStep], None]] = (),
         stats: str = "full",
+        skip_after: Collection[int] = (),
     ):
         if stats not in CAPTURE_STATS:
             raise CaptureError(f"stats must be one of {list(CAPTURE_STATS)}, got {stats!r}.")
@@ -81,6 +82,10 @@ class StreamingCapture:
         self.betas = validate_betas(betas)
         self.listeners = tuple(listeners)
         self.stats = stats
+        # The stop tokens whose z_(T+1) is not kept (final_step="auto"): a row ending on one has no last-token
+        # Δ in a batch either, where a longer row's next decode step computed it: a row's values never depend
+        # on what else is in its batch.
+        self.skip_after = torch.tensor(sorted({int(t) for t in skip_after}), dtype=torch.long)
         self._active = False
         self._reset()
 
@@ -146,6 +151,12 @@ class StreamingCapture:
             if current is not None:
                 assert self._prev is not None  # recorded by the step before (stats="full")
                 self._jsd.append(js_from_distributions(self._prev, current, scratch=self._scratch))
+            ended = self._ended_textless(tokens)
+            if ended is not None:  # these rows' z_(t+1) is dropped, as it is where generation stops there
+                log_z, nonfinite = log_z.clone(), nonfinite.clone()
+                log_z[:, ended], nonfinite[ended] = float("nan"), False
+                if current is not None:
+                    self._jsd[-1] = self._jsd[-1].masked_fill(ended, float("nan"))
             if self.listeners:
                 step = TokenStep(self.steps - 1, tokens, chosen, self._log_partition[-1], log_z, self.betas)
                 for listener in self.listeners:
@@ -162,6 +173,14 @@ class StreamingCapture:
         self._prev_prev_logits, self._prev_logits = self._prev_logits, kept
         self._prev = current
         self.steps += 1
+
+    def _ended_textless(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """``[B]`` mask of the rows whose token ``tokens`` is a stop token without text (``skip_after``),
+        or None where there is none (most steps: nothing to drop)."""
+        if not len(self.skip_after):
+            return None
+        ended = torch.isin(tokens, self.skip_after.to(tokens.device))
+        return ended if bool(ended.any()) else None
 
     def _record_chosen(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append the chosen tokens' logits ``[B]`` from ``z_t`` and from ``z_{t-1}`` (NaN before the first step)."""
@@ -197,12 +216,18 @@ class StreamingCapture:
             log_z = log_partition(z, self.betas)
             nonfinite = ~torch.isfinite(log_z[self.betas.index(1.0)])
         log_z = _widen(log_z, rows, batch, float("nan"))
+        nonfinite = _widen(nonfinite, rows, batch, False)  # not computed is not non-finite
+        ended = self._ended_textless(last)
+        if ended is not None:  # in the step for a row cut by max_new_tokens, a row that ended textless keeps none
+            log_z[:, ended], nonfinite[ended] = float("nan"), False
+            if self.stats == "full":
+                self._jsd[-1] = self._jsd[-1].masked_fill(ended, float("nan"))
         if self.listeners:
             step = TokenStep(self.steps - 1, last, chosen, self._log_partition[-1], log_z, self.betas)
             for listener in self.listeners:
                 listener(step)
         self._log_partition.append(log_z)
-        self._nonfinite.append(_widen(nonfinite, rows, batch, False))  # not computed is not non-finite
+        self._nonfinite.append(nonfinite)
         self._prev_prev_logits = self._prev_logits = None  # no step follows; the rows no longer line up
         self._prev = None
         self.steps += 1
@@ -233,7 +258,8 @@ class StreamingCapture:
         """Per-row traces for generated ``token_ids`` ``[B, T]``, row ``b`` cut at ``lengths[b]``.
 
         Needs ``T + 1`` recorded steps (``z_1..z_{T+1}``); see :meth:`finish`. After
-        :meth:`skip_final_step`, rows of length ``T`` get ``final_step=False`` traces.
+        :meth:`skip_final_step`, rows of length ``T`` get ``final_step=False`` traces, and so does every row
+        that ended on a ``skip_after`` token, wherever it ended (its ``z_(T+1)`` was dropped).
         """
         n_tokens = int(token_ids.shape[1])
         if n_tokens == 0:
@@ -243,7 +269,11 @@ class StreamingCapture:
                 f"captured {self.steps} forward steps but {n_tokens} generated tokens need "
                 f"{n_tokens + 1} (the last token's z_(T+1)); call finish() or ensure_final_step() after generate."
             )
-        final = [not (self._final_skipped and n == n_tokens) for n in lengths]
+        skipped = set(self.skip_after.tolist())
+        last = [int(token_ids[b, n - 1]) if n else None for b, n in enumerate(lengths)]
+        final = [
+            not ((self._final_skipped and n == n_tokens) or (n and last[b] in skipped)) for b, n in enumerate(lengths)
+        ]
         return traces_from_steps(
             token_ids,
             lengths,
@@ -425,7 +455,7 @@ def generate_with_capture(
         )
     generate_kwargs.pop("return_dict_in_generate", None)  # always on: the KV cache is needed
     prompt_len = int(input_ids.shape[1])
-    with StreamingCapture(model, betas, listeners, stats) as capture:
+    with StreamingCapture(model, betas, listeners, stats, skip_after=skip_final_step_after) as capture:
         out = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,

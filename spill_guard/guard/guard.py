@@ -20,7 +20,7 @@ from spill_guard.capture.final_step import check_final_step_mode
 from spill_guard.capture.streaming import CAPTURE_STATS
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard.early_stop import EarlyStop, EarlyStopWatch
-from spill_guard.guard.judge import Generated, Judge
+from spill_guard.guard.judge import Generated, GenerateRows, Judge
 from spill_guard.guard.recording import ON_LOG_ERROR, LogEntry, VerdictLog
 from spill_guard.guard.risk_rule import RiskRule
 from spill_guard.guard.rule_from_calibration import resolve_rule
@@ -290,7 +290,13 @@ class SpillGuard:
         answers = self._generate(prompts, params)
         verdicts = [
             self.judge.decide(
-                first, prompt=p, params=params, policy=self.policy, generate=self._generate_one, context=c
+                first,
+                prompt=p,
+                params=params,
+                policy=self.policy,
+                generate=self._generate_one,
+                generate_rows=self.row_generator,
+                context=c,
             )
             for first, p, c in zip(answers, prompts, contexts)
         ]
@@ -485,7 +491,7 @@ class SpillGuard:
     def _generate(
         self,
         prompts: Sequence[Prompt],
-        params: GenerationParams,
+        params: GenerationParams | Sequence[GenerationParams],
         *,
         listeners: Sequence[Any] = (),
         stopping: Sequence[Any] = (),
@@ -507,6 +513,17 @@ class SpillGuard:
         """A retry's answer (the judge's ``generate``)."""
         return self._generate([prompt], params)[0]
 
+    def _generate_rows(self, prompt: Prompt, params: Sequence[GenerationParams]) -> list[Generated]:
+        """Several answers to one prompt, one per params, in one batched call (the judge's ``generate_rows``)."""
+        return self._generate([prompt] * len(params), params)
+
+    @property
+    def row_generator(self) -> GenerateRows | None:
+        """The judge's ``generate_rows`` (a question's second-opinion samples in one batched call, as this
+        guard generates) where the model's rows can each have their own seed, else None (one call each).
+        Doors built on a guard pass it to :meth:`Judge.decide` with their ``generate``."""
+        return self._generate_rows if self.model.capabilities.per_row_seeds else None
+
     def _decide(
         self,
         first: Generated,
@@ -524,6 +541,7 @@ class SpillGuard:
             params=self.params,
             policy=self.policy,
             generate=generate,
+            generate_rows=None if generate is None else self.row_generator,
             context=context,
             retry=retry,
         )

@@ -14,7 +14,7 @@ generate, never in how they decide.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from spill_guard.calibration.consistency import Consistency
@@ -39,6 +39,10 @@ class Generated:
 
 #: A door's generation: ``generate(prompt, params)`` → the scored answer of ``prompt.ids``.
 Generate = Callable[[Prompt, GenerationParams], Generated]
+#: A door's batched generation of one prompt: ``generate_rows(prompt, [params, ...])`` → one answer per
+#: params, in one call of a backend with :attr:`~spill_guard.backends.base.Capabilities.per_row_seeds` (each
+#: row draws what ``generate(prompt, params)`` would draw alone).
+GenerateRows = Callable[[Prompt, Sequence[GenerationParams]], list[Generated]]
 
 
 class Judge:
@@ -78,6 +82,7 @@ class Judge:
         prompt: Prompt | None = None,
         params: GenerationParams | None = None,
         generate: Generate | None = None,
+        generate_rows: GenerateRows | None = None,
         question: str | None = None,
         context: str | None = None,
         strategy: str | None = None,
@@ -91,7 +96,9 @@ class Judge:
         opinion's band is decided on its one-pass risk (the reason says so). ``retry=False``: ``generate``
         only samples the second opinion (an answer produced elsewhere is judged, never replaced);
         ``second_opinion=False``: one pass only (a door's retry attempt, decided after its first answer's
-        second opinion, as the library decides attempts). ``question`` is what
+        second opinion, as the library decides attempts). ``generate_rows`` (with ``generate``): the
+        door's one-call generation of several rows of the prompt, which draws a second opinion's samples
+        in one batch (None: one ``generate`` call per sample, the same answers). ``question`` is what
         the answer is judged and logged against (default: ``prompt.question``); ``context`` the
         grounding passage the record keeps; ``strategy`` names the first answer's making (default:
         ``params.strategy``, else ``"greedy"``).
@@ -109,11 +116,11 @@ class Judge:
         if generate is not None:
             if prompt is None or params is None:
                 raise InvalidParameterError("Judge.decide can only retry with the first answer's prompt and params.")
-            generate = remembering(generate)  # a retry that asks for what a second opinion drew gets it back
+            remembered = Remembered(generate, generate_rows)  # a retry asking for a sample drawn gets it back
             if retry:
-                regenerate = self.regenerator(prompt, params, generate, question=question)
+                regenerate = self.regenerator(prompt, params, remembered, question=question)
             if wanted:
-                candidate, opinion = self.second_look(candidate, prompt, params, generate, question)
+                candidate, opinion = self.second_look(candidate, prompt, params, remembered, question)
         elif wanted:
             candidate = dataclasses.replace(
                 candidate, reason=f"{candidate.reason}; no second opinion: this answer cannot be sampled again here"
@@ -123,14 +130,15 @@ class Judge:
         return verdict
 
     def second_look(
-        self, candidate: Candidate, prompt: Prompt, params: GenerationParams, generate: Generate, question: str
+        self, candidate: Candidate, prompt: Prompt, params: GenerationParams, generate: Remembered, question: str
     ) -> tuple[Candidate, SecondOpinion]:
-        """Sample the first answer's question again and decide it on the cascade's final risk."""
+        """Sample the first answer's question again (one batched call where the door has one) and decide it
+        on the cascade's final risk."""
         consistency = self.second_opinion
         assert consistency is not None and consistency.cascade is not None and candidate.risk is not None
         drawn = [
-            self.candidate(generate(prompt, sampled), question, strategy="second-opinion")
-            for sampled in consistency.sample_params(params)
+            self.candidate(answer, question, strategy="second-opinion")
+            for answer in generate.rows(prompt, consistency.sample_params(params))
         ]
         compared = consistency.compare(candidate.answer, [c.answer for c in drawn], question)
         spans, agrees, agreement = compared.spans, compared.agrees, compared.agreement
@@ -214,19 +222,32 @@ class Judge:
         return attach_scored(verdict, scored)
 
 
-def remembering(generate: Generate) -> Generate:
-    """``generate`` that answers a (prompt, params) it was already asked with the same answer: within one
-    decision, a retry whose strategy draws what the second opinion drew (same prompt, temperature, top_p
-    and seed) takes that sample instead of generating it twice."""
-    drawn: dict[tuple[tuple[int, ...], GenerationParams], Generated] = {}
+class Remembered:
+    """A door's ``generate`` (and ``generate_rows``) that answers a (prompt, params) it was already asked
+    with the same answer: within one decision, a retry whose strategy draws what the second opinion drew
+    (same prompt, temperature, top_p and seed) takes that sample instead of generating it twice."""
 
-    def generate_once(prompt: Prompt, params: GenerationParams) -> Generated:
+    def __init__(self, generate: Generate, generate_rows: GenerateRows | None = None):
+        self.generate, self.generate_rows = generate, generate_rows
+        self.drawn: dict[tuple[tuple[int, ...], GenerationParams], Generated] = {}
+
+    def __call__(self, prompt: Prompt, params: GenerationParams) -> Generated:
         key = (tuple(prompt.ids), params)
-        if key not in drawn:
-            drawn[key] = generate(prompt, params)
-        return drawn[key]
+        if key not in self.drawn:
+            self.drawn[key] = self.generate(prompt, params)
+        return self.drawn[key]
 
-    return generate_once
+    def rows(self, prompt: Prompt, params: Sequence[GenerationParams]) -> list[Generated]:
+        """One answer per ``params``: those not drawn yet in one ``generate_rows`` call (else one by one)."""
+        todo = list(dict.fromkeys(p for p in params if (tuple(prompt.ids), p) not in self.drawn))
+        if len(todo) > 1 and self.generate_rows is not None:
+            made = self.generate_rows(prompt, todo)
+            if not isinstance(made, list) or len(made) != len(todo):
+                raise InvalidParameterError(
+                    f"generate_rows(prompt, params) must return one Generated per params ({len(todo)}), got {made!r}."
+                )
+            self.drawn.update({(tuple(prompt.ids), p): g for p, g in zip(todo, made)})
+        return [self(prompt, p) for p in params]
 
 
 def attempts_of(decision: Decision) -> list[Attempt]:

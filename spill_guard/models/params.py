@@ -87,7 +87,13 @@ def retry_seed(base: int | None, attempt: int) -> int:
     """
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise InvalidParameterError(f"attempt must be an integer >= 1, got {attempt!r}.")
-    return ((base or 0) + attempt) % (SEED_MAX + 1)
+    return offset_seed(base or 0, attempt)
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` wrapped into the seed range (``mod 2**63``): row ``offset`` of a seeded call on a
+    backend with per-row seeds, and (through :func:`retry_seed`) a retry attempt's seed."""
+    return (seed + offset) % (SEED_MAX + 1)
 
 
 def _real(value: object, name: str) -> float:

@@ -16,6 +16,7 @@ A seed is an integer from :data:`SEED_MIN` (0) to :data:`SEED_MAX` (``2**63 - 1`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, overload
 
 import torch
@@ -100,6 +101,48 @@ class _SeededGenerators(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _RowSeededGenerators(TorchFunctionMode):
+    """Give each row of a sampling step its own generator: ``seeds[i]`` for row ``i`` (``None``: the
+    process-wide generator). ``torch.multinomial`` on a ``[rows, vocab]`` tensor draws row by row, each
+    from ``probs[i:i+1]`` with row ``i``'s generator: what a one-row call seeded ``seeds[i]`` draws from
+    the same probabilities. Any other random call inside the window is refused (it would have no row)."""
+
+    def __init__(self, seeds: tuple[int | None, ...]):
+        super().__init__()
+        self.seeds = seeds
+        self.generators: dict[tuple[int, torch.device], torch.Generator] = {}
+
+    def _generator(self, row: int, device: torch.device) -> torch.Generator | None:
+        seed = self.seeds[row]
+        if seed is None:
+            return None
+        if (row, device) not in self.generators:
+            self.generators[row, device] = torch.Generator(device=device).manual_seed(seed)
+        return self.generators[row, device]
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func not in _RANDOM_FUNCTIONS or kwargs.get("generator") is not None:
+            return func(*args, **kwargs)
+        if func not in (torch.multinomial, torch.Tensor.multinomial):
+            raise InvalidParameterError(
+                f"per-row seeds cover sampling by torch.multinomial, but this decoding also called {func!r}; "
+                "give every row of the call the same seed, or generate the rows in separate calls."
+            )
+        probs, rest = args[0], args[1:]
+        if probs.dim() != 2 or probs.shape[0] != len(self.seeds):
+            raise InvalidParameterError(
+                f"per-row seeds: {len(self.seeds)} seeds for a sampling step over probabilities of shape "
+                f"{tuple(probs.shape)}; pass one seed per row of the generate call."
+            )
+        return torch.cat(
+            [
+                func(probs[i : i + 1], *rest, **{**kwargs, "generator": self._generator(i, probs.device)})
+                for i in range(probs.shape[0])
+            ]
+        )
+
+
 def _device_of(args: tuple, kwargs: dict) -> torch.device:
     for value in args:
         if isinstance(value, torch.Tensor):
@@ -119,8 +162,24 @@ class SeededSampling:
     """
 
     def __init__(self, seed: int):
-        self.mode = _SeededGenerators(check_seed(seed))
+        self.mode: TorchFunctionMode = _SeededGenerators(check_seed(seed))
         self.pushed = False
+
+    @classmethod
+    def per_row(cls, seeds: Sequence[int | None]) -> SeededSampling:
+        """A window in which row ``i`` of the batch samples from its own generator seeded ``seeds[i]``
+        (``None``: the process-wide one), so each row draws what it would draw generated alone, whatever
+        else is in the batch. Where every row has the same seed this is ``SeededSampling(seed)``: the
+        rows share the call's one generator (and draw different tokens), as a seeded batch always has."""
+        checked = tuple(check_seed(s, f"seeds[{i}]") for i, s in enumerate(seeds))
+        if not checked:
+            raise InvalidParameterError("per-row seeds need at least one row.")
+        if len(set(checked)) == 1 and checked[0] is not None:
+            return cls(checked[0])
+        window = cls.__new__(cls)
+        window.mode = _RowSeededGenerators(checked)
+        window.pushed = False
+        return window
 
     def generate_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` for ``generate`` with the window's processor and criterion appended."""

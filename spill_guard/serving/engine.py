@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spill_guard.backends.bridge import bind_loop
 from spill_guard.guard.judge import Generated
 from spill_guard.guard.recording import LogEntry
-from spill_guard.models.params import GenerationParams
+from spill_guard.models.params import GenerationParams, offset_seed
 from spill_guard.models.prompting import Prompt, check_text
 from spill_guard.models.stops import cut_at_stop
 from spill_guard.policy import Flag
@@ -296,12 +296,21 @@ class Engine:
             [out] = self.generate_blocking([row], _sampling(params))
             return Generated(out.scored, out.early_stopped)
 
+        def generate_samples(next_prompt: Prompt, params: Sequence[GenerationParams]) -> list[Generated]:
+            # A second opinion's samples: one call whose row i is seeded seed + i, where they are seeded so.
+            first = params[0]
+            if any(p != replace(first, seed=offset_seed(first.seed or 0, i)) for i, p in enumerate(params)):
+                return [generate(next_prompt, p) for p in params]
+            rows = [Row(next_prompt.ids, p.max_new_tokens, list(p.stop)) for p in params]
+            return [Generated(o.scored, o.early_stopped) for o in self.generate_blocking(rows, _sampling(first))]
+
         return guard.judge.decide(
             Generated(outcome.scored, outcome.early_stopped),
             prompt=prompt,
             params=prepared.params,
             policy=guard.policy,
             generate=generate,
+            generate_rows=generate_samples if self.generator.capabilities.per_row_seeds else None,
         )
 
     def _choice(self, prepared: Prepared, index: int, outcome: RowOutcome, verdict: Any) -> ChoiceResult:

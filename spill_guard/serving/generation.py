@@ -26,7 +26,7 @@ from spill_guard.capture.streaming import TokenStep
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.guard.early_stop import EarlyStopWatch
 from spill_guard.guard.stream import TextIncrements
-from spill_guard.models.params import GenerationParams
+from spill_guard.models.params import GenerationParams, offset_seed
 from spill_guard.models.stops import cut_at_stop
 from spill_guard.serving.errors import OpenAIError
 
@@ -44,10 +44,11 @@ class Sampling:
         return self.temperature == 0
 
     def params(self, row: Row, *, seed_offset: int = 0) -> GenerationParams:
-        """``row``'s frozen params under this sampling (``seed_offset``: vLLM seeds each row's request)."""
+        """``row``'s frozen params under this sampling (``seed_offset``: on a backend with per-row seeds,
+        row ``i`` of a seeded call is seeded ``offset_seed(seed, i)``: ``seed + i`` in the seed range)."""
         if self.greedy:
             return GenerationParams(max_new_tokens=row.max_tokens, stop=tuple(row.stops))
-        seed = None if self.seed is None else self.seed + seed_offset
+        seed = None if self.seed is None else offset_seed(self.seed, seed_offset)
         return GenerationParams(
             max_new_tokens=row.max_tokens,
             temperature=self.temperature,
@@ -121,8 +122,9 @@ async def generate_rows(
 
     The server's one generation path, on any backend (see the module docstring). On a backend
     that does not stream steps, a row's tokens reach its ``on_token`` once the answers are in,
-    replayed with the same values; with :attr:`~spill_guard.backends.base.Capabilities.per_row_sampling`
-    a seeded request's row ``i`` gets seed ``seed + i`` (one seed for all would give equal choices).
+    replayed with the same values; with :attr:`~spill_guard.backends.base.Capabilities.per_row_seeds`
+    a seeded request's row ``i`` gets seed ``seed + i`` (wrapped into the seed range) and draws what that
+    seed draws alone (one seed for all would give equal choices).
     """
     caps = model.capabilities
     loaded = model.loaded
@@ -136,7 +138,7 @@ async def generate_rows(
             running = RowsRunning(len(rows))
             hooks.append(running)
             listeners.append(StreamListener(rows, model.tokenizer, beta, lambda: running.running))
-    offsets = range(len(rows)) if caps.per_row_sampling else [0] * len(rows)
+    offsets = range(len(rows)) if caps.per_row_seeds else [0] * len(rows)
     try:
         answers = await model.generate_params(
             [r.prompt_ids for r in rows],

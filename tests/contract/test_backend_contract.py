@@ -219,15 +219,36 @@ def test_teacher_forcing_where_declared(backend, reference, prompts):
             backend.score(prompts[:1], [answer_ids])
 
 
-def test_rows_of_one_call_sample_on_their_own_where_declared(backend, prompts):
-    """``per_row_sampling``: rows with their own seeds each equal their prompt sampled alone; else refused."""
+def test_rows_of_one_call_draw_with_their_own_seeds_where_declared(backend, prompts):
+    """``per_row_seeds``: rows with their own seeds (different prompts, or one prompt K times: a second
+    opinion's samples) each equal their prompt sampled alone with that seed; else refused."""
     seeded = [GenerationParams(max_new_tokens=8, temperature=0.9, seed=s) for s in (11, 12)]
-    if not backend.capabilities.per_row_sampling:
+    if not backend.capabilities.per_row_seeds:
         with pytest.raises(InvalidParameterError, match="seed"):
             backend.generate(prompts[:2], seeded)
         return
-    together = backend.generate(prompts[:2], seeded)
-    for prompt, params, answer in zip(prompts[:2], seeded, together):
+    samples = [GenerationParams(max_new_tokens=8, temperature=1.0, seed=s) for s in (5, 6, 7, 2**63 - 1)]
+    for batch, rows in ((prompts[:2], seeded), ([prompts[0]] * len(samples), samples)):
+        together = backend.generate(batch, rows)
+        for prompt, params, answer in zip(batch, rows, together):
+            [alone] = backend.generate([prompt], params)
+            assert answer.answer_ids == alone.answer_ids
+    assert len({tuple(a.answer_ids) for a in together}) > 1  # one prompt, four seeds: the rows differ
+
+
+def test_rows_of_one_call_differ_in_temperature_where_declared(backend, prompts):
+    """``per_row_sampling``: rows may also differ in temperature and top_p, each equal to its prompt sampled
+    alone; else refused, naming what the rows must share."""
+    rows = [
+        GenerationParams(max_new_tokens=8, temperature=0.7, seed=11),
+        GenerationParams(max_new_tokens=8, temperature=1.2, top_p=0.9, seed=12),
+    ]
+    if not backend.capabilities.per_row_sampling:
+        with pytest.raises(InvalidParameterError, match="temperature, top_p"):
+            backend.generate(prompts[:2], rows)
+        return
+    together = backend.generate(prompts[:2], rows)
+    for prompt, params, answer in zip(prompts[:2], rows, together):
         [alone] = backend.generate([prompt], params)
         assert answer.answer_ids == alone.answer_ids
 

@@ -89,7 +89,39 @@ def test_retry_resample_takes_the_samples_instead_of_drawing_them_again(spill_mo
         del guard.model.generate_params
     assert len(verdict.attempts) == 3  # every answer is flagged at threshold -100: all three attempts run
     assert [a.answer for a in verdict.attempts[1:]] == [a.answer for a in verdict.second_opinion.answers]
-    assert len(calls) == 3, "the first answer and two samples; the retries reused the samples"
+    assert len(calls) == 2, "the first answer, then both samples in one call; the retries reused the samples"
+    assert calls[1] == consistency.sample_params(guard.params)  # one row per sample, each with its own seed
+
+
+def test_a_question_s_samples_are_one_batched_call_equal_to_drawing_them_one_by_one(spill_model):
+    """The guard's model has per-row seeds: the K samples are one generate call of K rows, and each row is the
+    answer a one-row call with its seed draws (a door without ``generate_rows`` draws them so)."""
+    consistency = Consistency(samples=4, temperature=1.0, cascade=EVERYWHERE)
+    guard = guard_of(spill_model, second_opinion=consistency)
+    assert guard.row_generator is not None
+    first = guard.generate([guard.prompt(QUESTION)], guard.params)[0]
+    batched = guard.judge.decide(
+        first,
+        prompt=guard.prompt(QUESTION),
+        params=guard.params,
+        policy=Flag(),
+        generate=lambda prompt, params: guard.generate([prompt], params)[0],
+        generate_rows=guard.row_generator,
+    )
+    one_by_one = guard.judge.decide(
+        first,
+        prompt=guard.prompt(QUESTION),
+        params=guard.params,
+        policy=Flag(),
+        generate=lambda prompt, params: guard.generate([prompt], params)[0],
+    )
+    ours, theirs = batched.second_opinion, one_by_one.second_opinion
+    made = [(a.answer, a.span, a.agrees) for a in ours.answers]
+    assert made == [(a.answer, a.span, a.agrees) for a in theirs.answers]
+    assert ours.agreement == theirs.agreement and batched.score == one_by_one.score  # the final risk: exactly
+    # each sample's own risk is its row's, from a batch of four instead of one: equal up to float rounding
+    assert [a.risk for a in ours.answers] == pytest.approx([a.risk for a in theirs.answers], abs=1e-4)
+    assert len({a.answer for a in batched.second_opinion.answers}) > 1  # per-row seeds: the rows differ
 
 
 def test_a_guard_needs_the_band_of_its_second_opinion(spill_model):

@@ -95,6 +95,7 @@ def test_require_names_the_capability_the_backend_and_the_need():
         "top_alternatives",
         "per_row_sampling",
         "continuous_batching",
+        "per_row_seeds",
     )
 
 

@@ -312,6 +312,7 @@ class SpillChatModel(BaseChatModel):
             prompt=prompt,
             params=params,
             generate=self._sample,
+            generate_rows=self._rule_guard.row_generator,
             strategy=strategy,
             retry=False,
             second_opinion=current_attempt() is None,  # a wrapper's retry attempt: one pass, as the library's

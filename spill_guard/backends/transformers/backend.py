@@ -55,7 +55,9 @@ class TransformersBackend:
     """
 
     name = NAME
-    capabilities = Capabilities(streams_steps=True, stops_early=True, teacher_forcing=True, top_alternatives=True)
+    capabilities = Capabilities(
+        streams_steps=True, stops_early=True, teacher_forcing=True, top_alternatives=True, per_row_seeds=True
+    )
 
     def __init__(self, loaded: LoadedModel, *, beta: float = 1.0, extra_betas: Sequence[float] = ()):
         if not isinstance(loaded, LoadedModel):
@@ -102,8 +104,10 @@ class TransformersBackend:
     ) -> list[Any]:
         """See :meth:`spill_guard.backends.base.Backend.generate`.
 
-        The rows of one call are one batch, so they must share ``temperature``, ``top_p`` and
-        ``seed`` (greedy rows: only greedy); ``max_new_tokens`` and ``stop`` may differ per row.
+        The rows of one call are one batch, so they must share ``temperature`` and ``top_p`` (greedy
+        rows: only greedy); ``max_new_tokens``, ``stop`` and ``seed`` may differ per row. Rows that all
+        have the same seed share the call's generator; rows with different seeds each draw from their
+        own (:meth:`SeededSampling.per_row`), as they would generated alone.
         """
         batch = check_prompts(prompts)
         rows = row_params(params, len(batch))
@@ -134,7 +138,10 @@ class TransformersBackend:
         }
         if not sampling.greedy:
             options.update(temperature=sampling.temperature, top_p=sampling.top_p)
-        seeded = SeededSampling(sampling.seed) if sampling.seed is not None and not sampling.greedy else None
+        seeds = [p.seed for p in rows]
+        seeded = None
+        if not sampling.greedy and any(seed is not None for seed in seeds):
+            seeded = SeededSampling.per_row(seeds)
         if seeded is not None:  # a per-call generator: repeatable even while other threads sample
             options.update(seeded.generate_kwargs({}))
         # After the seeded window's own criterion: hooks run outside the window of seeded draws.
@@ -224,13 +231,13 @@ def _shared_sampling(rows: Sequence[GenerationParams]) -> GenerationParams:
     first = rows[0]
 
     def key(p: GenerationParams) -> tuple:
-        return ("greedy",) if p.greedy else ("sample", p.temperature, p.top_p, p.seed)
+        return ("greedy",) if p.greedy else ("sample", p.temperature, p.top_p)
 
     different = sorted({str(key(p)) for p in rows if key(p) != key(first)})
     if different:
         raise InvalidParameterError(
             f"the rows of one transformers generate call share their sampling settings, got {key(first)} and "
-            f"{', '.join(different)} (temperature, top_p, seed); generate them in separate calls. "
-            "max_new_tokens and stop may differ per row."
+            f"{', '.join(different)} (temperature, top_p); generate them in separate calls. "
+            "max_new_tokens, stop and seed may differ per row."
         )
     return first

@@ -74,7 +74,7 @@ class _VllmCommon:
     name = NAME
     # Steps are replayed, rows cannot be stopped from outside; each row is a request of its own (own
     # sampling and seed). The async engine also batches concurrent calls (AsyncVllmBackend).
-    capabilities = Capabilities(per_row_sampling=True)
+    capabilities = Capabilities(per_row_sampling=True, per_row_seeds=True)
 
     def _setup_backend(
         self, vllm_config: Any, loaded: VllmLoadedModel, beta: float, extra_betas: Sequence[float] | None
@@ -222,7 +222,7 @@ class AsyncVllmBackend(_VllmCommon):
     """The async backend contract on ``vllm.v1.engine.async_llm.AsyncLLM``: many calls in flight share
     vLLM's continuous batching (same results as :class:`VllmBackend`). Arguments as for it."""
 
-    capabilities = Capabilities(per_row_sampling=True, continuous_batching=True)
+    capabilities = Capabilities(per_row_sampling=True, per_row_seeds=True, continuous_batching=True)
 
     def __init__(
         self, engine: Any, loaded: VllmLoadedModel, *, beta: float = 1.0, extra_betas: Sequence[float] | None = None
