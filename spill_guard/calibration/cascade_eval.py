@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from spill_guard.calibration.cascade import Cascade, check_budget, fit_cascade
-from spill_guard.calibration.consistency import Consistency, draw_samples
+from spill_guard.calibration.consistency import Consistency, draw_samples, draws_as_the_guard
 from spill_guard.calibration.file import Calibration
 from spill_guard.errors import InvalidInputError, InvalidParameterError, NonFiniteLogitsError
 from spill_guard.evaluation.cache import JsonlCache, content_key
@@ -269,6 +269,9 @@ def sample_header(spill_model: Any, consistency: Consistency, max_new_tokens: in
         "temperature": float(consistency.temperature),
         "top_p": float(consistency.top_p),
         "seed": "retry_seed(None, k + 1) for sample k = 1..K",
+        # "per row": each sample is its own row with its own seed, the guard's very draws (per_row_seeds);
+        # "per call": the rows of a call share the sample's seed (draws from the same distribution).
+        "rows": "per row" if draws_as_the_guard(spill_model) else "per call",
     }
 
 
@@ -281,6 +284,10 @@ class _TokenCounter:
     def __init__(self, spill_model: Any):
         self._model = spill_model
         self.counts: dict[tuple[int, ...], list[int]] = {}
+
+    @property
+    def capabilities(self) -> Any:
+        return self._model.capabilities
 
     def generate_params(self, prompts: Sequence[Sequence[int]], params: Any, **kwargs: Any) -> list[Any]:
         answers = self._model.generate_params(prompts, params, **kwargs)

@@ -149,16 +149,33 @@ def draw_samples(
 
     ``prompts``: each question's prompt token ids; sample ``k`` of every question uses
     :meth:`Consistency.sample_params` ``(params)[k]``, ``batch_size`` questions per generate call of
-    ``spill_model`` (a :class:`~spill_guard.SpillModel`). Rows of one call share the sample's seed, so a
-    question's samples here are draws from the same distribution as the guard's, not the same draws
-    (a guard samples one question per call; on transformers rows of a batch share one random stream).
+    ``spill_model`` (a :class:`~spill_guard.SpillModel`). Where its backend has per-row seeds
+    (:func:`draws_as_the_guard`), a call holds all K samples of its questions, each row seeded as its
+    sample: a question's samples are exactly those a guard draws for it. Elsewhere rows of one call
+    share the sample's seed, so they are draws from the same distribution, not the same draws.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    sampled = consistency.sample_params(params)
     drawn: list[list[str]] = [[] for _ in prompts]
-    for sampled in consistency.sample_params(params):
+    if draws_as_the_guard(spill_model):
         for start in range(0, len(prompts), batch_size):
-            answers = spill_model.generate_params(list(prompts[start : start + batch_size]), sampled, stats=None)
+            chunk = list(prompts[start : start + batch_size])
+            rows = [list(p) for p in chunk for _ in sampled]
+            answers = spill_model.generate_params(rows, sampled * len(chunk), stats=None)
+            for i, answer in enumerate(answers):
+                drawn[start + i // len(sampled)].append(answer.answer)
+        return drawn
+    for one in sampled:
+        for start in range(0, len(prompts), batch_size):
+            answers = spill_model.generate_params(list(prompts[start : start + batch_size]), one, stats=None)
             for row, answer in zip(drawn[start : start + batch_size], answers):
                 row.append(answer.answer)
     return drawn
+
+
+def draws_as_the_guard(spill_model: Any) -> bool:
+    """Whether :func:`draw_samples` on ``spill_model`` draws each question's samples exactly as a guard on it
+    does: its backend can seed each row of a call on its own (capability ``per_row_seeds``)."""
+    capabilities = getattr(spill_model, "capabilities", None)
+    return bool(getattr(capabilities, "per_row_seeds", False))

@@ -99,22 +99,20 @@ def test_a_question_s_samples_are_one_batched_call_equal_to_drawing_them_one_by_
     consistency = Consistency(samples=4, temperature=1.0, cascade=EVERYWHERE)
     guard = guard_of(spill_model, second_opinion=consistency)
     assert guard.row_generator is not None
-    first = guard.generate([guard.prompt(QUESTION)], guard.params)[0]
-    batched = guard.judge.decide(
-        first,
-        prompt=guard.prompt(QUESTION),
-        params=guard.params,
-        policy=Flag(),
-        generate=lambda prompt, params: guard.generate([prompt], params)[0],
-        generate_rows=guard.row_generator,
-    )
-    one_by_one = guard.judge.decide(
-        first,
-        prompt=guard.prompt(QUESTION),
-        params=guard.params,
-        policy=Flag(),
-        generate=lambda prompt, params: guard.generate([prompt], params)[0],
-    )
+    prompt = guard.prompt(QUESTION)
+    first = guard.generate([prompt], guard.params)[0]
+
+    def decide(generate_rows):
+        return guard.judge.decide(
+            first,
+            prompt=prompt,
+            params=guard.params,
+            policy=Flag(),
+            generate=lambda prompt, params: guard.generate([prompt], params)[0],
+            generate_rows=generate_rows,
+        )
+
+    batched, one_by_one = decide(guard.row_generator), decide(None)
     ours, theirs = batched.second_opinion, one_by_one.second_opinion
     made = [(a.answer, a.span, a.agrees) for a in ours.answers]
     assert made == [(a.answer, a.span, a.agrees) for a in theirs.answers]
@@ -163,3 +161,17 @@ def test_check_compares_an_answer_from_elsewhere_with_samples_and_never_retries(
     assert [a.answer for a in checked.second_opinion.answers] == [a.answer for a in asked.second_opinion.answers]
     assert checked.second_opinion.agreement == consistency.compare(
         "Bram Stoker wrote Dracula.", [a.answer for a in asked.second_opinion.answers], QUESTION).agreement
+
+
+def test_calibration_draws_the_very_samples_a_guard_draws(spill_model):
+    """With per-row seeds, ``draw_samples`` (calibrate --second-opinion, bench --second-opinion) puts every
+    question's K samples in one call, each row seeded as the guard seeds it: the same answers as the guard's."""
+    from spill_guard.calibration.consistency import draw_samples, draws_as_the_guard
+
+    consistency = Consistency(samples=3, temperature=1.0, cascade=EVERYWHERE)
+    guard = guard_of(spill_model, second_opinion=consistency)
+    questions = [QUESTION, "What is the capital of Peru?"]
+    verdicts = guard.ask_batch(questions)
+    assert draws_as_the_guard(spill_model)
+    drawn = draw_samples(spill_model, [guard.prompt(q).ids for q in questions], consistency, guard.params)
+    assert drawn == [[a.answer for a in v.second_opinion.answers] for v in verdicts]
