@@ -152,6 +152,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
         state.batcher.start()
+        state.engine.samples.start()
         loading = None
         if load_on_startup and not state.engine.ready and state.config is not None:
             loading = asyncio.get_running_loop().run_in_executor(None, state.load)
@@ -167,6 +168,7 @@ def create_app(
             if watching is not None:
                 watching.cancel()
             await state.batcher.stop()
+            await state.engine.samples.stop()
             state.close()
 
     app = FastAPI(

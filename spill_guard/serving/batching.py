@@ -201,21 +201,34 @@ class Batcher:
                     job.future.set_exception(exc)
 
     def _finish(self, batch: list[Job], outcomes: list[Any]) -> None:
-        """Worker thread: each job's ``finish`` with its outcomes (staged ones around one shared write)."""
-        start = 0
-        staged: list[tuple[Job, StagedFinish, list[Any]]] = []
+        """Worker thread: each job's ``finish`` with its outcomes (staged ones around one shared write).
+
+        The jobs of a batch are decided at the same time, one thread each: a decision that generates
+        again (a retry, a second opinion's samples) waits for its generation, and those of the batch's
+        jobs can then share calls (the engine's sample batcher) instead of queueing one after another.
+        """
+        parts, start = [], 0
         for job in batch:
-            mine = outcomes[start : start + len(job.rows)]
+            parts.append(outcomes[start : start + len(job.rows)])
             start += len(job.rows)
-            try:
-                if isinstance(job.finish, StagedFinish):
-                    staged.append((job, job.finish, job.context.run(job.finish.decide, mine)))
-                else:
-                    self._resolve(job, result=job.context.run(job.finish, mine))
-            except BaseException as exc:  # one job's policy or log failure fails that job only
-                self._resolve(job, error=exc)
+        if len(batch) == 1:
+            firsts = [self._first_step(batch[0], parts[0])]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(len(batch), thread_name_prefix="spill-guard-decide") as pool:
+                firsts = list(pool.map(self._first_step, batch, parts))
+        staged = [(job, job.finish, entries) for job, entries in zip(batch, firsts) if entries is not None]
         if staged:
-            self._write_and_complete(staged)
+            self._write_and_complete(staged)  # type: ignore[arg-type]  # staged jobs have a StagedFinish
+
+    def _first_step(self, job: Job, mine: list[Any]) -> list[Any] | None:
+        """A staged job's decision (its entries to write), or a plain job's result (resolved here: None)."""
+        try:
+            if isinstance(job.finish, StagedFinish):
+                return job.context.run(job.finish.decide, mine)
+            self._resolve(job, result=job.context.run(job.finish, mine))
+        except BaseException as exc:  # one job's policy or log failure fails that job only
+            self._resolve(job, error=exc)
+        return None
 
     def _write_and_complete(self, staged: list[tuple[Job, StagedFinish, list[Any]]]) -> None:
         """One write for every staged job's entries, then each job's ``complete`` with its outcomes."""

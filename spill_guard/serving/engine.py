@@ -19,16 +19,17 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from spill_guard.backends.bridge import bind_loop
 from spill_guard.guard.judge import Generated
 from spill_guard.guard.recording import LogEntry
-from spill_guard.models.params import GenerationParams, offset_seed
+from spill_guard.models.params import GenerationParams
 from spill_guard.models.prompting import Prompt, check_text
 from spill_guard.models.stops import cut_at_stop
 from spill_guard.policy import Flag
+from spill_guard.serving.batching import Batcher
 from spill_guard.serving.config import ServerSettings
 from spill_guard.serving.errors import OpenAIError
 from spill_guard.serving.generation import Row, RowOutcome, Sampling, generate_rows
@@ -99,6 +100,15 @@ class Engine:
         self.generator: Any = None  # the async facade every generation goes through
         self.loop: asyncio.AbstractEventLoop | None = None  # where generation runs (set by the first one)
         self._ids = itertools.count(1)
+        # Second opinions' samples, drawn from the finish threads: a batcher of their own (the request batcher
+        # waits for a batch's finishes), grouping the samples of the requests decided at the same time.
+        self.samples = Batcher(
+            self.run_batch,
+            groups=lambda: not self.batches_itself,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            finish_threads=1,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def attach(self, guard: Any, model: Any) -> None:
@@ -252,6 +262,14 @@ class Engine:
             final_step=guard.final_step,
         )
 
+    def generate_samples_blocking(self, rows: list[Row], params: GenerationParams) -> list[RowOutcome]:
+        """A second opinion's sample rows (each with its own seed) from a finish thread, through the sample
+        batcher: the samples of concurrent requests' second opinions share one generate call."""
+        assert self.loop is not None, "a second opinion samples only after a first generation"
+        self.samples.max_batch = max(self.samples.max_batch, self.settings.max_batch * len(rows))
+        key = ("samples", Sampling(params.temperature, params.top_p))
+        return asyncio.run_coroutine_threadsafe(self.samples.submit(key, rows, list), self.loop).result()
+
     def generate_blocking(self, rows: list[Row], sampling: Sampling) -> list[RowOutcome]:
         """:meth:`generate` from a finish thread (a retry): run on the event loop, waited for here."""
         assert self.loop is not None, "a retry regenerates only after a first generation"
@@ -297,12 +315,12 @@ class Engine:
             return Generated(out.scored, out.early_stopped)
 
         def generate_samples(next_prompt: Prompt, params: Sequence[GenerationParams]) -> list[Generated]:
-            # A second opinion's samples: one call whose row i is seeded seed + i, where they are seeded so.
+            # A second opinion's samples: rows with their own seeds, batched with other requests' samples.
             first = params[0]
-            if any(p != replace(first, seed=offset_seed(first.seed or 0, i)) for i, p in enumerate(params)):
+            if any((p.temperature, p.top_p) != (first.temperature, first.top_p) or p.greedy for p in params):
                 return [generate(next_prompt, p) for p in params]
-            rows = [Row(next_prompt.ids, p.max_new_tokens, list(p.stop)) for p in params]
-            return [Generated(o.scored, o.early_stopped) for o in self.generate_blocking(rows, _sampling(first))]
+            rows = [Row(next_prompt.ids, p.max_new_tokens, list(p.stop), seed=p.seed) for p in params]
+            return [Generated(o.scored, o.early_stopped) for o in self.generate_samples_blocking(rows, first)]
 
         return guard.judge.decide(
             Generated(outcome.scored, outcome.early_stopped),

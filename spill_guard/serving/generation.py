@@ -48,7 +48,10 @@ class Sampling:
         row ``i`` of a seeded call is seeded ``offset_seed(seed, i)``: ``seed + i`` in the seed range)."""
         if self.greedy:
             return GenerationParams(max_new_tokens=row.max_tokens, stop=tuple(row.stops))
-        seed = None if self.seed is None else offset_seed(self.seed, seed_offset)
+        if row.seed is not None:
+            seed: int | None = row.seed
+        else:
+            seed = None if self.seed is None else offset_seed(self.seed, seed_offset)
         return GenerationParams(
             max_new_tokens=row.max_tokens,
             temperature=self.temperature,
@@ -73,12 +76,17 @@ class StreamToken:
 
 @dataclass
 class Row:
-    """One sequence to generate. ``on_token`` (optional) receives its :class:`StreamToken` s in order."""
+    """One sequence to generate. ``on_token`` (optional) receives its :class:`StreamToken` s in order.
+
+    ``seed``: the row's own seed where it is sampled (a second opinion's sample, on a backend with
+    per-row seeds), whatever the batch's sampling says; None: the batch's sampling seeds it.
+    """
 
     prompt_ids: list[int]
     max_tokens: int
     stops: list[str] = field(default_factory=list)
     on_token: Callable[[StreamToken], None] | None = None
+    seed: int | None = None
 
 
 @dataclass
