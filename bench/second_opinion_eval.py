@@ -14,7 +14,7 @@ A benchmark, not a test. On the built-in tasks (dev and test splits, ``--n`` ite
    and on average: the one-pass AUROC, consistency alone (every question sampled), the cascade's AUROC
    with its bootstrap CI, and the share of questions the band sampled.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/second_opinion_eval.py --n 60 --samples 5
+    OMP_NUM_THREADS=1 .venv/bin/python bench/second_opinion_eval.py --samples 5 --batch-size 32
 
 Results: ``--out`` (JSON, every per-question number) and the same name with ``.md``.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -68,27 +69,36 @@ def draw_samples(sm: Any, rows: list[dict[str, Any]], consistency: Any, max_new_
     full = make_locator("full")
     spent = 0.0
     base = GenerationParams(max_new_tokens=max_new_tokens)
-    tag = f"k{consistency.samples}-t{consistency.temperature}-p{consistency.top_p}-m{max_new_tokens}"
+    # One cache per sampling setting, whatever K: sample k has the same seed for every K, so a larger K draws
+    # only the samples a question lacks (k = have + 1 .. K) and a smaller K reads the first K.
+    tag = f"t{consistency.temperature}-p{consistency.top_p}-m{max_new_tokens}"
     store = cache / f"samples-{tag}.json"
     known: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
-    todo = [r for r in rows if f"{r['task']}/{r['key']}" not in known]
+    params = consistency.sample_params(base)
+    todo = [r for r in rows if len(known.get(f"{r['task']}/{r['key']}", {}).get("samples", [])) < len(params)]
     for row in todo:
-        row["samples"], row["sample_risks"] = [], []
-    for params in consistency.sample_params(base):
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
+        entry = known.get(f"{row['task']}/{row['key']}", {"samples": [], "sample_risks": []})
+        row["samples"], row["sample_risks"] = list(entry["samples"]), list(entry["sample_risks"])
+    store.parent.mkdir(parents=True, exist_ok=True)
+    # Question by chunk, the missing samples of a chunk, then the cache is written: a stopped run keeps what it drew.
+    todo.sort(key=lambda r: len(r["samples"]))
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        for k in range(min(len(r["samples"]) for r in chunk), len(params)):
+            needing = [r for r in chunk if len(r["samples"]) == k]
             t0 = time.perf_counter()
-            answers = sm.generate_params([r["prompt_ids"] for r in chunk], params)
+            answers = sm.generate_params([r["prompt_ids"] for r in needing], params[k])
             spent += time.perf_counter() - t0
-            for row, answer in zip(chunk, answers):
+            for row, answer in zip(needing, answers):
                 row["samples"].append(answer.answer)
                 row["sample_risks"].append(assess(answer, row["question"], rule, full).risk)
-    for row in todo:
-        known[f"{row['task']}/{row['key']}"] = {"samples": row["samples"], "sample_risks": row["sample_risks"]}
-    store.parent.mkdir(parents=True, exist_ok=True)
-    store.write_text(json.dumps(known))
+        for row in chunk:
+            known[f"{row['task']}/{row['key']}"] = {"samples": row["samples"], "sample_risks": row["sample_risks"]}
+        store.write_text(json.dumps(known))
+        print(f"sampled {min(start + batch, len(todo))}/{len(todo)} questions, {spent:.0f} s", flush=True)
     for row in rows:
-        row.update(known[f"{row['task']}/{row['key']}"])
+        entry = known[f"{row['task']}/{row['key']}"]
+        row["samples"], row["sample_risks"] = entry["samples"][: len(params)], entry["sample_risks"][: len(params)]
         first = consistency.span(row["answer"], row["question"])
         spans = [consistency.span(s, row["question"]) for s in row["samples"]]
         row["agreement"] = consistency.agreement(first, spans)
@@ -181,6 +191,74 @@ def explored(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _sample_features(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Per question, what the samples say beyond agreement: inconsistency, the samples' mean one-pass risk,
+    the risk of the samples that agree minus that of those that disagree (0 when one side is empty), and the
+    share of distinct located answers among first + samples (a semantic-entropy proxy)."""
+    out = []
+    for r in rows:
+        sr = np.array([np.nan if v is None else v for v in r["sample_risks"]], dtype=float)
+        agrees = np.array(r["agrees"], dtype=bool)
+        mean = np.nanmean(sr) if np.isfinite(sr).any() else r["risk"]
+        gap = (np.nanmean(sr[agrees]) - np.nanmean(sr[~agrees])) if agrees.any() and (~agrees).any() else 0.0
+        out.append([1.0 - r["agreement"], mean, 0.0 if not np.isfinite(gap) else gap, r["distinct"]])
+    return np.array(out, dtype=float)
+
+
+def explored_on_dev(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    """Uses of the samples' own spilled energies, chosen on the pooled dev split, reported on test (as the
+    default cascade is): a logistic model of the label from the one-pass risk and the sample features, fitted
+    on dev; (a) its score with every question sampled, (b) its probability as the cascade's evidence (in place
+    of agreement: the band and weight fitted by fit_cascade on dev, at most ``budget`` sampled)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from spill_guard.calibration.cascade import fit_cascade
+    from spill_guard.evaluation.metrics import auroc
+
+    ok = [r for r in rows if r["risk"] is not None and np.isfinite(r["risk"]) and "sample_risks" in r]
+    for r in ok:
+        c = __import__("spill_guard.calibration.consistency", fromlist=["Consistency"]).Consistency()
+        compared = c.compare(r["answer"], r["samples"], r["question"])
+        r["agrees"] = compared.agrees
+        spans = [compared.first_span, *compared.spans]
+        r["distinct"] = len({(s or "").strip().lower() for s in spans}) / len(spans)
+    dev = [r for r in ok if r["split"] == "dev"]
+    test = [r for r in ok if r["split"] == "test"]
+    risk_d = np.array([r["risk"] for r in dev])
+    mu, sd = risk_d.mean(), risk_d.std() or 1.0
+
+    def design(rs: list[dict[str, Any]]) -> np.ndarray:
+        f = _sample_features(rs)
+        f[:, 1] = (f[:, 1] - mu) / sd
+        return np.column_stack([(np.array([r["risk"] for r in rs]) - mu) / sd, f])
+
+    y_d = np.array([r["incorrect"] for r in dev])
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(design(dev), y_d)
+    without_risk = LogisticRegression(C=1.0, max_iter=1000).fit(design(dev)[:, 1:], y_d)
+    p_dev = without_risk.predict_proba(design(dev)[:, 1:])[:, 1]
+    fit = fit_cascade(risk_d, 1.0 - p_dev, y_d, budget=budget)
+    out: dict[str, Any] = {"features": ["risk", "inconsistency", "sample_risk_mean", "agree_minus_disagree_risk",
+                                        "distinct_share"],
+                           "coef_all_sampled": [float(v) for v in model.coef_[0]],
+                           "cascade": None if fit.cascade is None else
+                           {"low": fit.cascade.low, "high": fit.cascade.high, "weight": fit.cascade.weight},
+                           "dev_auroc": fit.auroc, "dev_sampled_share": fit.sampled_share}
+    for task in TASKS:
+        rs = [r for r in test if r["task"] == task]
+        y = np.array([r["incorrect"] for r in rs])
+        risk = np.array([r["risk"] for r in rs])
+        row = {"logistic_all_sampled": auroc(model.predict_proba(design(rs))[:, 1], y)}
+        if fit.cascade is not None:
+            evidence = 1.0 - without_risk.predict_proba(design(rs)[:, 1:])[:, 1]
+            sampled = fit.cascade.sampled(risk)
+            row["cascade_on_sample_features"] = auroc(fit.cascade.scores(risk, np.where(sampled, evidence, np.nan)), y)
+            row["cascade_on_sample_features_sampled"] = float(sampled.mean())
+        out[task] = row
+    keys = list(out[TASKS[0]])
+    out["mean"] = {k: float(np.mean([out[t][k] for t in TASKS])) for k in keys}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=None, help="items per task and split (default: all)")
@@ -228,9 +306,10 @@ def main() -> None:
     doc = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": commit.strip(),
-        "command": "OMP_NUM_THREADS=2 .venv/bin/python bench/second_opinion_eval.py "
+        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '<unset>')} "
+        ".venv/bin/python bench/second_opinion_eval.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                   if k in ("n", "samples", "temperature", "budget") and v is not None)
+                   if k in ("n", "samples", "temperature", "budget", "batch_size", "max_new_tokens") and v is not None)
         + ("" if args.rows is None else " --rows <the same command's JSON> (re-analysed)"),
         "config": {k: v for k, v in vars(args).items() if k not in ("cache", "out")},
         "chosen_on_dev": {
@@ -243,6 +322,7 @@ def main() -> None:
         "test_mean": mean,
         "false_flags": false_flags(dev, [r for r in rows if r["split"] == "test"], cascade),
         "explored": explored(rows),
+        "explored_on_dev": explored_on_dev(rows, args.budget) if all("sample_risks" in r for r in rows) else None,
         "extra_tokens_per_sampled_question": args.samples * args.max_new_tokens,
         "seconds": {"total": time.perf_counter() - started, "sampling": sampling_seconds},
         "rows": [{k: v for k, v in r.items() if k != "prompt_ids"} for r in rows],
@@ -300,6 +380,20 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("|---|" + "---|" * len(keys))
         for task, v in ex.items():
             lines.append(f"| {task} | " + " | ".join(f(v.get(k)) for k in keys) + " |")
+    dev = doc.get("explored_on_dev")
+    if dev:
+        band = dev["cascade"]
+        lines.append("\nThe samples' own spilled energies, chosen on dev, reported on test: a logistic model of the label "
+                     f"on {', '.join(dev['features'])} (fitted on pooled dev); every question sampled, and as the "
+                     "cascade's evidence in place of agreement ("
+                     + ("no band beat one pass on dev" if band is None else
+                        f"band [{band['low']:.3f}, {band['high']:.3f}], weight {band['weight']}, "
+                        f"{dev['dev_sampled_share']:.0%} of dev sampled, dev AUROC {dev['dev_auroc']:.3f}") + "):\n")
+        keys = list(dev["mean"])
+        lines.append("| task | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---|" * len(keys))
+        for task in (*TASKS, "mean"):
+            lines.append(f"| {task} | " + " | ".join(f(dev[task].get(k)) for k in keys) + " |")
     lines.append(f"\nExtra generated tokens per sampled question: at most {doc['extra_tokens_per_sampled_question']} "
                  f"({doc['config']['samples']} samples x {doc['config']['max_new_tokens']}). Sampling took "
                  f"{doc['seconds']['sampling']:.0f} s of {doc['seconds']['total']:.0f} s.\n")

@@ -682,11 +682,11 @@ def render(rep: dict[str, Any]) -> str:
         "",
         "- CPU time is the steadier measure on this shared 2-core machine; wall time also measures the other "
         "jobs (see the load average).",
-        "- The second opinion draws its K samples one generate call each, after the first answer (batch 1 "
-        "in the library whatever the first answer's batch; through the model's one worker thread in the "
-        "server, outside the dynamic batcher), so its cost grows with K × the samples' length: sampled "
-        "answers at temperature 1.0 tend to run longer than the greedy first answer (compare the token "
-        "columns).",
+        "- The second opinion draws a question's K samples in one generate call of K rows, each row with its "
+        "own seed, after the first answer (in the library one call per question, whatever the first answer's "
+        "batch; in the server the samples of the requests decided together share calls, through a sample "
+        "batcher), so its cost grows with K × the samples' length: sampled answers at temperature 1.0 tend "
+        "to run longer than the greedy first answer (compare the token columns).",
         "- Library and server prompts differ (the guard's question prompt vs the chat template over the "
         "message as sent), so compare arms within a section, not across sections.",
         "",
