@@ -153,8 +153,7 @@ class StreamingCapture:
                 self._jsd.append(js_from_distributions(self._prev, current, scratch=self._scratch))
             ended = self._ended_textless(tokens)
             if ended is not None:  # these rows' z_(t+1) is dropped, as it is where generation stops there
-                log_z, nonfinite = log_z.clone(), nonfinite.clone()
-                log_z[:, ended], nonfinite[ended] = float("nan"), False
+                log_z, nonfinite = log_z.masked_fill(ended, float("nan")), nonfinite & ~ended
                 if current is not None:
                     self._jsd[-1] = self._jsd[-1].masked_fill(ended, float("nan"))
             if self.listeners:
@@ -176,11 +175,13 @@ class StreamingCapture:
 
     def _ended_textless(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """``[B]`` mask of the rows whose token ``tokens`` is a stop token without text (``skip_after``),
-        or None where there is none (most steps: nothing to drop)."""
+        or None without such tokens (``final_step="always"``). Computed on the tokens' device, never read
+        back: a decode step does not wait for it."""
         if not len(self.skip_after):
             return None
-        ended = torch.isin(tokens, self.skip_after.to(tokens.device))
-        return ended if bool(ended.any()) else None
+        if self.skip_after.device != tokens.device:
+            self.skip_after = self.skip_after.to(tokens.device)  # once per call
+        return torch.isin(tokens, self.skip_after)
 
     def _record_chosen(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append the chosen tokens' logits ``[B]`` from ``z_t`` and from ``z_{t-1}`` (NaN before the first step)."""
@@ -219,7 +220,7 @@ class StreamingCapture:
         nonfinite = _widen(nonfinite, rows, batch, False)  # not computed is not non-finite
         ended = self._ended_textless(last)
         if ended is not None:  # in the step for a row cut by max_new_tokens, a row that ended textless keeps none
-            log_z[:, ended], nonfinite[ended] = float("nan"), False
+            log_z, nonfinite = log_z.masked_fill(ended, float("nan")), nonfinite & ~ended
             if self.stats == "full":
                 self._jsd[-1] = self._jsd[-1].masked_fill(ended, float("nan"))
         if self.listeners:
@@ -269,7 +270,7 @@ class StreamingCapture:
                 f"captured {self.steps} forward steps but {n_tokens} generated tokens need "
                 f"{n_tokens + 1} (the last token's z_(T+1)); call finish() or ensure_final_step() after generate."
             )
-        skipped = set(self.skip_after.tolist())
+        skipped = set(self.skip_after.tolist())  # once per call
         last = [int(token_ids[b, n - 1]) if n else None for b, n in enumerate(lengths)]
         final = [
             not ((self._final_skipped and n == n_tokens) or (n and last[b] in skipped)) for b, n in enumerate(lengths)
