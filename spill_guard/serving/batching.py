@@ -216,9 +216,13 @@ class Batcher:
         else:
             with concurrent.futures.ThreadPoolExecutor(len(batch), thread_name_prefix="spill-guard-decide") as pool:
                 firsts = list(pool.map(self._first_step, batch, parts))
-        staged = [(job, job.finish, entries) for job, entries in zip(batch, firsts) if entries is not None]
+        staged = [
+            (job, job.finish, entries)
+            for job, entries in zip(batch, firsts)
+            if entries is not None and isinstance(job.finish, StagedFinish)
+        ]
         if staged:
-            self._write_and_complete(staged)  # type: ignore[arg-type]  # staged jobs have a StagedFinish
+            self._write_and_complete(staged)
 
     def _first_step(self, job: Job, mine: list[Any]) -> list[Any] | None:
         """A staged job's decision (its entries to write), or a plain job's result (resolved here: None)."""
