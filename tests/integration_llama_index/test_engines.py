@@ -184,3 +184,33 @@ def test_chat_engine_abstains_and_rewrites_memory(index, make_llm):
     flagged = asyncio.run(GuardedChatEngine(inner, llm).achat(Q_STAFF))  # guard's own policy: Flag
     assert flagged.metadata["spill_guard"]["action"] == "flagged"
     assert str(flagged) == flagged.metadata["spill_guard"]["original_answer"]
+
+
+def test_second_opinion_samples_are_one_batched_call_each_recorded(index, make_llm, captured_events, spill_model):
+    """A guarded engine's second opinion draws a question's K samples in one generate call of K rows (the
+    embedded model's backend seeds each row), each sample announced as a generation (that they equal the
+    library's one-by-one draws is tests/parity/test_second_opinion_parity.py's)."""
+    from spill_guard import Cascade, Consistency, Flag
+
+    consistency = Consistency(samples=3, temperature=1.0, cascade=Cascade(-1e9, 1e9, 0.5))
+    assert make_llm(threshold=NEVER, second_opinion=consistency).rows_in_one_call
+    engine = guarded(index, make_llm, NEVER, Flag(), second_opinion=consistency)
+    calls = []
+    real = spill_model.generate_params
+
+    def counted(prompts, params, **kw):
+        calls.append(params)
+        return real(prompts, params, **kw)
+
+    spill_model.generate_params = counted  # type: ignore[method-assign]
+    try:
+        response = engine.query(Q_CITY)
+    finally:
+        del spill_model.generate_params
+    verdict = response.metadata["spill_guard"]
+    opinion = verdict["second_opinion"]
+    assert opinion is not None and opinion["samples"] == 3
+    assert len(calls) == 2, "the engine's answer, then the three samples in one call"
+    assert isinstance(calls[1], list) and len(calls[1]) == 3
+    assert len(captured_events) == 4  # the first answer and each sample were announced
+    assert [e.answer for e in captured_events[1:]] == [a["answer"] for a in opinion["answers"]]

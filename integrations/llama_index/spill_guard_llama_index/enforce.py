@@ -66,12 +66,16 @@ def enforce(
         def generate(next_prompt: Prompt, params: GenerationParams) -> Generated:
             return Generated(llm.generate_params(next_prompt.messages, params).scored)
 
+        def generate_rows(next_prompt: Prompt, params: Sequence[GenerationParams]) -> list[Generated]:
+            return [Generated(g.scored) for g in llm.generate_rows_params(next_prompt.messages, params)]
+
         verdict = judge.decide(
             Generated(last.scored),
             prompt=prompt,
             params=last.params,
             policy=policy,
             generate=generate,
+            generate_rows=generate_rows if llm.rows_in_one_call else None,
             context=context,
             strategy=last.strategy,
         )

@@ -179,6 +179,24 @@ class SpillLLM(LLM):
         scored = self._scored(messages, params)
         return self.judge(messages, scored, strategy=strategy or params.strategy, params=params)
 
+    def generate_rows_params(self, messages: Sequence[Message], params: Sequence[GenerationParams]) -> list[Generation]:
+        """One answer to ``messages`` per ``params`` (a second opinion's samples), each judged and recorded as
+        :meth:`generate_params` records one: in one batched call where the model's rows can each have their own
+        seed (:attr:`rows_in_one_call`), else one call per answer; the answers are the same either way."""
+        messages = tuple(dict(m) for m in messages)
+        params = list(params)
+        rows = self._guard.row_generator
+        if rows is None:
+            return [self.generate_params(messages, p) for p in params]
+        made = rows(Prompt.for_chat(self.spill_model.tokenizer, list(messages)), params)
+        return [self.judge(messages, g.scored, strategy=p.strategy, params=p) for g, p in zip(made, params)]
+
+    @property
+    def rows_in_one_call(self) -> bool:
+        """Whether :meth:`generate_rows_params` draws its answers in one batched call (the model's backend has
+        per-row seeds)."""
+        return self._guard.row_generator is not None
+
     def params_of(self, options: dict[str, Any]) -> GenerationParams:
         """A call's options as :class:`GenerationParams` (unknown options refused, naming the accepted ones)."""
         unknown = sorted(set(options) - set(_CALL_OPTIONS))
