@@ -3,7 +3,8 @@
 Requests (``Job`` s) wait in an asyncio queue. On an engine whose calls run one after
 another (in-process weights: the async facade runs them in the model's one worker thread),
 the batcher takes the oldest job, then gathers more jobs with the same key for at most
-``max_wait_ms`` or until ``max_batch`` rows, and awaits one generate for the batch, so the
+``max_wait_ms`` or until ``max_batch`` rows (or jobs: ``per="jobs"``, for jobs of several rows such as a
+second opinion's samples), and awaits one generate for the batch, so the
 event loop keeps accepting requests (and streaming tokens) while the model works. Jobs with
 another key wait for the next round, in arrival order. While one batch runs, the next one
 fills up. On an engine that batches concurrent calls itself (vLLM's continuous batching),
@@ -31,8 +32,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from spill_guard.errors import InvalidParameterError
 from spill_guard.serving.errors import OpenAIError
 
 log = logging.getLogger("spill_guard.serving")
@@ -96,10 +98,14 @@ class Batcher:
         max_wait_ms: float,
         on_batch: Callable[[int], None] | None = None,
         finish_threads: int = 4,
+        per: Literal["rows", "jobs"] = "rows",
     ):
+        if per not in ("rows", "jobs"):
+            raise InvalidParameterError(f"Batcher per must be 'rows' or 'jobs', got {per!r}.")
         self.generate = generate
         self.groups = groups
         self.max_batch = max_batch
+        self.per = per
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
         self._queue: asyncio.Queue[Job] | None = None
@@ -144,14 +150,18 @@ class Batcher:
         except TimeoutError:
             return None
 
+    def _size(self, job: Job) -> int:
+        """What ``job`` counts against ``max_batch``: its rows, or 1 (``per="jobs"``)."""
+        return 1 if self.per == "jobs" else len(job.rows)
+
     async def _collect(self, first: Job) -> list[Job]:
         """The batch of ``first`` (the oldest job): same-key jobs within the wait and size bounds."""
-        batch, size = [first], len(first.rows)
+        batch, size = [first], self._size(first)
         for waiting in list(self._deferred):  # waiting jobs of the same key join first, in order
-            if waiting.key == first.key and size + len(waiting.rows) <= self.max_batch:
+            if waiting.key == first.key and size + self._size(waiting) <= self.max_batch:
                 self._deferred.remove(waiting)
                 batch.append(waiting)
-                size += len(waiting.rows)
+                size += self._size(waiting)
         deadline = time.monotonic() + self.max_wait
         while size < self.max_batch:
             remaining = deadline - time.monotonic()
@@ -160,9 +170,9 @@ class Batcher:
             job = await self._next_job(remaining)
             if job is None:
                 break
-            if job.key == first.key and size + len(job.rows) <= self.max_batch:
+            if job.key == first.key and size + self._size(job) <= self.max_batch:
                 batch.append(job)
-                size += len(job.rows)
+                size += self._size(job)
             else:
                 self._deferred.append(job)
         return batch

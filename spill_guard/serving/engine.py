@@ -101,13 +101,15 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop | None = None  # where generation runs (set by the first one)
         self._ids = itertools.count(1)
         # Second opinions' samples, drawn from the finish threads: a batcher of their own (the request batcher
-        # waits for a batch's finishes), grouping the samples of the requests decided at the same time.
+        # waits for a batch's finishes), grouping the samples of the requests decided at the same time: up to
+        # --max-batch requests' samples (K rows each, whatever K the guard's rule has now) in one call.
         self.samples = Batcher(
             self.run_batch,
             groups=lambda: not self.batches_itself,
             max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms,
             finish_threads=1,
+            per="jobs",
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -266,7 +268,6 @@ class Engine:
         """A second opinion's sample rows (each with its own seed) from a finish thread, through the sample
         batcher: the samples of concurrent requests' second opinions share one generate call."""
         assert self.loop is not None, "a second opinion samples only after a first generation"
-        self.samples.max_batch = max(self.samples.max_batch, self.settings.max_batch * len(rows))
         key = ("samples", Sampling(params.temperature, params.top_p))
         return asyncio.run_coroutine_threadsafe(self.samples.submit(key, rows, list), self.loop).result()
 
