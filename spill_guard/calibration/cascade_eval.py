@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from spill_guard.calibration.cascade import Cascade, check_budget, fit_cascade
-from spill_guard.calibration.consistency import Consistency, draw_samples, draws_as_the_guard
+from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE, Consistency, draw_samples, draws_as_the_guard
 from spill_guard.calibration.file import Calibration
 from spill_guard.errors import InvalidInputError, InvalidParameterError, NonFiniteLogitsError
 from spill_guard.evaluation.cache import JsonlCache, content_key
@@ -50,7 +50,6 @@ from spill_guard.tasks import TaskItem
 FOLDS = 5
 #: The largest share of questions a cross-fitted band may sample, unless ``--second-opinion-budget`` says.
 DEFAULT_BUDGET = 0.5
-DEFAULT_TEMPERATURE = 1.0
 
 
 # ----------------------------------------------------------------------------------------------- options

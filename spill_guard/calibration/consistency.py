@@ -30,6 +30,8 @@ from spill_guard.spans import make_locator
 from spill_guard.tasks import judge
 
 Equivalence = Callable[[str, str], bool]
+#: The samples' temperature where none is given (the guard's, ``calibrate`` and ``bench --second-opinion``).
+DEFAULT_TEMPERATURE = 1.0
 #: Where the compared answer is: a quoted answer, else what follows "... is", else the answer without filler.
 AGREEMENT_LOCATOR = "quoted+answer_is+strip_filler"
 
@@ -65,7 +67,7 @@ class Consistency:
     """
 
     samples: int = 5
-    temperature: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
     cascade: Cascade | None = None
     equivalence: Equivalence | None = None

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE
 from spill_guard.cli.common import add_model_options, load_spill_model
 
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="T",
-        help="sampling temperature of the second opinion (default 1.0)",
+        help=f"sampling temperature of the second opinion (default {DEFAULT_TEMPERATURE:g})",
     )
     p.add_argument(
         "--second-opinion-budget",

@@ -13,6 +13,7 @@ import math
 import warnings
 from typing import Any
 
+from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE
 from spill_guard.cli.common import add_model_options, load_spill_model
 from spill_guard.errors import InvalidParameterError
 
@@ -69,7 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the samples' agreement helps, and fit the threshold on the final risk (docs/second-opinion.md)",
     )
     p.add_argument(
-        "--second-opinion-temperature", type=float, default=1.0, help="sampling temperature of the K samples (1.0)"
+        "--second-opinion-temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help=f"sampling temperature of the K samples (default {DEFAULT_TEMPERATURE:g})",
     )
     p.add_argument(
         "--second-opinion-budget",
