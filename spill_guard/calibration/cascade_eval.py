@@ -35,7 +35,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from spill_guard.calibration.cascade import Cascade, check_budget, fit_cascade
-from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE, Consistency, draw_samples, draws_as_the_guard
+from spill_guard.calibration.consistency import (
+    DEFAULT_TEMPERATURE,
+    Consistency,
+    check_sampling,
+    draw_samples,
+    draws_as_the_guard,
+)
 from spill_guard.calibration.file import Calibration
 from spill_guard.errors import InvalidInputError, InvalidParameterError, NonFiniteLogitsError
 from spill_guard.evaluation.cache import JsonlCache, content_key
@@ -79,10 +85,6 @@ class SecondOpinionSetup:
             self.calibration.check_compatible(spill_model, spec=DEFAULT_CONFIG.spec, locator=DEFAULT_CONFIG.locator)
 
 
-def _number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def second_opinion_setup(
     samples: int | None,
     *,
@@ -107,16 +109,9 @@ def second_opinion_setup(
                     "(e.g. --second-opinion 5), or drop it."
                 )
         return None
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 64):
-        raise InvalidParameterError(
-            f"--second-opinion (samples per question) must be an integer from 1 to 64, got {samples!r}; "
-            "e.g. --second-opinion 5."
-        )
-    if temperature is not None and (not _number(temperature) or not 0 < temperature <= 10):
-        raise InvalidParameterError(
-            f"--second-opinion-temperature must be in (0, 10], got {temperature!r}: samples must be sampled "
-            "(0 would repeat the greedy answer); e.g. --second-opinion-temperature 1.0."
-        )
+    check_sampling(
+        samples, temperature, samples_option="--second-opinion", temperature_option="--second-opinion-temperature"
+    )
     if budget is not None:
         check_budget(budget, "--second-opinion-budget")
     if DEFAULT_CONFIG.locator not in locators:

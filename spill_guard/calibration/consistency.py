@@ -55,6 +55,41 @@ def same_answer(first: str, other: str) -> bool:
         return False
 
 
+def check_sampling(
+    samples: object,
+    temperature: object,
+    *,
+    samples_option: str | None = None,
+    temperature_option: str | None = None,
+) -> None:
+    """Check a second opinion's sample count (an integer 1..64) and temperature (in (0, 10]); either may be None
+    (not given). The error names ``samples_option`` / ``temperature_option`` (a command-line option) where
+    given, else the :class:`Consistency` field: the one check behind the class and the CLI options."""
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 64):
+        name, fix = (
+            (f"{samples_option} (samples per question)", f"e.g. {samples_option} 5")
+            if samples_option
+            else ("Consistency samples", "5 is a good start")
+        )
+        raise InvalidParameterError(f"{name} must be an integer from 1 to 64, got {samples!r}; {fix}.")
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or not 0 < temperature <= 10
+    ):
+        name = temperature_option or "Consistency temperature"
+        fix = (
+            f"e.g. {temperature_option} {DEFAULT_TEMPERATURE:g}"
+            if temperature_option
+            else f"e.g. {DEFAULT_TEMPERATURE:g}"
+        )
+        raise InvalidParameterError(
+            f"{name} must be in (0, 10], got {temperature!r}: samples must be sampled (0 would repeat the greedy "
+            f"answer); {fix}."
+        )
+
+
 @dataclass(frozen=True)
 class Consistency:
     """Draw ``samples`` answers at ``temperature`` / ``top_p`` and measure their agreement with the first.
@@ -74,15 +109,7 @@ class Consistency:
     locator: str = AGREEMENT_LOCATOR
 
     def __post_init__(self) -> None:
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 1 <= self.samples <= 64:
-            raise InvalidParameterError(
-                f"Consistency samples must be an integer from 1 to 64, got {self.samples!r}; 5 is a good start."
-            )
-        if not isinstance(self.temperature, (int, float)) or not (0 < self.temperature <= 10):
-            raise InvalidParameterError(
-                f"Consistency temperature must be in (0, 10], got {self.temperature!r}: samples must be sampled "
-                "(0 would repeat the greedy answer)."
-            )
+        check_sampling(self.samples, self.temperature)
         if not isinstance(self.top_p, (int, float)) or not (0 < self.top_p <= 1):
             raise InvalidParameterError(f"Consistency top_p must be in (0, 1], got {self.top_p!r}.")
         if self.cascade is not None and not isinstance(self.cascade, Cascade):

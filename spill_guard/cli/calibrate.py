@@ -134,15 +134,18 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
 def second_opinion(args: argparse.Namespace) -> Any:
     """The :class:`Consistency` that ``--second-opinion K`` asks for (None without it)."""
     from spill_guard.calibration.cascade import check_budget
-    from spill_guard.calibration.consistency import Consistency
+    from spill_guard.calibration.consistency import Consistency, check_sampling
 
     if args.second_opinion is None:
         return None
     check_budget(args.second_opinion_budget, "--second-opinion-budget")
-    try:
-        return Consistency(samples=args.second_opinion, temperature=args.second_opinion_temperature)
-    except InvalidParameterError as exc:
-        raise InvalidParameterError(f"--second-opinion / --second-opinion-temperature: {exc}") from None
+    check_sampling(
+        args.second_opinion,
+        args.second_opinion_temperature,
+        samples_option="--second-opinion",
+        temperature_option="--second-opinion-temperature",
+    )
+    return Consistency(samples=args.second_opinion, temperature=args.second_opinion_temperature)
 
 
 def run(args: argparse.Namespace) -> int:

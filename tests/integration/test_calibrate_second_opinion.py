@@ -87,7 +87,7 @@ def test_calibrate_with_a_second_opinion_equals_its_brute_force(task_file, tmp_p
 def test_bad_second_opinion_arguments_fail_before_the_model_loads(task_file, tmp_path):
     for args, words in (
         (["--second-opinion", "0"], "--second-opinion"),
-        (["--second-opinion", "2", "--second-opinion-temperature", "0"], "temperature"),
+        (["--second-opinion", "2", "--second-opinion-temperature", "0"], "--second-opinion-temperature must be in (0, 10]"),
         (["--second-opinion", "2", "--second-opinion-budget", "1.5"], "--second-opinion-budget"),
     ):
         done = run_cli(str(task_file), "-o", str(tmp_path / "x.json"), *args)

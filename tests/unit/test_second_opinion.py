@@ -130,7 +130,8 @@ def test_agreement_uses_the_projects_normaliser_and_judge():
 
 
 def test_consistency_refuses_bad_settings_and_asks_only_inside_its_band():
-    for bad in ({"samples": 0}, {"samples": 2.5}, {"temperature": 0}, {"top_p": 0}, {"cascade": (0, 1)}):
+    for bad in ({"samples": 0}, {"samples": 2.5}, {"temperature": 0}, {"temperature": True},
+                {"temperature": math.inf}, {"top_p": 0}, {"cascade": (0, 1)}):
         with pytest.raises(InvalidParameterError):
             Consistency(**bad)
     banded = Consistency(cascade=Cascade(-1.0, 0.5, 0.5))
@@ -146,3 +147,15 @@ def test_the_compared_part_of_an_answer_is_located_first():
     assert whole.span("The capital of France is Paris.") == "The capital of France is Paris."
     with pytest.raises(InvalidParameterError, match="unknown locator"):
         Consistency(locator="nowhere")
+
+
+def test_one_sampling_check_names_the_field_or_the_option():
+    from spill_guard.calibration.consistency import check_sampling
+
+    with pytest.raises(InvalidParameterError, match=r"^Consistency samples must be .* got 0; 5 is a good start"):
+        Consistency(samples=0)
+    with pytest.raises(InvalidParameterError, match=r"^--k \(samples per question\) must .* got 65; e.g. --k 5"):
+        check_sampling(65, None, samples_option="--k")
+    with pytest.raises(InvalidParameterError, match=r"^--t must be in \(0, 10\], got nan: .*; e.g. --t [0-9]"):
+        check_sampling(None, math.nan, temperature_option="--t")
+    check_sampling(None, None)  # neither given: nothing to check
