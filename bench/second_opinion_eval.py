@@ -259,11 +259,107 @@ def explored_on_dev(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]
     return out
 
 
+def by_temperature(rows: list[dict[str, Any]], temperature: float) -> list[dict[str, Any]]:
+    """The rows as drawn at ``temperature``: each row's ``samples``, ``sample_risks`` (and ``agreement`` once
+    measured) are those of its ``draws`` at that temperature (copies: the other temperatures' rows are kept)."""
+    out = []
+    for row in rows:
+        drawn = row["draws"][str(temperature)]
+        out.append({**{k: v for k, v in row.items() if k != "draws"}, "samples": drawn["samples"],
+                    "sample_risks": drawn["sample_risks"], "draws": row["draws"]})
+    return out
+
+
+def choose_temperature(rows: list[dict[str, Any]], temperatures: list[float], samples: int, budget: float
+                       ) -> tuple[float, dict[str, list[dict[str, Any]]], dict[str, Any], list[dict[str, Any]]]:
+    """Measure agreement at each temperature and fit a cascade on the pooled dev split for each; the chosen
+    temperature is the one whose cascade has the best dev AUROC (ties: the first given). Test numbers of the
+    others are reported beside it (explored, not chosen on). Returns the chosen temperature, every
+    temperature's rows, the chosen fits and a table row per temperature."""
+    from spill_guard.calibration.cascade import fit_cascade
+    from spill_guard.calibration.consistency import Consistency
+
+    per_t: dict[str, list[dict[str, Any]]] = {}
+    fits: dict[str, Any] = {}
+    table = []
+    for t in temperatures:
+        consistency = Consistency(samples=samples, temperature=t)
+        rs = by_temperature(rows, t)
+        for row in rs:
+            row["samples"], row["sample_risks"] = row["samples"][:samples], row["sample_risks"][:samples]
+            row["agreement"] = consistency.compare(row["answer"], row["samples"], row["question"]).agreement
+        dev = [r for r in rs if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
+        fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
+                          budget=budget)
+        per_t[str(t)], fits[str(t)] = rs, fit
+        test = {task: measure([r for r in rs if r["task"] == task and r["split"] == "test"], fit.cascade)
+                for task in TASKS}
+        table.append({"temperature": t, "dev_auroc": fit.auroc, "dev_consistency_auroc": fit.consistency_auroc,
+                      "dev_sampled_share": fit.sampled_share,
+                      "test_second_opinion_auroc": float(np.mean([v["second_opinion_auroc"] for v in test.values()])),
+                      "test_consistency_only_auroc": float(np.mean([v["consistency_only_auroc"]
+                                                                   for v in test.values()])),
+                      "test_sampled_fraction": float(np.mean([v["sampled_fraction"] for v in test.values()]))})
+    chosen = max(temperatures, key=lambda t: (fits[str(t)].auroc, -temperatures.index(t)))
+    return chosen, per_t, fits[str(chosen)], table
+
+
+BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def budget_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a larger share of questions sampled buys: for each budget, the cascade fitted on the pooled dev
+    split with at most that share sampled, reported on the test split (mean over tasks)."""
+    from spill_guard.calibration.cascade import fit_cascade
+
+    dev = [r for r in rows if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
+    out = []
+    for budget in BUDGETS:
+        fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
+                          budget=budget)
+        test = [measure([r for r in rows if r["task"] == task and r["split"] == "test"], fit.cascade) for task in TASKS]
+        out.append({"budget": budget, "dev_auroc": fit.auroc, "dev_sampled_share": fit.sampled_share,
+                    "test_auroc": float(np.mean([t["second_opinion_auroc"] for t in test])),
+                    "test_sampled_fraction": float(np.mean([t["sampled_fraction"] for t in test]))})
+    return out
+
+
+def ceiling(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    """Not a result: the best a single band can do, chosen ON THE TEST SPLIT (band ends at test-risk quantiles in
+    5 % steps, the cascade's weights, at most ``budget`` of test questions sampled, the mean of the per-task
+    AUROCs). A target above it is out of reach of any band chosen on dev."""
+    from spill_guard.calibration.cascade import WEIGHTS, Cascade
+
+    test = [r for r in rows if r["split"] == "test" and r["risk"] is not None and np.isfinite(r["risk"])]
+    risk = np.array([r["risk"] for r in test])
+    agreement = np.array([r["agreement"] for r in test])
+    tasks = [np.array([r["task"] == t for r in test]) for t in TASKS]
+    y = np.array([r["incorrect"] for r in test])
+    from spill_guard.evaluation.metrics import auroc
+
+    best: dict[str, Any] = {"auroc": -1.0}
+    edges = np.quantile(risk, np.linspace(0.0, 1.0, 21))
+    for i in range(len(edges)):
+        for j in range(i, len(edges)):
+            sampled = (risk >= edges[i]) & (risk <= edges[j])
+            if not 0 < sampled.mean() <= budget:
+                continue
+            for weight in WEIGHTS:
+                final = Cascade(float(edges[i]), float(edges[j]), weight).scores(risk, np.where(sampled, agreement, np.nan))
+                score = float(np.mean([auroc(final[m], y[m]) for m in tasks]))
+                if score > best["auroc"]:
+                    best = {"auroc": score, "sampled_fraction": float(sampled.mean()), "low": float(edges[i]),
+                            "high": float(edges[j]), "weight": weight}
+    return best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=None, help="items per task and split (default: all)")
     p.add_argument("--samples", type=int, default=5)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, nargs="+", default=None,
+                   help="sampling temperature(s) (default: Consistency's); with several, the one whose cascade is best on "
+                   "dev is reported")
     p.add_argument("--budget", type=float, default=0.5, help="largest share of questions the band may sample")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=16)
@@ -274,45 +370,71 @@ def main() -> None:
     args = p.parse_args()
 
     from spill_guard import SpillModel
-    from spill_guard.calibration.cascade import fit_cascade
-    from spill_guard.cli.common import quiet_transformers
     from spill_guard.calibration.consistency import Consistency
+    from spill_guard.cli.common import quiet_transformers
 
-    consistency = Consistency(samples=args.samples, temperature=args.temperature)
+    if args.temperature is None:
+        args.temperature = [Consistency().temperature]
+    temperatures = list(dict.fromkeys(args.temperature))
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    sampling_seconds: dict[str, float] = {}
     if args.rows is not None:  # the earlier run's answers and samples; the agreement is measured again
         earlier = json.loads(Path(args.rows).read_text())
-        rows, sampling_seconds = earlier["rows"], earlier["seconds"]["sampling"]
+        rows = earlier["rows"]
+        spent = earlier["seconds"]["sampling"]
+        sampling_seconds = spent if isinstance(spent, dict) else {str(earlier["config"]["temperature"]): spent}
         started -= earlier["seconds"]["total"]  # the run's time, not the re-analysis's
-        for row in rows:
-            row["agreement"] = consistency.compare(row["answer"], row["samples"], row["question"]).agreement
+        for row in rows:  # a run with one temperature kept its samples on the row
+            row.setdefault("draws", {str(earlier["config"]["temperature"]): {
+                "samples": row.get("samples"), "sample_risks": row.get("sample_risks")}})
+        missing = [t for t in temperatures if str(t) not in rows[0]["draws"]]
+        if missing:
+            raise SystemExit(f"{args.rows} has no samples at temperature {missing}; it has {list(rows[0]['draws'])}")
     else:
         quiet_transformers()
         sm = SpillModel.load(device="cpu")
         for task in TASKS:
             for split in ("dev", "test"):
                 rows += first_answers(sm, task, split, args.n, Path(args.cache))
-        sampling_seconds = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size, Path(args.cache))
+        for row in rows:
+            row["draws"] = {}
+        for t in temperatures:
+            consistency = Consistency(samples=args.samples, temperature=t)
+            sampling_seconds[str(t)] = draw_samples(sm, rows, consistency, args.max_new_tokens, args.batch_size,
+                                                    Path(args.cache))
+            for row in rows:
+                row["draws"][str(t)] = {"samples": row.pop("samples"), "sample_risks": row.pop("sample_risks")}
+    chosen_t, per_t, fit, temperature_table = choose_temperature(rows, temperatures, args.samples, args.budget)
+    if args.rows is None:  # what a sample costs at each temperature: its text's tokens (re-tokenized), on average
+        for entry in temperature_table:
+            texts = [s for r in rows for s in r["draws"][str(entry["temperature"])]["samples"][: args.samples]]
+            counts = [len(sm.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+            entry["tokens_per_sample"] = float(np.mean(counts))
+            entry["share_at_max_new_tokens"] = float(np.mean([c >= args.max_new_tokens for c in counts]))
+    rows = per_t[str(chosen_t)]
     dev = [r for r in rows if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
-    fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
-                      budget=args.budget)
     cascade = fit.cascade
     per_task = {task: measure([r for r in rows if r["task"] == task and r["split"] == "test"], cascade)
                 for task in TASKS}
     keys = ("one_pass_auroc", "consistency_only_auroc", "second_opinion_auroc", "sampled_fraction")
     mean = {k: float(np.mean([v[k] for v in per_task.values() if k in v])) for k in keys}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    options = {k: v for k, v in vars(args).items()
+               if k in ("n", "samples", "temperature", "budget", "batch_size", "max_new_tokens") and v is not None}
     doc = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": commit.strip(),
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '<unset>')} "
         ".venv/bin/python bench/second_opinion_eval.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                   if k in ("n", "samples", "temperature", "budget", "batch_size", "max_new_tokens") and v is not None)
+        + " ".join(f"--{k.replace('_', '-')} " + (" ".join(map(str, v)) if isinstance(v, list) else str(v))
+                   for k, v in options.items())
         + ("" if args.rows is None else " --rows <the same command's JSON> (re-analysed)"),
         "config": {k: v for k, v in vars(args).items() if k not in ("cache", "out")},
+        "chosen_temperature": chosen_t,
+        "temperatures": temperature_table,
         "chosen_on_dev": {
+            "temperature": chosen_t,
             "cascade": None if cascade is None else {"low": cascade.low, "high": cascade.high, "weight": cascade.weight},
             "dev_auroc": fit.auroc, "dev_one_pass_auroc": fit.one_pass_auroc,
             "dev_consistency_auroc": fit.consistency_auroc, "dev_sampled_share": fit.sampled_share,
@@ -322,10 +444,13 @@ def main() -> None:
         "test_mean": mean,
         "false_flags": false_flags(dev, [r for r in rows if r["split"] == "test"], cascade),
         "explored": explored(rows),
+        "budget_curve": budget_curve(rows),
+        "test_chosen_ceiling": ceiling(rows, args.budget),
         "explored_on_dev": explored_on_dev(rows, args.budget) if all("sample_risks" in r for r in rows) else None,
         "extra_tokens_per_sampled_question": args.samples * args.max_new_tokens,
         "seconds": {"total": time.perf_counter() - started, "sampling": sampling_seconds},
-        "rows": [{k: v for k, v in r.items() if k != "prompt_ids"} for r in rows],
+        "rows": [{k: v for k, v in r.items() if k not in ("prompt_ids", "samples", "sample_risks")}
+                 for r in rows],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -343,16 +468,37 @@ def markdown(doc: dict[str, Any]) -> str:
 
     chosen = doc["chosen_on_dev"]
     band = chosen["cascade"]
+    spent = doc["seconds"]["sampling"]
+    sampling = sum(spent.values()) if isinstance(spent, dict) else spent
     lines = [
         "# Second opinion (sampled consistency cascaded after one pass): measured\n",
         f"{doc['date']}, commit `{doc['commit']}`. Command:\n",
         "```\n" + doc["command"] + "\n```\n",
-        f"Chosen on the pooled dev split ({chosen['dev_n']} answers): "
+        f"Chosen on the pooled dev split ({chosen['dev_n']} answers), samples at temperature "
+        f"{chosen.get('temperature', doc['config']['temperature']):g}: "
         + ("no band beat one pass" if band is None else
            f"band [{band['low']:.3f}, {band['high']:.3f}] of one-pass risk, weight {band['weight']}, "
            f"sampling {chosen['dev_sampled_share']:.0%} of dev questions; dev AUROC {chosen['dev_auroc']:.3f} "
            f"vs one pass {chosen['dev_one_pass_auroc']:.3f}, consistency alone {chosen['dev_consistency_auroc']:.3f}")
         + ".\n",
+    ]
+    if len(doc.get("temperatures", [])) > 1:
+        lines += [
+            f"Sampling temperature chosen on dev: {doc['chosen_temperature']:g} (the best dev AUROC of its fitted "
+            "cascade). Every temperature tried, its cascade fitted on dev; the test columns are reported, not "
+            "chosen on:\n",
+            "| temperature | dev: second opinion | dev: consistency alone | dev sampled | test: second opinion | "
+            "test: consistency alone | test sampled | tokens per sample (at the cap) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t in doc["temperatures"]:
+            tokens = (f"{t['tokens_per_sample']:.1f} ({t['share_at_max_new_tokens']:.0%})"
+                      if "tokens_per_sample" in t else "-")
+            lines.append(f"| {t['temperature']:g} | {t['dev_auroc']:.3f} | {t['dev_consistency_auroc']:.3f} | "
+                         f"{t['dev_sampled_share']:.0%} | {t['test_second_opinion_auroc']:.3f} | "
+                         f"{t['test_consistency_only_auroc']:.3f} | {t['test_sampled_fraction']:.0%} | {tokens} |")
+        lines.append("")
+    lines += [
         "Test split, AUROC [bootstrap 95 % CI], incorrect = positive:\n",
         "| task | n | one pass | consistency alone (all sampled) | second opinion | sampled |",
         "|---|---|---|---|---|---|",
@@ -380,6 +526,22 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append("|---|" + "---|" * len(keys))
         for task, v in ex.items():
             lines.append(f"| {task} | " + " | ".join(f(v.get(k)) for k in keys) + " |")
+    curve = doc.get("budget_curve")
+    if curve:
+        lines.append("\nThe share of questions sampled is the cost knob: the cascade fitted on dev with at most that "
+                     "share sampled (same samples), reported on test (mean AUROC over tasks; one pass "
+                     f"{f(doc['test_mean'].get('one_pass_auroc'))}):\n")
+        lines.append("| budget | dev AUROC | dev sampled | test AUROC | test sampled |")
+        lines.append("|---|---|---|---|---|")
+        for c in curve:
+            lines.append(f"| {c['budget']:.1f} | {c['dev_auroc']:.3f} | {c['dev_sampled_share']:.0%} | "
+                         f"{c['test_auroc']:.3f} | {c['test_sampled_fraction']:.0%} |")
+    top = doc.get("test_chosen_ceiling")
+    if top and top["auroc"] >= 0:
+        lines.append(f"\nCeiling (not a result): the band chosen on the test split itself, at most "
+                     f"{doc['config']['budget']:.0%} of test questions sampled, reaches {top['auroc']:.3f} "
+                     f"({top['sampled_fraction']:.0%} sampled, band [{top['low']:.3f}, {top['high']:.3f}], "
+                     f"weight {top['weight']}).")
     dev = doc.get("explored_on_dev")
     if dev:
         band = dev["cascade"]
@@ -395,8 +557,9 @@ def markdown(doc: dict[str, Any]) -> str:
         for task in (*TASKS, "mean"):
             lines.append(f"| {task} | " + " | ".join(f(dev[task].get(k)) for k in keys) + " |")
     lines.append(f"\nExtra generated tokens per sampled question: at most {doc['extra_tokens_per_sampled_question']} "
-                 f"({doc['config']['samples']} samples x {doc['config']['max_new_tokens']}). Sampling took "
-                 f"{doc['seconds']['sampling']:.0f} s of {doc['seconds']['total']:.0f} s.\n")
+                 f"({doc['config']['samples']} samples x {doc['config']['max_new_tokens']}). Sampling in this run took "
+                 f"{sampling:.0f} s of {doc['seconds']['total']:.0f} s (samples already in the cache are read, not "
+                 "drawn again).\n")
     return "\n".join(lines) + "\n"
 
 

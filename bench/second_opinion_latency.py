@@ -701,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=int, default=16, help="how many fixed questions (default 16)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--samples", type=int, default=5, help="K, the second opinion's samples")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=0.5, help="the samples' temperature (default 0.5, Consistency's)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batches", default="1,8")
     p.add_argument("--concurrency", default="1,16")

@@ -30,8 +30,10 @@ from spill_guard.spans import make_locator
 from spill_guard.tasks import judge
 
 Equivalence = Callable[[str, str], bool]
-#: The samples' temperature where none is given (the guard's, ``calibrate`` and ``bench --second-opinion``).
-DEFAULT_TEMPERATURE = 1.0
+#: The samples' temperature where none is given (the guard's, ``calibrate`` and ``bench --second-opinion``):
+#: chosen on the built-in dev split among 0.3 / 0.5 / 0.7 / 1.0 (bench/results/second_opinion_eval.md): at 0.5 the
+#: samples' agreement ranks answers best there and the samples are a third shorter than at 1.0.
+DEFAULT_TEMPERATURE = 0.5
 #: Where the compared answer is: a quoted answer, else what follows "... is", else the answer without filler.
 AGREEMENT_LOCATOR = "quoted+answer_is+strip_filler"
 

@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 
 from spill_guard.calibration import SecondOpinionFit, default_calibration
-from spill_guard.calibration.consistency import Consistency
+from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE, Consistency
 from spill_guard.evaluation.cache import content_key
 from spill_guard.evaluation.metrics import auroc, auroc_ci
 from spill_guard.evaluation.splits import select
 from spill_guard.spans import make_locator
 from spill_guard.tasks import judge, load_task
+
+#: The bench's sample cache of K = 2 at the default temperature.
+SAMPLE_FILE = f"second_opinion-k2-t{DEFAULT_TEMPERATURE:g}.jsonl"
 
 RUN = ["--task", "capitals", "--n", "12", "--locators", "full", "--bootstrap", "50", "--max-new-tokens", "24"]
 
@@ -72,7 +75,7 @@ def test_bench_second_opinion_end_to_end_rerun_and_calibration_band(tmp_path):
         "samples",
         "extra_tokens_per_question",
     }
-    assert so["samples"] == 2 and so["temperature"] == 1.0 and so["band_from"] == "cross-fitted:5-fold"
+    assert so["samples"] == 2 and so["temperature"] == DEFAULT_TEMPERATURE and so["band_from"] == "cross-fitted:5-fold"
     assert 0.0 <= so["sampled_fraction"] <= 1.0 and len(so["bands"]) == 5
     # The default row is the one-pass rule measured on the same items.
     default = results["default"]
@@ -84,8 +87,8 @@ def test_bench_second_opinion_end_to_end_rerun_and_calibration_band(tmp_path):
     # consistency alone, by brute force from the caches and Consistency.compare.
     items = select(load_task("capitals"), "all", 12)
     _, generations = cache_entries(out / "generations.jsonl")
-    header, samples = cache_entries(out / "second_opinion-k2-t1.jsonl")
-    assert (header["samples"], header["temperature"], header["max_new_tokens"]) == (2, 1.0, 24)
+    header, samples = cache_entries(out / SAMPLE_FILE)
+    assert (header["samples"], header["temperature"], header["max_new_tokens"]) == (2, DEFAULT_TEMPERATURE, 24)
     assert len(samples) == len({content_key(g["record"]["prompt_ids"]) for g in generations.values()})
     consistency, full = Consistency(samples=2), make_locator("full")
     agreement, incorrect, tokens = [], [], []
@@ -108,11 +111,11 @@ def test_bench_second_opinion_end_to_end_rerun_and_calibration_band(tmp_path):
     assert "## Second opinion" in markdown and "consistency alone" in markdown and "one pass (default)" in markdown
 
     # A rerun samples (and generates) nothing and measures the same.
-    sample_file = (out / "second_opinion-k2-t1.jsonl").read_bytes()
+    sample_file = (out / SAMPLE_FILE).read_bytes()
     generation_file = (out / "generations.jsonl").read_bytes()
     again = bench(*RUN, "--out", str(out), "--second-opinion", "2")
     assert again.returncode == 0, again.stderr
-    assert (out / "second_opinion-k2-t1.jsonl").read_bytes() == sample_file
+    assert (out / SAMPLE_FILE).read_bytes() == sample_file
     assert (out / "generations.jsonl").read_bytes() == generation_file
     assert without_timings(json.loads((out / "results.json").read_text())) == without_timings(results)
 
@@ -122,7 +125,7 @@ def test_bench_second_opinion_end_to_end_rerun_and_calibration_band(tmp_path):
     assert base is not None
     fit = SecondOpinionFit(
         samples=2,
-        temperature=1.0,
+        temperature=DEFAULT_TEMPERATURE,  # as the run above sampled: its samples are reused
         top_p=1.0,
         locator=consistency.locator,
         equivalence="judge",
@@ -140,7 +143,7 @@ def test_bench_second_opinion_end_to_end_rerun_and_calibration_band(tmp_path):
     base.model_copy(update={"second_opinion": fit}).save(cal)
     banded = bench(*RUN, "--out", str(out), "--second-opinion-calibration", str(cal))
     assert banded.returncode == 0, banded.stderr
-    assert (out / "second_opinion-k2-t1.jsonl").read_bytes() == sample_file  # the same samples, reused
+    assert (out / SAMPLE_FILE).read_bytes() == sample_file  # the same samples, reused
     so = json.loads((out / "results.json").read_text())["second_opinion"]
     assert so["band_from"] == f"calibration:{cal}" and so["budget"] is None
     assert so["sampled_fraction"] == 1.0 and so["bands"] == [{"low": -100.0, "high": 100.0, "weight": 1.0}]

@@ -14,7 +14,7 @@ import pytest
 from spill_guard import SpillGuard
 from spill_guard.calibration import Calibration, CalibrationFileError, SecondOpinionFit, ThresholdCalibrator
 from spill_guard.calibration.cascade import Cascade
-from spill_guard.calibration.consistency import Consistency, draw_samples
+from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE, Consistency, draw_samples
 from spill_guard.calibration.data import from_task
 from spill_guard.errors import InvalidParameterError
 from spill_guard.models.params import GenerationParams
@@ -59,7 +59,7 @@ def test_calibrate_with_a_second_opinion_equals_its_brute_force(task_file, tmp_p
     subset = cset.scores(cal.spec, cal.locator)
     by_key = {a.key: a for a in cset.answers}
     kept = [by_key[k] for k in subset.keys]
-    consistency = Consistency(samples=2, temperature=1.0)
+    consistency = Consistency(samples=2)  # the CLI samples at the default temperature
     drawn = draw_samples(spill_model, [a.answer.prompt_ids for a in kept], consistency,
                          GenerationParams(max_new_tokens=MAX_NEW), batch_size=8)
     agreement = np.array([consistency.compare(a.answer.answer, d, a.question).agreement for a, d in zip(kept, drawn)])
@@ -69,7 +69,7 @@ def test_calibrate_with_a_second_opinion_equals_its_brute_force(task_file, tmp_p
         assert cal.threshold == ThresholdCalibrator("conformal", 0.1).fit(subset.scores, subset.labels).threshold
         return
     so = cal.second_opinion
-    assert (so.samples, so.temperature, so.top_p, so.budget, so.max_new_tokens) == (2, 1.0, 1.0, 1.0, MAX_NEW)
+    assert (so.samples, so.temperature, so.top_p, so.budget, so.max_new_tokens) == (2, DEFAULT_TEMPERATURE, 1.0, 1.0, MAX_NEW)
     assert so.equivalence == "judge" and so.locator == consistency.locator
     cascade = cal.cascade()
     final = cascade.scores(risk, agreement)
@@ -136,9 +136,12 @@ def test_a_given_second_opinion_must_match_the_files(spill_model):
     with pytest.raises(InvalidParameterError, match="band"):
         SpillGuard(spill_model, calibration=cal,
                    second_opinion=Consistency(samples=2, cascade=Cascade(0.0, 1.0, 0.5)))
+    # another temperature (here Consistency's default, the file says 1.0): refused, the error says both
+    with pytest.raises(InvalidParameterError, match=f"at temperature 1.0.*given samples 2 at temperature {DEFAULT_TEMPERATURE}"):
+        SpillGuard(spill_model, calibration=cal, second_opinion=Consistency(samples=2, equivalence=lambda a, b: True))
     # the same sampling, with your equivalence: taken, with the file's band
     guard = SpillGuard(spill_model, calibration=cal, max_new_tokens=MAX_NEW,
-                       second_opinion=Consistency(samples=2, equivalence=lambda a, b: True))
+                       second_opinion=Consistency(samples=2, temperature=1.0, equivalence=lambda a, b: True))
     assert guard.rule.second_opinion.cascade == cal.cascade()
     assert guard.ask("What is the capital of Peru?").second_opinion.agreement == 1.0
     custom = with_opinion(spill_model, equivalence="custom")

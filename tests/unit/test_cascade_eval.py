@@ -28,7 +28,7 @@ from spill_guard.calibration.cascade_eval import (
     sample_cache_path,
     second_opinion_setup,
 )
-from spill_guard.calibration.consistency import Consistency
+from spill_guard.calibration.consistency import DEFAULT_TEMPERATURE, Consistency
 from spill_guard.cli.main import main
 from spill_guard.errors import InvalidInputError, InvalidParameterError
 from spill_guard.evaluation.metrics import auroc, auroc_ci
@@ -218,7 +218,7 @@ def test_setup_defaults_and_off():
     assert second_opinion_setup(None) is None
     setup = second_opinion_setup(4)
     assert setup is not None and setup.budget == 0.5 and setup.calibration is None
-    assert (setup.consistency.samples, setup.consistency.temperature, setup.consistency.cascade) == (4, 1.0, None)
+    assert (setup.consistency.samples, setup.consistency.temperature, setup.consistency.cascade) == (4, DEFAULT_TEMPERATURE, None)
     assert setup.band_from == "cross-fitted:5-fold"
     setup = second_opinion_setup(2, temperature=0.5, budget=1.0, locators=["answer_is", "full"])
     assert setup is not None and (setup.consistency.temperature, setup.budget) == (0.5, 1.0)
