@@ -685,8 +685,9 @@ def render(rep: dict[str, Any]) -> str:
         "- The second opinion draws a question's K samples in one generate call of K rows, each row with its "
         "own seed, after the first answer (in the library one call per question, whatever the first answer's "
         "batch; in the server the samples of the requests decided together share calls, through a sample "
-        "batcher), so its cost grows with K × the samples' length: sampled answers at temperature 1.0 tend "
-        "to run longer than the greedy first answer (compare the token columns).",
+        "batcher), so its cost grows with K × the samples' length: sampled answers (here at temperature "
+        f"{rep['config']['temperature']:g}) tend to run longer than the greedy first answer (compare the token "
+        "columns).",
         "- Library and server prompts differ (the guard's question prompt vs the chat template over the "
         "message as sent), so compare arms within a section, not across sections.",
         "",
