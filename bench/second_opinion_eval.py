@@ -271,16 +271,17 @@ def by_temperature(rows: list[dict[str, Any]], temperature: float) -> list[dict[
 
 
 def choose_temperature(rows: list[dict[str, Any]], temperatures: list[float], samples: int, budget: float
-                       ) -> tuple[float, dict[str, list[dict[str, Any]]], dict[str, Any], list[dict[str, Any]]]:
+                       ) -> tuple[float, dict[str, list[dict[str, Any]]], Any, dict[str, Any], list[dict[str, Any]]]:
     """Measure agreement at each temperature and fit a cascade on the pooled dev split for each; the chosen
     temperature is the one whose cascade has the best dev AUROC (ties: the first given). Test numbers of the
     others are reported beside it (explored, not chosen on). Returns the chosen temperature, every
-    temperature's rows, the chosen fits and a table row per temperature."""
+    temperature's rows, the chosen fit, its per-task test measures and a table row per temperature."""
     from spill_guard.calibration.cascade import fit_cascade
     from spill_guard.calibration.consistency import Consistency
 
     per_t: dict[str, list[dict[str, Any]]] = {}
     fits: dict[str, Any] = {}
+    tests: dict[str, dict[str, Any]] = {}
     table = []
     for t in temperatures:
         consistency = Consistency(samples=samples, temperature=t)
@@ -292,8 +293,9 @@ def choose_temperature(rows: list[dict[str, Any]], temperatures: list[float], sa
         fit = fit_cascade([r["risk"] for r in dev], [r["agreement"] for r in dev], [r["incorrect"] for r in dev],
                           budget=budget)
         per_t[str(t)], fits[str(t)] = rs, fit
-        test = {task: measure([r for r in rs if r["task"] == task and r["split"] == "test"], fit.cascade)
-                for task in TASKS}
+        test = tests[str(t)] = {
+            task: measure([r for r in rs if r["task"] == task and r["split"] == "test"], fit.cascade) for task in TASKS
+        }
         table.append({"temperature": t, "dev_auroc": fit.auroc, "dev_consistency_auroc": fit.consistency_auroc,
                       "dev_sampled_share": fit.sampled_share,
                       "test_second_opinion_auroc": float(np.mean([v["second_opinion_auroc"] for v in test.values()])),
@@ -301,7 +303,7 @@ def choose_temperature(rows: list[dict[str, Any]], temperatures: list[float], sa
                                                                    for v in test.values()])),
                       "test_sampled_fraction": float(np.mean([v["sampled_fraction"] for v in test.values()]))})
     chosen = max(temperatures, key=lambda t: (fits[str(t)].auroc, -temperatures.index(t)))
-    return chosen, per_t, fits[str(chosen)], table
+    return chosen, per_t, fits[str(chosen)], tests[str(chosen)], table
 
 
 BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -329,14 +331,13 @@ def ceiling(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     5 % steps, the cascade's weights, at most ``budget`` of test questions sampled, the mean of the per-task
     AUROCs). A target above it is out of reach of any band chosen on dev."""
     from spill_guard.calibration.cascade import WEIGHTS, Cascade
+    from spill_guard.evaluation.metrics import auroc
 
     test = [r for r in rows if r["split"] == "test" and r["risk"] is not None and np.isfinite(r["risk"])]
     risk = np.array([r["risk"] for r in test])
     agreement = np.array([r["agreement"] for r in test])
     tasks = [np.array([r["task"] == t for r in test]) for t in TASKS]
     y = np.array([r["incorrect"] for r in test])
-    from spill_guard.evaluation.metrics import auroc
-
     best: dict[str, Any] = {"auroc": -1.0}
     edges = np.quantile(risk, np.linspace(0.0, 1.0, 21))
     for i in range(len(edges)):
@@ -405,7 +406,8 @@ def main() -> None:
                                                     Path(args.cache))
             for row in rows:
                 row["draws"][str(t)] = {"samples": row.pop("samples"), "sample_risks": row.pop("sample_risks")}
-    chosen_t, per_t, fit, temperature_table = choose_temperature(rows, temperatures, args.samples, args.budget)
+    chosen_t, per_t, fit, per_task, temperature_table = choose_temperature(rows, temperatures, args.samples,
+                                                                           args.budget)
     if args.rows is None:  # what a sample costs at each temperature: its text's tokens (re-tokenized), on average
         for entry in temperature_table:
             texts = [s for r in rows for s in r["draws"][str(entry["temperature"])]["samples"][: args.samples]]
@@ -415,8 +417,6 @@ def main() -> None:
     rows = per_t[str(chosen_t)]
     dev = [r for r in rows if r["split"] == "dev" and r["risk"] is not None and np.isfinite(r["risk"])]
     cascade = fit.cascade
-    per_task = {task: measure([r for r in rows if r["task"] == task and r["split"] == "test"], cascade)
-                for task in TASKS}
     keys = ("one_pass_auroc", "consistency_only_auroc", "second_opinion_auroc", "sampled_fraction")
     mean = {k: float(np.mean([v[k] for v in per_task.values() if k in v])) for k in keys}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
